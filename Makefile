@@ -1,0 +1,58 @@
+# The two set-up commands are `make demo` and `make test`; everything else is a step of theirs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := python3 -m uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+PYTEST := $(PY) -m pytest
+SERVERS := redis-server prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool
+
+.PHONY: help install servers test test-unit test-integration test-e2e lint format bench clean
+
+help:
+	@echo "make install           create .venv/ with the project and its dev tools"
+	@echo "make test              install, make sure the real servers exist, run the whole suite"
+	@echo "make test-unit         pure tests only (milliseconds, fakeredis)"
+	@echo "make test-integration  real redis-server, prometheus, pushgateway, alertmanager"
+	@echo "make test-e2e          a real Prefect server and worker"
+	@echo "make lint              ruff check, ruff format --check, mypy rollout_core"
+	@echo "make bench             print the benchmark figures"
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+install: $(VENV)/.installed
+
+servers:
+	@bash scripts/ensure-servers $(SERVERS)
+
+test: install servers
+	$(PYTEST) tests
+
+test-unit: install
+	$(PYTEST) tests/unit
+
+test-integration: install servers
+	$(PYTEST) tests/integration
+
+test-e2e: install servers
+	$(PYTEST) tests/e2e
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy rollout_core
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install servers
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,378 @@
+"""`rollouts.yaml`: which features roll out, on which ladder, judged by which SLOs.
+
+Loaded with `yaml.safe_load` semantics and validated with pydantic. Every error names the file,
+the line, the feature and the field, so `rollout` can print it and exit 2.
+
+Features that share an SLO profile and a `group_by` label share one PromQL query per SLO: the
+source runs each distinct query text once and picks each feature's series by its label value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rollout_core.errors import ConfigError, InvalidFeatureName
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "FEATURE_NAME_PATTERN",
+    "FeatureSpec",
+    "FreezeWindow",
+    "RatioQueries",
+    "RolloutsConfig",
+    "SloSpec",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "validate_feature_name",
+]
+
+DEFAULT_CONFIG_PATH = "rollouts.yaml"
+FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def validate_feature_name(name: str) -> str:
+    """The name itself, or InvalidFeatureName: names become Redis keys, so no injection."""
+    if not isinstance(name, str) or not FEATURE_NAME_PATTERN.fullmatch(name):
+        raise InvalidFeatureName(str(name))
+    return name
+
+
+def parse_duration(value: object) -> timedelta:
+    """`"30s"`, `"15m"`, `"1h"`, `"1h30m"`, `"2d"`, or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 15m, 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration {value!r} is negative; expected e.g. 30s, 15m, 1h")
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 15m, 1h or 1h30m")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _parse_clock(value: object) -> time | None:
+    """`"HH:MM"`; `"24:00"` (end of day) is returned as None."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML 1.1 reads an unquoted 17:30 as 1050 (sexagesimal)
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    text = str(value).strip()
+    if text == "24:00":
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f"time {value!r} is invalid; expected HH:MM between 00:00 and 24:00")
+    return time(int(match[1]), int(match[2]))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FreezeWindow(_Frozen):
+    """No promotions on these local weekdays between `start` and `end` (wrapping past midnight
+    when start > end). Rollbacks are never frozen."""
+
+    days: tuple[Weekday, ...] = _WEEKDAYS
+    start: Annotated[time | None, BeforeValidator(_parse_clock)] = time(0, 0)
+    end: Annotated[time | None, BeforeValidator(_parse_clock)] = None  # None: end of day
+    tz: str = "UTC"
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _lower_days(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(day).strip().lower()[:3] for day in value)
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time zone {value!r} is unknown; expected an IANA name such as UTC or "
+                "Europe/Berlin"
+            ) from None
+        return value
+
+
+class RatioQueries(_Frozen):
+    """Two PromQL counts over the same window: the error ratio is errors / total."""
+
+    errors: str = Field(min_length=1)
+    total: str = Field(min_length=1)
+
+
+class SloSpec(_Frozen):
+    """One SLO. Exactly one of `ratio` (errors/total) or `query` (a value or a count)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    ratio: RatioQueries | None = None
+    query: str | None = Field(default=None, min_length=1)
+    kind: Literal["ratio", "value", "count"] | None = None
+    max: float = Field(ge=0)
+    min_samples: int | None = Field(default=None, ge=0)
+    samples: str | None = Field(default=None, min_length=1)  # request count for a value SLO
+    absent_is_zero: bool | None = None  # count SLOs: an absent series means zero (default)
+    group_by: str | None = Field(default=None, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SloSpec:
+        if (self.ratio is None) == (self.query is None):
+            raise ValueError(f"SLO {self.name!r} needs exactly one of 'ratio' or 'query'")
+        kind = self.kind or ("ratio" if self.ratio is not None else "value")
+        if (kind == "ratio") != (self.ratio is not None):
+            raise ValueError(f"SLO {self.name!r}: kind {kind!r} needs 'ratio' iff kind is ratio")
+        if kind == "value" and self.min_samples and self.samples is None:
+            raise ValueError(
+                f"SLO {self.name!r}: min_samples needs a 'samples' query (a request count)"
+            )
+        if kind != "count" and self.absent_is_zero is not None:
+            raise ValueError(f"SLO {self.name!r}: absent_is_zero applies to count SLOs only")
+        if kind == "ratio" and self.max > 1:
+            raise ValueError(f"SLO {self.name!r}: a ratio max is a fraction (0.01 = 1%)")
+        object.__setattr__(self, "kind", kind)
+        if self.min_samples is None:
+            object.__setattr__(self, "min_samples", 200 if kind == "ratio" else 0)
+        if kind == "count" and self.absent_is_zero is None:
+            object.__setattr__(self, "absent_is_zero", True)
+        return self
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        """Every PromQL text this SLO needs, in a fixed order."""
+        if self.ratio is not None:
+            return (self.ratio.errors, self.ratio.total)
+        assert self.query is not None
+        return (self.query, self.samples) if self.samples else (self.query,)
+
+
+class FeatureSpec(_Frozen):
+    """One feature's rollout: defaults merged with the feature's own overrides."""
+
+    name: str
+    ladder: tuple[float, ...] = (0, 10, 50, 100)
+    safe_percent: float = Field(default=10, ge=0, lt=100)
+    dwell: Duration = timedelta(minutes=15)
+    cooldown: Duration = timedelta(hours=1)
+    freeze: tuple[FreezeWindow, ...] = ()
+    slos: tuple[SloSpec, ...] = Field(min_length=1)
+    metric_key: str | None = None  # label value of grouped queries; defaults to the name
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not FEATURE_NAME_PATTERN.fullmatch(value):
+            raise ValueError(str(InvalidFeatureName(value)))
+        return value
+
+    @field_validator("ladder")
+    @classmethod
+    def _sane_ladder(cls, ladder: tuple[float, ...]) -> tuple[float, ...]:
+        if len(ladder) < 2 or ladder[0] != 0 or ladder[-1] != 100:
+            raise ValueError(f"ladder {list(ladder)} must start at 0 and end at 100")
+        if any(b <= a for a, b in itertools.pairwise(ladder)):
+            raise ValueError(f"ladder {list(ladder)} must be strictly increasing")
+        return ladder
+
+    @field_validator("slos")
+    @classmethod
+    def _unique_slo_names(cls, slos: tuple[SloSpec, ...]) -> tuple[SloSpec, ...]:
+        names = [slo.name for slo in slos]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"SLO names must be unique; repeated: {', '.join(duplicated)}")
+        return slos
+
+    @property
+    def series_key(self) -> str:
+        """The label value that picks this feature's series out of a grouped query."""
+        return self.metric_key or self.name
+
+
+class RolloutsConfig(_Frozen):
+    """The whole file: features by name, each fully resolved."""
+
+    features: dict[str, FeatureSpec]
+    source: str = "<memory>"
+
+    def feature(self, name: str) -> FeatureSpec:
+        try:
+            return self.features[name]
+        except KeyError:
+            known = ", ".join(sorted(self.features)) or "none"
+            raise ConfigError(
+                f"feature {name!r} is not in {self.source}; configured features: {known}"
+            ) from None
+
+    def select(self, names: list[str] | None) -> list[FeatureSpec]:
+        """The named features in the given order, or all of them when names is None/empty."""
+        if not names:
+            return list(self.features.values())
+        return [self.feature(validate_feature_name(name)) for name in names]
+
+
+_DEFAULT_KEYS = {"ladder", "safe_percent", "dwell", "cooldown", "freeze", "slos"}
+
+
+def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
+    """Validate YAML text; ConfigError names the file, line, feature and field on failure."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        position = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{position}: not valid YAML: {problem}") from None
+    lines = _line_index(root)
+    if not isinstance(raw, dict) or not isinstance(raw.get("features"), dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'features:' mapping at the top")
+    unknown = set(raw) - {"defaults", "profiles", "features"}
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown top-level key(s) {sorted(unknown)}; "
+            "expected defaults, profiles, features"
+        )
+    defaults = raw.get("defaults") or {}
+    profiles = raw.get("profiles") or {}
+    _check_mapping(defaults, "defaults", source, lines, allowed=_DEFAULT_KEYS)
+    _check_mapping(profiles, "profiles", source, lines)
+    features: dict[str, FeatureSpec] = {}
+    for name, body in raw["features"].items():
+        where: tuple[Any, ...] = ("features", name)
+        if not isinstance(name, str) or not FEATURE_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{_at(source, lines, where)}: {InvalidFeatureName(str(name))}")
+        if body is not None and not isinstance(body, dict):
+            raise ConfigError(f"{_at(source, lines, where)}: feature {name!r} must be a mapping")
+        body = dict(body or {})
+        merged = {k: v for k, v in defaults.items() if k in _DEFAULT_KEYS}
+        profile_name = body.pop("profile", None)
+        if profile_name is not None:
+            if profile_name not in profiles:
+                raise ConfigError(
+                    f"{_at(source, lines, (*where, 'profile'))}: feature {name!r} uses profile "
+                    f"{profile_name!r}, which is not under 'profiles:' "
+                    f"(known: {', '.join(sorted(profiles)) or 'none'})"
+                )
+            merged.update(profiles[profile_name] or {})
+        merged.update(body)
+        merged["name"] = name
+        origins: list[tuple[Any, ...]] = [where, ("defaults",)]
+        if profile_name is not None:
+            origins.insert(1, ("profiles", profile_name))
+        try:
+            features[name] = FeatureSpec.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source, lines, name, origins)) from None
+    return RolloutsConfig(features=features, source=source)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> RolloutsConfig:
+    """Read and validate a rollouts file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read configuration {str(file)!r}: {exc.strerror}; "
+            "pass --config PATH or create rollouts.yaml"
+        ) from None
+    return parse_config(text, source=str(file))
+
+
+def _check_mapping(
+    value: object,
+    key: str,
+    source: str,
+    lines: dict[tuple[Any, ...], int],
+    allowed: set[str] | None = None,
+) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{_at(source, lines, (key,))}: '{key}' must be a mapping")
+    extra = set(value) - allowed if allowed is not None else set()
+    if extra:
+        raise ConfigError(
+            f"{_at(source, lines, (key,))}: unknown key(s) {sorted(extra)} under '{key}'; "
+            f"expected some of {sorted(allowed or ())}"
+        )
+
+
+def _describe(
+    exc: ValidationError,
+    source: str,
+    lines: dict[tuple[Any, ...], int],
+    feature: str,
+    origins: list[tuple[Any, ...]],
+) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        field = ".".join(str(part) for part in loc) or "(feature)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        value = error.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+        # the field may come from the feature, its profile or the defaults: point at the one set
+        found = [(*origin, *loc) for origin in origins if (*origin, *loc) in lines]
+        path = found[0] if found else (*origins[0], *loc)
+        problems.append(
+            f"{_at(source, lines, path)}: feature {feature!r} field {field}: {message}{shown}"
+        )
+    return "\n".join(problems)
+
+
+def _at(source: str, lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> str:
+    """`file:line` for the deepest part of path found in the YAML, else the file alone."""
+    for end in range(len(path), 0, -1):
+        line = lines.get(tuple(path[:end]))
+        if line is not None:
+            return f"{source}:{line}"
+    return source
+
+
+def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path in the YAML document to its 1-based line number."""
+    index: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return index
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            index.update(_line_index(value_node, child))
+            index[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            index.update(_line_index(item, (*path, position)))
+    return index

@@ -1,0 +1,70 @@
+"""One exception tree for the rollout controller.
+
+    RolloutError
+    ├── ConfigError            bad configuration or input: the user must fix something (exit 2)
+    │   ├── InvalidFeatureName
+    │   ├── InvalidQuery       Prometheus rejected a query (HTTP 4xx)
+    │   └── InvalidFlagValue   a flag key in Redis holds a value that does not parse
+    ├── FlagStoreError         Redis unreachable or failing (exit 1)
+    └── MetricsUnavailable     Prometheus unreachable, timed out or 5xx (retryable, exit 1)
+
+An SLO breach is a verdict, never an exception; a compare-and-set conflict is a result.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FlagStoreError",
+    "InvalidFeatureName",
+    "InvalidFlagValue",
+    "InvalidQuery",
+    "MetricsUnavailable",
+    "RolloutError",
+]
+
+
+class RolloutError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(RolloutError):
+    """Configuration or user input is wrong; the message names the value and the fix."""
+
+
+class InvalidFeatureName(ConfigError):
+    """A feature name would not make a safe Redis key."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"feature name {name!r} is invalid; expected ^[a-z0-9][a-z0-9_.-]{{0,63}}$ "
+            "(lower-case letters, digits, '_', '.', '-'; at most 64 characters)"
+        )
+        self.name = name
+
+
+class InvalidQuery(ConfigError):
+    """Prometheus rejected a query as malformed."""
+
+    def __init__(self, feature: str, slo: str, query: str, detail: str) -> None:
+        super().__init__(
+            f"feature {feature!r} SLO {slo!r}: Prometheus rejected the query {query!r}: {detail}; "
+            "fix the PromQL in the configuration"
+        )
+        self.feature, self.slo, self.query = feature, slo, query
+
+
+class FlagStoreError(RolloutError):
+    """The flag store (Redis) could not be read or written."""
+
+
+class InvalidFlagValue(ConfigError):
+    """A flag key holds a value that does not parse; the feature holds until it is fixed."""
+
+    def __init__(self, key: str, value: str, expected: str) -> None:
+        super().__init__(f"{key} is {value!r}; expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+class MetricsUnavailable(RolloutError):
+    """Prometheus could not answer (connection refused, timeout, 5xx): retry, never read as 0."""

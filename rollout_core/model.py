@@ -1,0 +1,155 @@
+"""Values the decision core passes around: readings, verdicts, flag state, decisions.
+
+Everything here is a frozen dataclass or an enum, so a decision can be logged, audited,
+rendered as a table row and replayed without any of it changing underneath.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+__all__ = [
+    "Action",
+    "Decision",
+    "FlagState",
+    "GuardResult",
+    "SloReading",
+    "SloSnapshot",
+    "SloVerdict",
+    "Verdict",
+    "format_percent",
+    "worst",
+]
+
+
+class Verdict(IntEnum):
+    """An SLO's verdict, ordered from best to worst so that `worst()` can combine them."""
+
+    HEALTHY = 0
+    INCONCLUSIVE = 1
+    BREACH = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """The worst of the verdicts; no verdicts at all is inconclusive, never healthy."""
+    return max(verdicts, default=Verdict.INCONCLUSIVE)
+
+
+class Action(StrEnum):
+    """What a decision does to the rollout percent."""
+
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    HOLD = "hold"
+
+
+def format_percent(percent: float) -> str:
+    """`10` -> "10%", `0.5` -> "0.5%": the way percents appear in reasons and the audit."""
+    return f"{percent:g}%"
+
+
+@dataclass(frozen=True)
+class SloReading:
+    """One SLO's measurement for one feature.
+
+    `value` is the error ratio, the latency or the count; None when Prometheus returned no
+    series or NaN. `samples` is the request count behind a ratio (or a value, when known).
+    """
+
+    name: str
+    value: float | None
+    samples: float | None = None
+
+    @property
+    def is_missing(self) -> bool:
+        return self.value is None or math.isnan(self.value)
+
+
+@dataclass(frozen=True)
+class SloSnapshot:
+    """Every SLO reading of one feature, taken at one moment."""
+
+    feature: str
+    readings: Mapping[str, SloReading]
+    taken_at: datetime | None = None
+
+    def reading(self, slo_name: str) -> SloReading:
+        """The named reading, or a missing one when the source had nothing for it."""
+        return self.readings.get(slo_name, SloReading(slo_name, None, None))
+
+
+@dataclass(frozen=True)
+class SloVerdict:
+    """The evidence for one SLO: what was seen, against which limit, and the verdict."""
+
+    name: str
+    verdict: Verdict
+    value: float | None
+    limit: float
+    samples: float | None = None
+    bound: float | None = None  # the 99% Wilson lower bound, for ratio SLOs
+    message: str = ""
+
+    def __str__(self) -> str:
+        return self.message or f"{self.name}: {self.verdict}"
+
+
+@dataclass(frozen=True)
+class FlagState:
+    """A feature's flag keys as read from the store (DESIGN §4)."""
+
+    feature: str
+    percent: float = 0.0
+    enabled: bool = True
+    internal_only: bool = False
+    paused: bool = False
+    last_change_time: datetime | None = None
+    last_percent: float | None = None
+    last_rollback_time: datetime | None = None
+    exists: bool = True  # False when the percent key is absent (feature never initialised)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """A guard's answer about a proposed decision: `blocks` is True when it holds the change."""
+
+    name: str
+    blocks: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller decided for one feature, and why, with the numbers.
+
+    `proposed` is what the SLO policy asked for before guards; it differs from `action` when a
+    guard (pause, dwell, cooldown, freeze) held the change, so a paused feature still reports
+    the decision it would have made.
+    """
+
+    feature: str
+    action: Action
+    from_percent: float
+    to_percent: float
+    reasons: tuple[str, ...]
+    verdicts: tuple[SloVerdict, ...] = ()
+    proposed: Action | None = None
+    proposed_percent: float | None = None
+    guard: str | None = None  # the name of the guard that held the change, if any
+    guards: tuple[GuardResult, ...] = field(default=())
+
+    @property
+    def is_change(self) -> bool:
+        return self.action is not Action.HOLD and self.to_percent != self.from_percent
+
+    @property
+    def reason(self) -> str:
+        """All reasons on one line, as the audit trail and the run table show them."""
+        return "; ".join(self.reasons)

@@ -1,0 +1,87 @@
+"""The small ports the shell talks through. Real adapters implement them; tests use fakes.
+
+- FlagStore: the flag keys and the audit stream (Redis, `rollout_core.flags`).
+- MetricsSource: SLO readings (Prometheus or a replayed frame, `rollout_core.slo`).
+- TelemetrySink: run metrics (Pushgateway, `rollout_core.telemetry`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from rollout_core.errors import RolloutError
+from rollout_core.model import Action, FlagState, SloSnapshot
+
+if TYPE_CHECKING:
+    from rollout_core.config import FeatureSpec
+
+__all__ = ["ApplyResult", "FlagChange", "FlagStore", "MetricsSource", "TelemetrySink"]
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """A percent change to write if the flag still is what the writer read (compare-and-set).
+
+    `expected_percent` is None when the percent key was absent at read time.
+    In dry run nothing but a recommendation entry is written to the audit stream.
+    """
+
+    feature: str
+    expected_percent: float | None
+    expected_paused: bool
+    new_percent: float
+    reason: str
+    by: str  # "controller" or "manual"
+    at: datetime
+    action: Action
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What the compare-and-set did. On a conflict nothing was written and `current_*` say
+    what the store holds now."""
+
+    applied: bool
+    conflict: bool
+    current_percent: float | None
+    current_paused: bool
+    audit_id: str | None = None  # the audit stream entry id, when one was written
+
+
+class FlagStore(Protocol):
+    def read(self, features: Sequence[str]) -> dict[str, FlagState]:
+        """Every feature's state in one round trip; InvalidFlagValue names the first bad key."""
+        ...
+
+    def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
+        """Like read, but a feature whose keys do not parse gets its error, not the others'."""
+        ...
+
+    def apply(self, change: FlagChange) -> ApplyResult:
+        """Write percent, history and audit entry atomically, or nothing on a conflict."""
+        ...
+
+
+class MetricsSource(Protocol):
+    def fetch(
+        self, specs: Sequence[FeatureSpec], at: datetime
+    ) -> Mapping[str, SloSnapshot | RolloutError]:
+        """Every feature's SLO readings at `at`. Raises MetricsUnavailable when the source
+        cannot answer at all; a query rejected for one feature is that feature's error."""
+        ...
+
+
+class TelemetrySink(Protocol):
+    def record_run(
+        self,
+        results: Mapping[str, Action],
+        percents: Mapping[str, float],
+        status: str,
+        at: datetime,
+    ) -> None:
+        """Count this run's decisions and status and publish them; never raises."""
+        ...

@@ -65,6 +65,12 @@ class FlagStore(Protocol):
         """Write percent, history and audit entry atomically, or nothing on a conflict."""
         ...
 
+    def set_percent(
+        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+    ) -> ApplyResult:
+        """A manual change through the same compare-and-set (read, then apply), audited."""
+        ...
+
 
 class MetricsSource(Protocol):
     def fetch(
@@ -82,6 +88,7 @@ class TelemetrySink(Protocol):
         percents: Mapping[str, float],
         status: str,
         at: datetime,
-    ) -> None:
-        """Count this run's decisions and status and publish them; never raises."""
+    ) -> str | None:
+        """Count this run's decisions and status and publish them; never raises. May return a
+        short status for the run log, e.g. "pushed" or "pushgateway unreachable: ..."."""
         ...

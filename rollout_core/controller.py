@@ -1,0 +1,296 @@
+"""One controller pass, as steps the Prefect tasks wrap one by one.
+
+fetch SLOs → read flags → evaluate policy → check guards → apply → (telemetry, audit).
+Each step takes every feature at once, so a pass costs one query per distinct PromQL text,
+one flag read, and one compare-and-set per change, however many features there are.
+A feature that fails carries its error in its outcome; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rollout_core.config import FeatureSpec
+from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable, RolloutError
+from rollout_core.guards import check_guards
+from rollout_core.model import Action, Decision, FlagState, SloSnapshot
+from rollout_core.policy import evaluate_slos, propose
+from rollout_core.ports import FlagChange, FlagStore, MetricsSource
+
+__all__ = [
+    "FeatureOutcome",
+    "OutcomeStatus",
+    "apply_decisions",
+    "check_all_guards",
+    "evaluate_all",
+    "failed_outcomes",
+    "fetch_snapshots",
+    "read_states",
+    "resolve_dry_run",
+    "run_pass",
+    "run_status",
+    "stale_run_reason",
+    "summarize",
+]
+
+
+class OutcomeStatus(StrEnum):
+    """How a feature's pass ended; anything but OK fails the run. Ordered best to worst."""
+
+    OK = "ok"
+    CONFIG_ERROR = "config_error"
+    ERROR = "error"
+    PROM_UNREACHABLE = "prom_unreachable"
+    REDIS_ERROR = "redis_error"
+
+
+# runs_total{status} knows ok, prom_unreachable, redis_error and error.
+_RUN_STATUS_ORDER = (
+    OutcomeStatus.REDIS_ERROR,
+    OutcomeStatus.PROM_UNREACHABLE,
+    OutcomeStatus.ERROR,
+    OutcomeStatus.CONFIG_ERROR,
+)
+
+
+@dataclass(frozen=True)
+class FeatureOutcome:
+    """A feature's result for one pass: its decision (when it got that far) and what happened."""
+
+    feature: str
+    status: OutcomeStatus
+    decision: Decision | None = None
+    applied: bool = False
+    dry_run: bool = False
+    error: str | None = None
+    audit_id: str | None = None
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status is not OutcomeStatus.OK
+
+    @property
+    def result(self) -> Action:
+        """The telemetry result: what actually happened to the flag (a dry run changes nothing)."""
+        if self.decision is None or not self.applied or self.dry_run:
+            return Action.HOLD
+        return self.decision.action
+
+    @property
+    def percent(self) -> float | None:
+        """The percent the flag holds after this pass, when known."""
+        if self.decision is None:
+            return None
+        return (
+            self.decision.to_percent
+            if self.applied and not self.dry_run
+            else (self.decision.from_percent)
+        )
+
+    @property
+    def summary(self) -> str:
+        """One line for the run's state message and the CLI."""
+        if self.error is not None:
+            return f"{self.feature}: {self.status} ({self.error})"
+        assert self.decision is not None
+        d = self.decision
+        verb = f"recommend {d.action}" if self.dry_run and d.is_change else str(d.action)
+        return f"{self.feature}: {verb} {d.from_percent:g}% -> {d.to_percent:g}% ({d.reason})"
+
+
+def _status_of(error: BaseException) -> OutcomeStatus:
+    if isinstance(error, MetricsUnavailable):
+        return OutcomeStatus.PROM_UNREACHABLE
+    if isinstance(error, ConfigError):
+        return OutcomeStatus.CONFIG_ERROR
+    if isinstance(error, FlagStoreError):
+        return OutcomeStatus.REDIS_ERROR
+    return OutcomeStatus.ERROR
+
+
+def failed_outcomes(features: Sequence[str], error: BaseException) -> dict[str, FeatureOutcome]:
+    """Every feature failed for one reason (Prometheus or Redis down): nothing was changed."""
+    status = _status_of(error)
+    return {name: FeatureOutcome(name, status, error=str(error)) for name in features}
+
+
+def fetch_snapshots(
+    source: MetricsSource, specs: Sequence[FeatureSpec], at: datetime
+) -> Mapping[str, SloSnapshot | RolloutError]:
+    """SLO readings of every feature; raises MetricsUnavailable when the source cannot answer."""
+    return source.fetch(specs, at)
+
+
+def read_states(store: FlagStore, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
+    """Every feature's flag state in one round trip; raises FlagStoreError when Redis fails."""
+    return store.read_each(features)
+
+
+def evaluate_all(
+    specs: Sequence[FeatureSpec],
+    snapshots: Mapping[str, SloSnapshot | RolloutError],
+    states: Mapping[str, FlagState | RolloutError],
+) -> dict[str, Decision | FeatureOutcome]:
+    """The policy's proposal per feature, or the outcome of a feature that cannot be judged."""
+    proposals: dict[str, Decision | FeatureOutcome] = {}
+    for spec in specs:
+        snapshot = snapshots.get(spec.name)
+        state = states.get(spec.name)
+        problem = next((x for x in (state, snapshot) if isinstance(x, BaseException)), None)
+        if problem is not None:
+            proposals[spec.name] = FeatureOutcome(
+                spec.name, _status_of(problem), error=str(problem)
+            )
+            continue
+        if snapshot is None:
+            snapshot = SloSnapshot(spec.name, {})
+        assert isinstance(state, FlagState) and isinstance(snapshot, SloSnapshot)
+        proposals[spec.name] = propose(spec, state, evaluate_slos(spec, snapshot))
+    return proposals
+
+
+def check_all_guards(
+    specs: Sequence[FeatureSpec],
+    states: Mapping[str, FlagState | RolloutError],
+    proposals: Mapping[str, Decision | FeatureOutcome],
+    now: datetime,
+) -> dict[str, Decision | FeatureOutcome]:
+    """Guards applied to every proposal; failed features pass through unchanged."""
+    decisions: dict[str, Decision | FeatureOutcome] = {}
+    for spec in specs:
+        proposal = proposals[spec.name]
+        state = states.get(spec.name)
+        if isinstance(proposal, Decision) and isinstance(state, FlagState):
+            decisions[spec.name] = check_guards(spec, state, proposal, now)
+        else:
+            decisions[spec.name] = proposal
+    return decisions
+
+
+def apply_decisions(
+    store: FlagStore,
+    decisions: Mapping[str, Decision | FeatureOutcome],
+    states: Mapping[str, FlagState | RolloutError],
+    now: datetime,
+    dry_run: bool,
+    by: str = "controller",
+) -> dict[str, FeatureOutcome]:
+    """One compare-and-set per change. A conflict becomes a hold "concurrent change"; a
+    Redis failure fails that feature only. Never retried blindly: a CAS happened or it did not."""
+    outcomes: dict[str, FeatureOutcome] = {}
+    for name, decision in decisions.items():
+        state = states.get(name)
+        if isinstance(decision, FeatureOutcome):
+            outcomes[name] = decision
+            continue
+        if not decision.is_change or not isinstance(state, FlagState):
+            outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, decision, dry_run=dry_run)
+            continue
+        change = FlagChange(
+            feature=name,
+            expected_percent=state.percent if state.exists else None,
+            expected_paused=state.paused,
+            new_percent=decision.to_percent,
+            reason=decision.reason,
+            by=by,
+            at=now,
+            action=decision.action,
+            dry_run=dry_run,
+        )
+        try:
+            result = store.apply(change)
+        except RolloutError as error:
+            outcomes[name] = FeatureOutcome(name, _status_of(error), decision, error=str(error))
+            continue
+        if result.conflict:
+            held = _held_by_concurrent_change(decision, result.current_percent)
+            outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, held, dry_run=dry_run)
+        else:
+            outcomes[name] = FeatureOutcome(
+                name, OutcomeStatus.OK, decision, result.applied, dry_run, audit_id=result.audit_id
+            )
+    return outcomes
+
+
+def _held_by_concurrent_change(decision: Decision, current: float | None) -> Decision:
+    now_at = f"{current:g}%" if current is not None else "absent"
+    return replace(
+        decision,
+        action=Action.HOLD,
+        to_percent=decision.from_percent,
+        proposed=decision.proposed or decision.action,
+        proposed_percent=decision.to_percent,
+        guard="concurrent change",
+        reasons=(
+            f"Hold: concurrent change: flag moved from {decision.from_percent:g}% to {now_at} "
+            "since it was read; not overwritten",
+            *decision.reasons,
+        ),
+    )
+
+
+def run_status(outcomes: Mapping[str, FeatureOutcome]) -> str:
+    """The run's status for runs_total{status}: ok, or the worst failure among the features."""
+    statuses = {outcome.status for outcome in outcomes.values()}
+    for status in _RUN_STATUS_ORDER:
+        if status in statuses:
+            return "error" if status is OutcomeStatus.CONFIG_ERROR else str(status)
+    return str(OutcomeStatus.OK)
+
+
+def summarize(outcomes: Mapping[str, FeatureOutcome]) -> str:
+    """The run's state message: a count, then one line per feature."""
+    failed = sum(outcome.is_failed for outcome in outcomes.values())
+    head = f"{len(outcomes)} feature(s), {failed} failed"
+    return "\n".join([head, *(outcome.summary for outcome in outcomes.values())])
+
+
+def resolve_dry_run(requested: bool | None, from_env: bool | None) -> bool:
+    """The parameter wins, then ROLLOUT_DRY_RUN; with neither, a dry run: live is deliberate."""
+    if requested is not None:
+        return requested
+    return True if from_env is None else from_env
+
+
+def stale_run_reason(
+    scheduled: datetime | None, started: datetime, interval: timedelta, max_intervals: int = 2
+) -> str | None:
+    """Why a scheduled run that starts too late must not act, or None when it is on time.
+
+    A worker that comes back replays missed runs oldest first; acting on each would replay
+    hours-old decisions in a burst, so late runs complete as skipped and the next one decides.
+    """
+    if scheduled is None:
+        return None
+    late = started - scheduled
+    if late <= interval * max_intervals:
+        return None
+    return (
+        f"skipped: scheduled at {scheduled.isoformat()} but started {late} late "
+        f"(more than {max_intervals} x {interval}); the next on-time run decides"
+    )
+
+
+def run_pass(
+    specs: Sequence[FeatureSpec],
+    store: FlagStore,
+    source: MetricsSource,
+    now: datetime,
+    dry_run: bool,
+) -> dict[str, FeatureOutcome]:
+    """The whole decision pass without Prefect: what the benchmark and the demo's checks use."""
+    names = [spec.name for spec in specs]
+    try:
+        snapshots = fetch_snapshots(source, specs, now)
+    except MetricsUnavailable as error:
+        return failed_outcomes(names, error)
+    try:
+        states = read_states(store, names)
+    except FlagStoreError as error:
+        return failed_outcomes(names, error)
+    proposals = evaluate_all(specs, snapshots, states)
+    decisions = check_all_guards(specs, states, proposals, now)
+    return apply_decisions(store, decisions, states, now, dry_run)

@@ -6,15 +6,20 @@ A missing server binary fails the test (MissingServer), it never skips: CI must 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# Tests never reach a real Prefect API or a developer's ~/.prefect by accident.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tests never reach a real Prefect API or a developer's ~/.prefect by accident: a private
+# PREFECT_HOME per session, no inherited API URL (flow tests start their own server).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rollout-tests-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["ROLLOUT_AUDIT_LOG"] = os.path.join(os.environ["PREFECT_HOME"], "rollout_log.md")
 
 from deployments.servers import (
     RunningServer,

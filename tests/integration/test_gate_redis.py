@@ -1,0 +1,72 @@
+"""MinimalGate against a real redis-server: operator changes seen after the TTL, outages."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import redis
+
+from deployments.servers import RunningServer, require_binary
+from rollout_core.bucketing import bucket, is_in_rollout
+from rollout_core.minimal_gate import MinimalGate
+
+pytestmark = pytest.mark.integration
+IDS = [f"user-{number}" for number in range(1_000)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate_client(url: str, **options: object) -> redis.Redis:
+    """A client that fails fast, as the gate's docstring asks: no retries, short timeouts."""
+    return redis.Redis.from_url(
+        url, socket_timeout=0.2, socket_connect_timeout=0.2, retry=None, **options
+    )
+
+
+def redis_cli(url: str, *command: str) -> str:
+    """What an operator types: `redis-cli SET flags:google:rollout_percent 37`."""
+    argv = [require_binary("redis-cli"), "-u", url, *command]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10).stdout
+
+
+def allowed(gate: MinimalGate) -> list[bool]:
+    return [gate.allow("google", {"actor_id": actor}) for actor in IDS]
+
+
+@pytest.mark.parametrize("options", [{}, {"decode_responses": True}, {"protocol": 2}])
+def test_an_operator_set_is_seen_once_the_ttl_has_passed(
+    redis_url: str, options: dict[str, object]
+) -> None:
+    clock = FakeClock()
+    client = gate_client(redis_url, **options)
+    gate = MinimalGate(client, cache_ttl_sec=5, clock=clock, environ={})
+    assert allowed(gate) == [False] * len(IDS)  # no keys, no env: 0%
+    assert redis_cli(redis_url, "SET", "flags:google:rollout_percent", "37").strip() == "OK"
+    clock.now += 4.9
+    assert gate.percent("google") == 0
+    clock.now += 0.1
+    assert gate.percent("google") == 37
+    assert allowed(gate) == [is_in_rollout(bucket("google", actor), 37) for actor in IDS]
+    client.close()
+
+
+def test_a_killed_server_serves_the_last_state_then_says_no(own_redis: RunningServer) -> None:
+    clock = FakeClock()
+    redis_cli(own_redis.url, "SET", "flags:google:rollout_percent", "100")
+    client = gate_client(own_redis.url)
+    gate = MinimalGate(client, cache_ttl_sec=5, max_stale_sec=60, clock=clock, environ={})
+    assert all(allowed(gate))
+    own_redis.kill()
+    clock.now += 30
+    assert all(allowed(gate))  # the refresh failed; the last known state is served
+    clock.now += 30
+    assert not any(allowed(gate))
+    assert gate.percent("google") == 0
+    client.close()

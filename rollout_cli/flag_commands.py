@@ -1,0 +1,199 @@
+"""The operator's flag commands: init, status, set, pause, resume, audience, audit.
+
+Only typer is imported at load time; Redis, pydantic and the formatters load inside the
+command that needs them, so `rollout --help` and every other command stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rollout_cli.shell import EXIT_FAILURE, Outcome, exit_code, now, open_store, run
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from rollout_core.config import RolloutsConfig
+
+__all__ = ["audience", "audit", "init", "pause", "resume", "set_percent", "status"]
+
+Feature = Annotated[str, typer.Argument(help="Feature name, e.g. google.", show_default=False)]
+Reason = Annotated[str | None, typer.Option(help="Why: recorded in the audit trail.")]
+By = Annotated[str, typer.Option(help="Who makes the change: recorded in the audit trail.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+ConfigPath = Annotated[Path, typer.Option(help="Rollouts file for dwell and cooldown.")]
+
+
+def init(feature: Feature, by: By = "manual") -> None:
+    """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
+
+    def command() -> Outcome:
+        from rollout_cli.formatting import init_message
+        from rollout_core.config import validate_feature_name
+
+        name = validate_feature_name(feature)
+        return Outcome(init_message(name, open_store().init(name, now(), by)))
+
+    run(command)
+
+
+def status(
+    features: Annotated[list[str] | None, typer.Argument(help="Default: all known.")] = None,
+    as_json: AsJson = False,
+    config: ConfigPath = Path("rollouts.yaml"),
+) -> None:
+    """Percent, enabled, audience, paused, last change, and dwell and cooldown time left."""
+
+    def command() -> Outcome:
+        from rollout_cli.formatting import status_json, status_row, status_table
+        from rollout_core.config import validate_feature_name
+
+        names = [validate_feature_name(name) for name in features or []]
+        moment = now()
+        rollouts, notes = _load_rollouts(config)
+        store = open_store()
+        if not names:
+            configured = set(rollouts.features) if rollouts is not None else set()
+            names = sorted(configured | set(store.known_features()))
+        rows, codes = [], [0]
+        for name, state in store.read_each(names).items():
+            dwell, cooldown, source = _timing(rollouts, name)
+            if rollouts is not None and source == "defaults":
+                notes.append(f"{name} is not in {config}; {_DEFAULTS_NOTE}")
+            if isinstance(state, Exception):
+                codes.append(exit_code(state))
+                notes.append(f"error: {state}")
+            rows.append(status_row(name, state, dwell, cooldown, source, moment))
+        if not rows and not as_json:
+            return Outcome("no features found; run `rollout init FEATURE`", 0, tuple(notes))
+        output = status_json(rows) if as_json else status_table(rows)
+        return Outcome(output, max(codes), tuple(notes))
+
+    run(command)
+
+
+_DEFAULTS_NOTE = "using the default dwell 15m and cooldown 1h"
+
+
+def _load_rollouts(path: Path) -> tuple[RolloutsConfig | None, list[str]]:
+    """The rollouts file, or None and a note: status still shows flags when it is missing."""
+    from rollout_core.config import load_config
+    from rollout_core.errors import ConfigError
+
+    if not path.exists():
+        return None, [f"{path} not found; {_DEFAULTS_NOTE}"]
+    try:
+        return load_config(path), []
+    except ConfigError as error:
+        return None, [f"{error}; {_DEFAULTS_NOTE}"]
+
+
+def _timing(rollouts: RolloutsConfig | None, name: str) -> tuple[timedelta, timedelta, str]:
+    """(dwell, cooldown, where they came from) for one feature."""
+    from rollout_core.config import FeatureSpec
+
+    if rollouts is not None and name in rollouts.features:
+        spec = rollouts.features[name]
+        return spec.dwell, spec.cooldown, rollouts.source
+    fields = FeatureSpec.model_fields
+    return fields["dwell"].default, fields["cooldown"].default, "defaults"
+
+
+def set_percent(
+    feature: Feature,
+    percent: Annotated[str, typer.Argument(help="0..100, e.g. 10 or 0.5.", show_default=False)],
+    reason: Reason = None,
+    by: By = "manual",
+) -> None:
+    """Set the rollout percent through the controller's compare-and-set (audited)."""
+
+    def command() -> Outcome:
+        from rollout_cli.formatting import set_message
+        from rollout_cli.inputs import parse_percent_argument, require_reason
+        from rollout_core.config import validate_feature_name
+        from rollout_core.errors import ConfigError
+        from rollout_core.model import FlagState
+
+        name = validate_feature_name(feature)
+        target = parse_percent_argument(percent)
+        why = require_reason(reason, f'rollout set {name} {percent} --reason "canary is healthy"')
+        store = open_store()
+        state = store.read_each([name])[name]
+        if isinstance(state, FlagState) and not state.exists:
+            raise ConfigError(
+                f"{name} is not initialised (flags:{name}:rollout_percent is absent); "
+                f"run `rollout init {name}` first"
+            )
+        # a bad value in another key must not block an emergency change: set reads its own
+        before = state.percent if isinstance(state, FlagState) else None
+        result = store.set_percent(name, target, why, by, at=now())
+        return Outcome(set_message(name, before, target, result), EXIT_FAILURE * result.conflict)
+
+    run(command)
+
+
+def pause(feature: Feature, reason: Reason = None, by: By = "manual") -> None:
+    """Stop the controller changing this feature (rollbacks included) until resumed."""
+    run(lambda: _pause(feature, True, reason or "paused by operator", by))
+
+
+def resume(feature: Feature, reason: Reason = None, by: By = "manual") -> None:
+    """Let the controller change this feature again."""
+    run(lambda: _pause(feature, False, reason or "resumed by operator", by))
+
+
+def _pause(feature: str, paused: bool, reason: str, by: str) -> Outcome:
+    from rollout_cli.formatting import pause_message
+    from rollout_core.config import validate_feature_name
+
+    name = validate_feature_name(feature)
+    result = open_store().set_paused(name, paused, reason, by, now())
+    return Outcome(pause_message(name, paused, result))
+
+
+def audience(
+    feature: Feature,
+    to: Annotated[str, typer.Argument(help="internal or public.", show_default=False)],
+    reason: Reason = None,
+    by: By = "manual",
+) -> None:
+    """Switch the audience and reset the percent to 0, atomically (audited)."""
+
+    def command() -> Outcome:
+        from rollout_cli.formatting import audience_message
+        from rollout_cli.inputs import parse_audience
+        from rollout_core.config import validate_feature_name
+
+        name = validate_feature_name(feature)
+        internal_only = parse_audience(to)
+        why = reason or f"audience set to {to.strip().lower()} by operator"
+        result = open_store().set_audience(name, internal_only, why, by, now())
+        return Outcome(audience_message(name, internal_only, result))
+
+    run(command)
+
+
+def audit(
+    feature: Annotated[str | None, typer.Argument(help="Default: every feature.")] = None,
+    as_json: AsJson = False,
+    limit: Annotated[int, typer.Option(help="Newest entries to show.")] = 50,
+) -> None:
+    """The audit trail from the Redis stream, newest first; dry runs are recommendations."""
+
+    def command() -> Outcome:
+        from rollout_cli.formatting import audit_json, audit_table
+        from rollout_cli.inputs import parse_limit
+        from rollout_core.audit import read_audit
+        from rollout_core.config import validate_feature_name
+
+        name = None if feature is None else validate_feature_name(feature)
+        count = parse_limit(limit)
+        entries = read_audit(open_store().client, name, count)
+        if as_json:
+            return Outcome(audit_json(entries))
+        return Outcome(audit_table(entries) if entries else "no audit entries")
+
+    run(command)

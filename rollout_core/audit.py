@@ -1,0 +1,190 @@
+"""The audit trail: the `rollout:audit` Redis stream is the durable record; the Markdown log
+(`rollout_log.md`) is a readable copy that can always be rebuilt from it.
+
+Dry-run entries are recommendations (`recommend 0% -> 10% ... dry_run=true`), never changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from rollout_core.errors import InvalidFlagValue
+from rollout_core.flags import AUDIT_STREAM, format_time, parse_percent, parse_time
+from rollout_core.model import format_percent
+from rollout_core.redis_connection import store_error
+
+__all__ = [
+    "DEFAULT_LOG_PATH",
+    "MARKDOWN_HEADER",
+    "AuditEntry",
+    "append_rollout_log",
+    "entry_from_stream",
+    "format_log_line",
+    "log_path",
+    "read_audit",
+    "rebuild_rollout_log",
+    "render_markdown",
+]
+
+DEFAULT_LOG_PATH = "rollout_log.md"
+MARKDOWN_HEADER = (
+    "# Rollout log\n\n"
+    "One line per flag change, oldest first. Lines marked `dry_run=true` are recommendations\n"
+    "that were not applied. The Redis stream `rollout:audit` is the durable record.\n\n"
+)
+_PERCENT_ACTIONS = {"promote", "rollback", "hold", ""}  # others (pause, init...) are named
+_PAGE = 500
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audited event; percents are None where the percent key was absent."""
+
+    time: datetime
+    feature: str
+    old_percent: float | None
+    new_percent: float | None
+    reason: str
+    by: str
+    dry_run: bool = False
+    action: str = ""
+    id: str | None = None  # the stream entry id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": format_time(self.time),
+            "feature": self.feature,
+            "old_percent": self.old_percent,
+            "new_percent": self.new_percent,
+            "reason": self.reason,
+            "by": self.by,
+            "dry_run": self.dry_run,
+            "action": self.action,
+        }
+
+
+def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
+    """Parse one stream entry; a field that does not parse names the entry and the field."""
+
+    def percent(name: str) -> float | None:
+        # an entry may carry an operator's unparsable percent (a pause of a broken flag): the
+        # trail must stay readable, so such a value shows as unset rather than failing it
+        raw = fields.get(name, "")
+        try:
+            return parse_percent(f"{AUDIT_STREAM} {entry_id} {name}", raw) if raw else None
+        except InvalidFlagValue:
+            return None
+
+    return AuditEntry(
+        time=parse_time(f"{AUDIT_STREAM} {entry_id} time", fields.get("time", "")),
+        feature=fields.get("feature", ""),
+        old_percent=percent("old_percent"),
+        new_percent=percent("new_percent"),
+        reason=fields.get("reason", ""),
+        by=fields.get("by", ""),
+        dry_run=fields.get("dry_run") == "true",
+        action=fields.get("action", ""),
+        id=entry_id,
+    )
+
+
+def read_audit(
+    client: redis.Redis, feature: str | None = None, limit: int | None = 50
+) -> list[AuditEntry]:
+    """The newest `limit` entries (all when None), newest first, of one feature or all."""
+    entries: list[AuditEntry] = []
+    try:
+        for entry_id, fields in _newest_first(client):
+            if feature is None or fields.get("feature") == feature:
+                entries.append(entry_from_stream(entry_id, fields))
+                if limit is not None and len(entries) >= limit:
+                    break
+    except redis.RedisError as exc:
+        raise store_error(client, exc, f"reading {AUDIT_STREAM}") from exc
+    return entries
+
+
+def _newest_first(client: redis.Redis) -> Iterator[tuple[str, dict[str, str]]]:
+    newest = "+"
+    while True:
+        page = cast(
+            "list[tuple[str, dict[str, str]]]",  # decode_responses=True: str, not bytes
+            client.xrevrange(AUDIT_STREAM, max=newest, min="-", count=_PAGE),
+        )
+        yield from page
+        if len(page) < _PAGE:
+            return
+        newest = f"({page[-1][0]}"
+
+
+def format_log_line(entry: AuditEntry) -> str:
+    """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
+    dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
+    old, new = (_shown(p) for p in (entry.old_percent, entry.new_percent))
+    change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
+    reason = " ".join(entry.reason.split())  # one entry, one line
+    line = f"{format_time(entry.time)}  {entry.feature}  {change}  reason={reason}  by={entry.by}"
+    if entry.dry_run:
+        line += "  dry_run=true"
+    if entry.action not in _PERCENT_ACTIONS:
+        line += f"  action={entry.action}"
+    return line
+
+
+def _shown(percent: float | None) -> str:
+    return "unset" if percent is None else format_percent(percent)
+
+
+def render_markdown(entries: Iterable[AuditEntry]) -> str:
+    """The whole Markdown log for these entries, oldest first whatever order they come in."""
+    ordered = sorted(entries, key=lambda e: (e.time, _stream_order(e.id)))
+    return MARKDOWN_HEADER + "".join(f"{format_log_line(entry)}\n" for entry in ordered)
+
+
+def _stream_order(entry_id: str | None) -> tuple[int, int]:
+    millis, _, sequence = (entry_id or "0-0").partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def log_path(path: str | Path | None = None) -> Path:
+    """`path`, else ROLLOUT_AUDIT_LOG, else rollout_log.md."""
+    return Path(path or os.environ.get("ROLLOUT_AUDIT_LOG") or DEFAULT_LOG_PATH)
+
+
+def append_rollout_log(
+    feature: str,
+    old_pct: float | None,
+    new_pct: float | None,
+    reason: str,
+    by: str = "manual",
+    *,
+    dry_run: bool = False,
+    at: datetime | None = None,
+    path: str | Path | None = None,
+) -> str:
+    """Append one line to the Markdown log (with a header when the file is new); the line."""
+    entry = AuditEntry(at or datetime.now(UTC), feature, old_pct, new_pct, reason, by, dry_run)
+    line = format_log_line(entry)
+    file = log_path(path)
+    is_new = not file.exists() or file.stat().st_size == 0
+    with file.open("a", encoding="utf-8") as log:
+        log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
+    return line
+
+
+def rebuild_rollout_log(client: redis.Redis, path: str | Path | None = None) -> int:
+    """Rewrite the Markdown log from the whole stream; the number of entries written."""
+    entries = read_audit(client, limit=None)
+    file = log_path(path)
+    partial = file.with_name(f".{file.name}.tmp")
+    partial.write_text(render_markdown(entries), encoding="utf-8")
+    partial.replace(file)  # readers never see half a file
+    return len(entries)

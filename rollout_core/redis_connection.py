@@ -1,0 +1,101 @@
+"""The Redis edge: one place that reads REDIS_URL, sets timeouts and a small retry budget,
+and turns redis-py errors into FlagStoreError messages that never show a password.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from rollout_core.errors import ConfigError, FlagStoreError
+
+__all__ = [
+    "CONNECT_TIMEOUT_SEC",
+    "DEFAULT_REDIS_URL",
+    "RETRIES",
+    "SOCKET_TIMEOUT_SEC",
+    "connect",
+    "describe",
+    "redact",
+    "store_error",
+]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CONNECT_TIMEOUT_SEC = 2.0
+SOCKET_TIMEOUT_SEC = 5.0
+# redis-py retries 10 times by default (about 3.7 s on a refused connection); two retries
+# ride out a blip without making an outage look like a hang.
+RETRIES = 2
+_SECRET_QUERY_KEYS = {"password", "pass", "auth", "token"}
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client for `url` (REDIS_URL, else the local default); nothing is sent until used."""
+    url = url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_SEC,
+            socket_timeout=SOCKET_TIMEOUT_SEC,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES),
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"REDIS_URL {redact(url)!r} is not a Redis URL ({exc}); "
+            "expected redis://[:password@]host:port/db"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ****: `redis://:****@host:6379/0`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        # a lone userinfo (redis://secret@host) is often a password too: hide it whole
+        netloc = f"{user}:****@{hostinfo}" if has_password else f"****@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "****" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def describe(client: redis.Redis) -> str:
+    """The client's redacted URL, rebuilt from its connection settings."""
+    kwargs = client.connection_pool.connection_kwargs
+    auth = ":****@" if kwargs.get("password") else ""
+    if kwargs.get("username"):
+        auth = f"{kwargs['username']}:****@"
+    if kwargs.get("path"):
+        return f"unix://{auth}{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if kwargs.get("ssl") else "redis"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"{scheme}://{auth}{host}:{port}/{db}"
+
+
+def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreError:
+    """A FlagStoreError saying what failed, where (redacted) and what to do about it."""
+    where = describe(client)
+    detail = str(exc).rstrip(".")
+    password = client.connection_pool.connection_kwargs.get("password")
+    if password:
+        detail = detail.replace(str(password), "****")
+    if isinstance(exc, redis.AuthenticationError):
+        advice = "check the password in REDIS_URL"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        advice = "is redis-server running there? check REDIS_URL"
+    else:
+        advice = "check the server log and REDIS_URL"
+    return FlagStoreError(f"Redis at {where} failed while {doing}: {detail}; {advice}")

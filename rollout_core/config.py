@@ -10,6 +10,7 @@ source runs each distinct query text once and picks each feature's series by its
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from datetime import time, timedelta
 from pathlib import Path
@@ -47,6 +48,11 @@ FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_NAMES: dict[str, str] = {
+    **{day: day for day in _WEEKDAYS},
+    **dict(zip(_FULL_DAYS, _WEEKDAYS, strict=True)),
+}
 
 
 def validate_feature_name(name: str) -> str:
@@ -100,7 +106,7 @@ class FreezeWindow(_Frozen):
     """No promotions on these local weekdays between `start` and `end` (wrapping past midnight
     when start > end). Rollbacks are never frozen."""
 
-    days: tuple[Weekday, ...] = _WEEKDAYS
+    days: tuple[Weekday, ...] = Field(default=_WEEKDAYS, min_length=1)
     start: Annotated[time | None, BeforeValidator(_parse_clock)] = time(0, 0)
     end: Annotated[time | None, BeforeValidator(_parse_clock)] = None  # None: end of day
     tz: str = "UTC"
@@ -108,9 +114,26 @@ class FreezeWindow(_Frozen):
     @field_validator("days", mode="before")
     @classmethod
     def _lower_days(cls, value: Any) -> Any:
+        # "Fri" and "friday" mean fri; anything else is left for the error to name
         if isinstance(value, list | tuple):
-            return tuple(str(day).strip().lower()[:3] for day in value)
+            return tuple(_DAY_NAMES.get(str(day).strip().lower(), str(day)) for day in value)
         return value
+
+    @field_validator("start")
+    @classmethod
+    def _start_within_day(cls, value: time | None) -> time | None:
+        if value is None:
+            raise ValueError("start 24:00 is the end of the day; a window starts 00:00..23:59")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> FreezeWindow:
+        if self.start is not None and self.start == self.end:
+            clock = self.start.strftime("%H:%M")
+            raise ValueError(
+                f"start and end are both {clock}; for whole days use start 00:00, end 24:00"
+            )
+        return self
 
     @field_validator("tz")
     @classmethod
@@ -141,7 +164,7 @@ class SloSpec(_Frozen):
     ratio: RatioQueries | None = None
     query: str | None = Field(default=None, min_length=1)
     kind: Literal["ratio", "value", "count"] | None = None
-    max: float = Field(ge=0)
+    max: float = Field(ge=0, allow_inf_nan=False)
     min_samples: int | None = Field(default=None, ge=0)
     samples: str | None = Field(default=None, min_length=1)  # request count for a value SLO
     absent_is_zero: bool | None = None  # count SLOs: an absent series means zero (default)
@@ -154,7 +177,7 @@ class SloSpec(_Frozen):
         kind = self.kind or ("ratio" if self.ratio is not None else "value")
         if (kind == "ratio") != (self.ratio is not None):
             raise ValueError(f"SLO {self.name!r}: kind {kind!r} needs 'ratio' iff kind is ratio")
-        if kind == "value" and self.min_samples and self.samples is None:
+        if kind != "ratio" and self.min_samples and self.samples is None:
             raise ValueError(
                 f"SLO {self.name!r}: min_samples needs a 'samples' query (a request count)"
             )
@@ -182,8 +205,8 @@ class FeatureSpec(_Frozen):
     """One feature's rollout: defaults merged with the feature's own overrides."""
 
     name: str
-    ladder: tuple[float, ...] = (0, 10, 50, 100)
-    safe_percent: float = Field(default=10, ge=0, lt=100)
+    ladder: tuple[float, ...] = (0.0, 10.0, 50.0, 100.0)
+    safe_percent: float = Field(default=10.0, ge=0, lt=100)
     dwell: Duration = timedelta(minutes=15)
     cooldown: Duration = timedelta(hours=1)
     freeze: tuple[FreezeWindow, ...] = ()
@@ -200,6 +223,8 @@ class FeatureSpec(_Frozen):
     @field_validator("ladder")
     @classmethod
     def _sane_ladder(cls, ladder: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(step) for step in ladder):
+            raise ValueError(f"ladder {list(ladder)} must hold finite percents")
         if len(ladder) < 2 or ladder[0] != 0 or ladder[-1] != 100:
             raise ValueError(f"ladder {list(ladder)} must start at 0 and end at 100")
         if any(b <= a for a, b in itertools.pairwise(ladder)):
@@ -256,24 +281,36 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
         position = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{position}: not valid YAML: {problem}") from None
+    _reject_duplicate_keys(root, source)
     lines = _line_index(root)
     if not isinstance(raw, dict) or not isinstance(raw.get("features"), dict):
         raise ConfigError(f"{source}: expected a mapping with a 'features:' mapping at the top")
-    unknown = set(raw) - {"defaults", "profiles", "features"}
+    unknown = sorted(set(raw) - {"defaults", "profiles", "features"}, key=str)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown top-level key(s) {sorted(unknown)}; "
+            f"{_at(source, lines, (str(unknown[0]),))}: unknown top-level key(s) {unknown}; "
             "expected defaults, profiles, features"
         )
     defaults = raw.get("defaults") or {}
     profiles = raw.get("profiles") or {}
     _check_mapping(defaults, "defaults", source, lines, allowed=_DEFAULT_KEYS)
     _check_mapping(profiles, "profiles", source, lines)
+    for profile_name, profile in profiles.items():
+        if profile is not None and not isinstance(profile, dict):
+            raise ConfigError(
+                f"{_at(source, lines, ('profiles', profile_name))}: profile {profile_name!r} "
+                "must be a mapping of defaults (ladder, dwell, slos, ...)"
+            )
     features: dict[str, FeatureSpec] = {}
     for name, body in raw["features"].items():
         where: tuple[Any, ...] = ("features", name)
-        if not isinstance(name, str) or not FEATURE_NAME_PATTERN.fullmatch(name):
-            raise ConfigError(f"{_at(source, lines, where)}: {InvalidFeatureName(str(name))}")
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"{_at(source, lines, ('features', str(name)))}: feature name {name!r} is not a "
+                "string; quote it"
+            )
+        if not FEATURE_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{_at(source, lines, where)}: {InvalidFeatureName(name)}")
         if body is not None and not isinstance(body, dict):
             raise ConfigError(f"{_at(source, lines, where)}: feature {name!r} must be a mapping")
         body = dict(body or {})
@@ -337,8 +374,14 @@ def _describe(
     origins: list[tuple[Any, ...]],
 ) -> str:
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
         loc = tuple(error["loc"])
+        if error["type"] == "too_short" and any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc
+            for other in errors
+        ):
+            continue  # a tuple emptied by its invalid items: the items' errors say it all
         field = ".".join(str(part) for part in loc) or "(feature)"
         message = str(error["msg"]).removeprefix("Value error, ")
         value = error.get("input")
@@ -359,6 +402,24 @@ def _at(source: str, lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -
         if line is not None:
             return f"{source}:{line}"
     return source
+
+
+def _reject_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """YAML silently keeps the last of two equal keys; a second `google:` must not vanish."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value in seen:
+                raise ConfigError(
+                    f"{source}:{key_node.start_mark.line + 1}: duplicate key "
+                    f"{key_node.value!r}; YAML would keep only the last one, so merge or rename it"
+                )
+            if isinstance(key_node, yaml.ScalarNode):
+                seen.add(key_node.value)
+            _reject_duplicate_keys(value_node, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _reject_duplicate_keys(item, source)
 
 
 def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:

@@ -1,0 +1,237 @@
+"""Guards: pure checks that may hold a proposed decision, each reporting why with numbers.
+
+Not initialised, disabled and paused stop every change. Dwell, cooldown and freeze windows
+only delay promotions: a rollback is never delayed by them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from rollout_core.config import FeatureSpec, FreezeWindow
+from rollout_core.model import Action, Decision, FlagState, GuardResult, format_percent
+
+__all__ = [
+    "GUARDS",
+    "Guard",
+    "check_guards",
+    "cooldown_guard",
+    "cooldown_remaining",
+    "disabled_guard",
+    "dwell_guard",
+    "dwell_remaining",
+    "format_duration",
+    "freeze_guard",
+    "is_frozen",
+    "not_initialised_guard",
+    "paused_guard",
+    "require_utc",
+]
+
+Guard = Callable[[FeatureSpec, FlagState, Decision, datetime], GuardResult]
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def require_utc(now: datetime) -> datetime:
+    """`now` in UTC; a naive datetime is refused, since its zone would be a guess."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(
+            f"now={now.isoformat()} has no time zone; pass an aware UTC datetime, "
+            "e.g. datetime.now(UTC)"
+        )
+    return now.astimezone(UTC)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # flag keys hold ISO-8601 UTC, so a naive time read from the store is UTC
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def format_duration(span: timedelta) -> str:
+    """`timedelta(minutes=6, seconds=40)` -> "6m40s"; whole units only, "0s" for nothing."""
+    seconds = max(0, math.ceil(span.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _clock(moment: datetime, now: datetime) -> str:
+    text = moment.strftime("%H:%M:%S" if moment.second else "%H:%M") + "Z"
+    return text if moment.date() == now.date() else f"{moment:%Y-%m-%d} {text}"
+
+
+def _remaining(since: datetime | None, wait: timedelta, now: datetime) -> timedelta:
+    if since is None:
+        return timedelta(0)
+    return max(timedelta(0), wait - (now - _as_utc(since)))
+
+
+def dwell_remaining(spec: FeatureSpec, state: FlagState, now: datetime) -> timedelta:
+    """How long promotions still wait after the last change (zero when none is recorded)."""
+    return _remaining(state.last_change_time, spec.dwell, require_utc(now))
+
+
+def cooldown_remaining(spec: FeatureSpec, state: FlagState, now: datetime) -> timedelta:
+    """How long promotions still wait after the last rollback (zero when none is recorded)."""
+    return _remaining(state.last_rollback_time, spec.cooldown, require_utc(now))
+
+
+def not_initialised_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    if state.exists:
+        return GuardResult("not_initialised", False, "not_initialised: flag keys present")
+    message = (
+        f"not_initialised: flags:{spec.name}:rollout_percent is absent; "
+        f"run `rollout init {spec.name}`"
+    )
+    return GuardResult("not_initialised", True, message)
+
+
+def disabled_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    if state.enabled:
+        return GuardResult("disabled", False, f"disabled: flags:{spec.name}:enabled is true")
+    message = f"disabled: flags:{spec.name}:enabled is false; no change while it is switched off"
+    return GuardResult("disabled", True, message)
+
+
+def paused_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    if not state.paused:
+        return GuardResult("paused", False, f"paused: flags:{spec.name}:paused is false")
+    message = (
+        f"paused: flags:{spec.name}:paused is true; no change until `rollout resume {spec.name}`"
+    )
+    return GuardResult("paused", True, message)
+
+
+def _wait_guard(
+    name: str,
+    since_what: str,
+    since: datetime | None,
+    wait: timedelta,
+    decision: Decision,
+    now: datetime,
+) -> GuardResult:
+    """Dwell and cooldown: promotions wait `wait` after `since`; nothing else waits."""
+    if decision.action is not Action.PROMOTE:
+        return GuardResult(name, False, f"{name}: applies to promotions only")
+    if since is None:
+        return GuardResult(name, False, f"{name}: no {since_what} recorded")
+    since = _as_utc(since)
+    elapsed, remaining = now - since, _remaining(since, wait, now)
+    if remaining <= timedelta(0):
+        message = (
+            f"{name}: {format_duration(elapsed)} since {since_what} at {_clock(since, now)} "
+            f">= {format_duration(wait)}"
+        )
+        return GuardResult(name, False, message)
+    shown = format_duration(elapsed) if elapsed >= timedelta(0) else "0s (clock skew?)"
+    message = (
+        f"{name}: {shown} of {format_duration(wait)} since {since_what} at "
+        f"{_clock(since, now)}; promotion waits {format_duration(remaining)}"
+    )
+    return GuardResult(name, True, message)
+
+
+def dwell_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    return _wait_guard("dwell", "last change", state.last_change_time, spec.dwell, decision, now)
+
+
+def cooldown_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    since = state.last_rollback_time
+    return _wait_guard("cooldown", "last rollback", since, spec.cooldown, decision, now)
+
+
+def is_frozen(window: FreezeWindow, now: datetime) -> bool:
+    """Whether `now` falls in the window: a listed local weekday and a local time in
+    [start, end). When end <= start the window runs past midnight into the next day."""
+    local = require_utc(now).astimezone(ZoneInfo(window.tz))
+    day, yesterday = _WEEKDAYS[local.weekday()], _WEEKDAYS[local.weekday() - 1]
+    clock, start, end = local.time().replace(tzinfo=None), window.start or time(0), window.end
+    if end is None:
+        return day in window.days and clock >= start
+    if start < end:
+        return day in window.days and start <= clock < end
+    return (day in window.days and clock >= start) or (yesterday in window.days and clock < end)
+
+
+def _describe_window(window: FreezeWindow) -> str:
+    start = (window.start or time(0)).strftime("%H:%M")
+    end = window.end.strftime("%H:%M") if window.end is not None else "24:00"
+    return f"{','.join(window.days)} {start}-{end} {window.tz}"
+
+
+def freeze_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    if decision.action is not Action.PROMOTE:
+        return GuardResult("freeze", False, "freeze: applies to promotions only")
+    for window in spec.freeze:
+        if is_frozen(window, now):
+            local = now.astimezone(ZoneInfo(window.tz))
+            moment = f"{_WEEKDAYS[local.weekday()]} {local:%H:%M} {window.tz}"
+            message = (
+                f"freeze: {moment} is inside the freeze window "
+                f"{_describe_window(window)}; no promotions until it ends"
+            )
+            return GuardResult("freeze", True, message)
+    if not spec.freeze:
+        return GuardResult("freeze", False, "freeze: no freeze windows configured")
+    return GuardResult("freeze", False, f"freeze: outside all {len(spec.freeze)} window(s)")
+
+
+GUARDS: tuple[Guard, ...] = (
+    not_initialised_guard,
+    disabled_guard,
+    paused_guard,
+    dwell_guard,
+    cooldown_guard,
+    freeze_guard,
+)
+
+
+def check_guards(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> Decision:
+    """The decision after every guard; the first guard that blocks turns it into a hold that
+    still reports what the policy proposed."""
+    now = require_utc(now)
+    results = tuple(guard(spec, state, decision, now) for guard in GUARDS)
+    proposed = decision.proposed or decision.action
+    proposed_percent = (
+        decision.proposed_percent if decision.proposed_percent is not None else decision.to_percent
+    )
+    blocker = next((result for result in results if result.blocks), None)
+    if blocker is None:
+        return replace(
+            decision, proposed=proposed, proposed_percent=proposed_percent, guards=results
+        )
+    held = f"Hold at {format_percent(decision.from_percent)}: {blocker.message}"
+    was_hold = decision.action is Action.HOLD
+    first, *rest = decision.reasons or ("",)
+    policy_reasons = (first if was_hold else f"proposed: {first}", *rest)
+    return replace(
+        decision,
+        action=Action.HOLD,
+        to_percent=decision.from_percent,
+        reasons=(held, *(reason for reason in policy_reasons if reason)),
+        proposed=proposed,
+        proposed_percent=proposed_percent,
+        guard=blocker.name,
+        guards=results,
+    )

@@ -1,0 +1,277 @@
+"""The SLO policy: evidence before action.
+
+Each SLO reading becomes a verdict (healthy, breach or inconclusive) carrying its numbers;
+`propose` turns the verdicts into a rollback, a promotion or a hold before any guard runs.
+`gmail_policy` keeps the original system's entry point on top of the same two functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from rollout_core.config import FeatureSpec, SloSpec
+from rollout_core.model import (
+    Action,
+    Decision,
+    FlagState,
+    SloReading,
+    SloSnapshot,
+    SloVerdict,
+    Verdict,
+    format_percent,
+    worst,
+)
+from rollout_core.stats import wilson_lower_bound
+
+__all__ = [
+    "Recommendation",
+    "evaluate_slo",
+    "evaluate_slos",
+    "format_ratio",
+    "gmail_policy",
+    "gmail_spec",
+    "next_step",
+    "propose",
+    "safe_step",
+    "slo_title",
+]
+
+_SECONDS_HINTS = ("latency", "duration", "seconds")
+_ACRONYMS = {"oauth": "OAuth", "api": "API", "http": "HTTP", "grpc": "gRPC", "db": "DB"}
+
+
+def format_ratio(ratio: float) -> str:
+    """`0.024` -> "2.4%", `0.01` -> "1.0%", `0.0004` -> "0.04%"."""
+    percent = ratio * 100
+    return f"{percent:.1f}%" if percent == 0 or abs(percent) >= 0.1 else f"{percent:.2g}%"
+
+
+def _format_value(slo: SloSpec, value: float) -> str:
+    if slo.kind == "ratio":
+        return format_ratio(value)
+    if value.is_integer() and abs(value) < 1e15:
+        text = str(int(value))
+    else:
+        text = f"{value:.3g}"
+    is_seconds = slo.kind == "value" and any(hint in slo.name.lower() for hint in _SECONDS_HINTS)
+    return f"{text}s" if is_seconds else text
+
+
+def _count(samples: float) -> str:
+    return f"n={samples:.0f}"
+
+
+def _verdict(
+    slo: SloSpec, verdict: Verdict, reading: SloReading, text: str, bound: float | None = None
+) -> SloVerdict:
+    return SloVerdict(
+        name=slo.name,
+        verdict=verdict,
+        value=reading.value,
+        limit=slo.max,
+        samples=reading.samples,
+        bound=bound,
+        message=f"{slo.name} {text}: {verdict}",
+    )
+
+
+def _valid_samples(samples: float | None) -> float | None:
+    """The sample count when it is a usable count (finite, not negative), else None."""
+    return samples if samples is not None and math.isfinite(samples) and samples >= 0 else None
+
+
+def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
+    inconclusive, min_samples = Verdict.INCONCLUSIVE, slo.min_samples or 0
+    if reading.samples == 0:
+        return _verdict(slo, inconclusive, reading, "no traffic (n=0)")
+    if reading.value is None or math.isnan(reading.value):
+        return _verdict(slo, inconclusive, reading, "no data")
+    ratio, limit = reading.value, format_ratio(slo.max)
+    shown = format_ratio(ratio)
+    samples = _valid_samples(reading.samples)
+    if samples is None:
+        if min_samples > 0:
+            is_absent = reading.samples is None or math.isnan(reading.samples)
+            problem = "no request count" if is_absent else f"request count {reading.samples:g}"
+            return _verdict(slo, inconclusive, reading, f"{shown} ({problem})")
+        # min_samples 0 without a count: the original API, judged on the point estimate alone
+        is_breach = ratio > slo.max
+        verdict = Verdict.BREACH if is_breach else Verdict.HEALTHY
+        return _verdict(slo, verdict, reading, f"{shown} {'>' if is_breach else '<='} max {limit}")
+    bound = wilson_lower_bound(ratio, samples)
+    evidence = f"({_count(samples)}, 99% lower bound {format_ratio(bound)})"
+    if bound > slo.max:
+        return _verdict(slo, Verdict.BREACH, reading, f"{shown} {evidence} > max {limit}", bound)
+    if samples < min_samples:
+        text = f"{shown} ({_count(samples)} < min_samples {min_samples})"
+        return _verdict(slo, inconclusive, reading, text, bound)
+    if ratio <= slo.max:
+        return _verdict(slo, Verdict.HEALTHY, reading, f"{shown} {evidence} <= max {limit}", bound)
+    text = f"{shown} {evidence} > max {limit}, but the lower bound is not"
+    return _verdict(slo, inconclusive, reading, text, bound)
+
+
+def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
+    """Value SLOs (latency) and count SLOs (failures in a window)."""
+    min_samples, is_count = slo.min_samples or 0, slo.kind == "count"
+    if reading.value is None and is_count and slo.absent_is_zero:
+        reading = SloReading(reading.name, 0.0, reading.samples)
+        note = " (no series, read as 0)"
+    elif reading.value is None or math.isnan(reading.value):
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, "no data")
+    else:
+        note = ""
+    samples = _valid_samples(reading.samples)
+    if samples is not None and not note:
+        note = f" ({_count(samples)})"
+    value = float(reading.value or 0.0)
+    shown, limit = _format_value(slo, value), _format_value(slo, slo.max)
+    is_breach = value > slo.max
+    has_evidence = min_samples == 0 or (samples is not None and samples >= min_samples)
+    # a count above max is evidence on its own; a value needs enough samples either way
+    if not has_evidence and not (is_count and is_breach):
+        count = _count(samples) if samples is not None else "n unknown"
+        text = f"{shown} ({count} < min_samples {min_samples})"
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, text)
+    verdict = Verdict.BREACH if is_breach else Verdict.HEALTHY
+    return _verdict(
+        slo, verdict, reading, f"{shown}{note} {'>' if is_breach else '<='} max {limit}"
+    )
+
+
+def evaluate_slo(slo: SloSpec, reading: SloReading) -> SloVerdict:
+    """One SLO's verdict with its numbers; NaN or missing data is never healthy."""
+    if slo.kind == "ratio":
+        return _evaluate_ratio(slo, reading)
+    return _evaluate_scalar(slo, reading)
+
+
+def evaluate_slos(spec: FeatureSpec, snapshot: SloSnapshot) -> tuple[SloVerdict, ...]:
+    """Every configured SLO's verdict, in configuration order; an absent reading is missing."""
+    return tuple(evaluate_slo(slo, snapshot.reading(slo.name)) for slo in spec.slos)
+
+
+def next_step(spec: FeatureSpec, percent: float) -> float | None:
+    """The first ladder step strictly above `percent` (25 -> 50), or None at the top."""
+    return next((float(step) for step in spec.ladder if step > percent), None)
+
+
+def safe_step(spec: FeatureSpec, percent: float) -> float:
+    """Where a breach sends the rollout: `safe_percent` when above it, else 0."""
+    return float(spec.safe_percent) if percent > spec.safe_percent else 0.0
+
+
+def slo_title(name: str) -> str:
+    """`oauth_refresh_failures` -> "OAuth refresh failures": the SLO as reasons name it."""
+    return " ".join(_ACRONYMS.get(word.lower(), word) for word in name.split("_") if word)
+
+
+def _promotion_headline(current: float, target: float) -> str:
+    step = f"{format_percent(current)} -> {format_percent(target)}"
+    if target >= 100:
+        return f"SLOs healthy, full rollout {step}"
+    if current <= 0:
+        return f"Initial canary {step}: all SLOs healthy"
+    return f"SLOs healthy, ramp {step}"
+
+
+def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict]) -> Decision:
+    """The policy before guards: any breach rolls back, all healthy promotes, else hold."""
+    current, overall = float(state.percent), worst(v.verdict for v in verdicts)
+    deciding = [v for v in verdicts if v.verdict is overall]
+    titles = ", ".join(slo_title(v.name) for v in deciding)
+    action, target = Action.HOLD, current
+    if overall is Verdict.BREACH and current > 0:
+        action, target = Action.ROLLBACK, safe_step(spec, current)
+        headline = (
+            f"Rollback {format_percent(current)} -> {format_percent(target)} on {titles} breach"
+        )
+    elif overall is Verdict.BREACH:
+        headline = f"Hold at 0%: {titles} breach, nothing to roll back"
+    elif overall is Verdict.HEALTHY:
+        step = next_step(spec, current)
+        if step is None:
+            headline = f"Hold at {format_percent(current)}: full rollout reached"
+        else:
+            action, target = Action.PROMOTE, step
+            headline = _promotion_headline(current, step)
+    else:
+        named = ", ".join(v.name for v in deciding) or "no SLO verdicts"
+        headline = f"Hold at {format_percent(current)}: inconclusive {named}"
+    return Decision(
+        feature=spec.name,
+        action=action,
+        from_percent=current,
+        to_percent=target,
+        reasons=(headline, *(v.message for v in deciding)),
+        verdicts=tuple(verdicts),
+        proposed=action,
+        proposed_percent=target,
+    )
+
+
+class Recommendation(NamedTuple):
+    """The original API's answer: where the percent should go, and why."""
+
+    target_percent: float
+    reason: str
+
+
+def gmail_spec(has_request_counts: bool = True) -> FeatureSpec:
+    """The original Gmail send SLOs (1% errors, p95 0.5 s, 5 OAuth refresh failures).
+
+    Without request counts the error rate is judged as a point estimate (min_samples 0).
+    """
+    labels = 'provider="google",action="gmail.send"'
+    error_rate: dict[str, Any] = {
+        "name": "error_rate",
+        "ratio": {
+            "errors": f"sum(increase(action_error_total{{{labels}}}[5m]))",
+            "total": f"sum(increase(action_exec_total{{{labels}}}[5m]))",
+        },
+        "max": 0.01,
+        "min_samples": 200 if has_request_counts else 0,
+    }
+    latency_buckets = f"rate(action_latency_seconds_bucket{{{labels}}}[5m])"
+    latency = f"histogram_quantile(0.95, sum({latency_buckets}) by (le))"
+    oauth = 'sum(increase(oauth_events_total{provider="google",event="refresh_failed"}[15m]))'
+    slos = [
+        error_rate,
+        {"name": "latency_p95", "query": latency, "max": 0.5},
+        {"name": "oauth_refresh_failures", "kind": "count", "query": oauth, "max": 5},
+    ]
+    return FeatureSpec.model_validate({"name": "google", "slos": slos})
+
+
+_GMAIL_SPECS = {True: gmail_spec(True), False: gmail_spec(False)}
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"metrics[{key!r}] is {value!r}; expected a number or None") from None
+
+
+def gmail_policy(metrics: Mapping[str, Any], current_percent: float) -> Recommendation:
+    """The original entry point: keys error_rate_5m, requests_5m, latency_p95_5m and
+    oauth_refresh_failures_15m; judged by `evaluate_slos` and `propose`."""
+    if not 0 <= current_percent <= 100:
+        raise ValueError(f"current_percent {current_percent!r} is outside 0..100")
+    requests = _metric(metrics, "requests_5m")
+    spec = _GMAIL_SPECS[requests is not None]
+    readings = {
+        "error_rate": SloReading("error_rate", _metric(metrics, "error_rate_5m"), requests),
+        "latency_p95": SloReading("latency_p95", _metric(metrics, "latency_p95_5m")),
+        "oauth_refresh_failures": SloReading(
+            "oauth_refresh_failures", _metric(metrics, "oauth_refresh_failures_15m")
+        ),
+    }
+    state = FlagState(feature=spec.name, percent=float(current_percent))
+    decision = propose(spec, state, evaluate_slos(spec, SloSnapshot(spec.name, readings)))
+    return Recommendation(decision.to_percent, decision.reason)

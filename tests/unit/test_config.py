@@ -1,0 +1,281 @@
+"""rollouts.yaml: the shipped file loads, and every bad field is named with file:line,
+feature and field."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from rollout_core.config import (
+    RolloutsConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+    validate_feature_name,
+)
+from rollout_core.errors import ConfigError, InvalidFeatureName
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE = """\
+defaults:
+  ladder: [0, 10, 50, 100]
+  safe_percent: 10
+  dwell: 15m
+  cooldown: 1h
+features:
+  google:
+    slos:
+      - name: error_rate
+        ratio: {errors: sum(errors), total: sum(total)}
+        max: 0.01
+        min_samples: 200
+      - name: latency_p95
+        query: histogram_quantile(0.95, latency)
+        max: 0.5
+"""
+
+
+def edited(old: str, new: str, text: str = BASE) -> str:
+    assert text.count(old) == 1, f"{old!r} must occur once in the base YAML"
+    return text.replace(old, new)
+
+
+def with_feature_field(line: str) -> str:
+    return edited("  google:\n", f"  google:\n    {line}\n")
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(number for number, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def load_error(tmp_path: Path, text: str) -> tuple[str, Path]:
+    path = tmp_path / "rollouts.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    return str(raised.value), path
+
+
+def load(tmp_path: Path, text: str) -> RolloutsConfig:
+    path = tmp_path / "rollouts.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def test_the_shipped_rollouts_file_loads_with_the_original_google_slos() -> None:
+    config = load_config(REPO_ROOT / "rollouts.yaml")
+    google = config.feature("google")
+    assert (google.ladder, google.safe_percent) == ((0, 10, 50, 100), 10)
+    assert (google.dwell, google.cooldown) == (timedelta(minutes=15), timedelta(hours=1))
+    slos = {slo.name: slo for slo in google.slos}
+    assert (slos["error_rate"].kind, slos["error_rate"].max) == ("ratio", 0.01)
+    assert slos["error_rate"].min_samples == 200
+    assert (slos["latency_p95"].kind, slos["latency_p95"].max) == ("value", 0.5)
+    assert (slos["oauth_refresh_failures"].kind, slos["oauth_refresh_failures"].max) == ("count", 5)
+    assert slos["oauth_refresh_failures"].absent_is_zero is True
+    ratio = slos["error_rate"].ratio
+    assert ratio is not None
+    assert ratio.errors.startswith("sum(increase(action_error_total{")
+    assert 'provider="google",action="gmail.send"' in ratio.total
+
+
+def test_the_base_file_of_these_tests_is_valid(tmp_path: Path) -> None:
+    assert load(tmp_path, BASE).feature("google").slos[1].name == "latency_p95"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "field"),
+    [
+        (edited("dwell: 15m", "dwell: 15 minutes"), "dwell: 15 minutes", "dwell"),
+        (with_feature_field("dwell: 5x"), "dwell: 5x", "dwell"),
+        (edited("cooldown: 1h", "cooldown: -5"), "cooldown: -5", "cooldown"),
+        (edited("cooldown: 1h", "cooldown: yes"), "cooldown: yes", "cooldown"),
+        (edited("[0, 10, 50, 100]", "[0, 50, 10, 100]"), "ladder:", "ladder"),
+        (edited("[0, 10, 50, 100]", "[10, 50, 100]"), "ladder:", "ladder"),
+        (edited("[0, 10, 50, 100]", "[0, 10, 50, 150]"), "ladder:", "ladder"),
+        (edited("[0, 10, 50, 100]", "[0, .nan, 100]"), "ladder:", "ladder"),
+        (with_feature_field("ladder: [0, 10, 10, 100]"), "ladder: [0, 10, 10", "ladder"),
+        (edited("safe_percent: 10", "safe_percent: 100"), "safe_percent", "safe_percent"),
+        (edited("safe_percent: 10", "safe_percent: -1"), "safe_percent", "safe_percent"),
+        (edited("safe_percent: 10", "safe_percent: ten"), "safe_percent", "safe_percent"),
+        (with_feature_field("colour: red"), "colour: red", "colour"),
+        (edited("max: 0.5", "max: 0.5\n        colour: red"), "colour: red", "slos.1.colour"),
+        (edited("max: 0.01", "max: 1.5"), "name: error_rate", "slos.0"),
+        (edited("max: 0.5", "max: -1"), "max: -1", "slos.1.max"),
+        (edited("max: 0.5", "max: .inf"), "max: .inf", "slos.1.max"),
+        (edited("        query: histogram_quantile(0.95, latency)\n", ""), "p95", "slos.1"),
+        (edited("sum(errors)", "''"), "ratio:", "slos.0.ratio.errors"),
+        (edited("name: latency_p95", "name: error_rate", BASE), "slos:", "slos"),
+        (edited("name: latency_p95", "name: latency-p95"), "latency-p95", "slos.1.name"),
+        (edited("min_samples: 200", "min_samples: -3"), "min_samples: -3", "slos.0.min_samples"),
+        (
+            edited("max: 0.5", "max: 0.5\n        min_samples: 100"),
+            "name: latency_p95",
+            "slos.1",
+        ),
+        (
+            with_feature_field("freeze: [{days: [fri], tz: Mars/Olympus}]"),
+            "freeze:",
+            "freeze.0.tz",
+        ),
+        (with_feature_field("freeze: [{days: [friyay]}]"), "freeze:", "freeze.0.days.0"),
+        (with_feature_field("freeze: [{days: []}]"), "freeze:", "freeze.0.days"),
+        (with_feature_field("freeze: [{start: '25:00'}]"), "freeze:", "freeze.0.start"),
+        (with_feature_field("freeze: [{start: '24:00'}]"), "freeze:", "freeze.0.start"),
+        (with_feature_field("freeze: [{start: '08:00', end: '08:00'}]"), "freeze:", "freeze.0"),
+        (with_feature_field("freeze: [{colour: red}]"), "freeze:", "freeze.0.colour"),
+        (edited("    slos:\n", "    slos: 5\n").split("      - name")[0], "slos: 5", "slos"),
+    ],
+)
+def test_a_bad_field_names_the_file_line_feature_and_field(
+    tmp_path: Path, text: str, needle: str, field: str
+) -> None:
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, needle)}: feature 'google' field {field}:" in message
+
+
+def test_a_count_slo_with_min_samples_needs_a_samples_query(tmp_path: Path) -> None:
+    count = "      - {name: failures, kind: count, query: sum(f), max: 5, min_samples: 10}\n"
+    message, _ = load_error(tmp_path, BASE + count)
+    assert "field slos.2: SLO 'failures': min_samples needs a 'samples' query" in message
+    with_samples = count.replace("min_samples: 10", "min_samples: 10, samples: sum(t)")
+    assert load(tmp_path, BASE + with_samples).feature("google").slos[2].min_samples == 10
+
+
+def test_an_slo_error_does_not_also_claim_the_slo_list_is_empty(tmp_path: Path) -> None:
+    message, _ = load_error(tmp_path, edited("max: 0.5", "max: -1"))
+    assert "at least 1 item" not in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["Goo gle", "a:b*", "google\nflags", "-google", "a" * 65])
+def test_a_bad_feature_name_is_named_with_its_line(tmp_path: Path, name: str) -> None:
+    text = edited("  google:", f"  {name!r}:".replace("'", '"'))
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:{line_of(text, name.splitlines()[0][:8])}: feature name")
+    assert "expected ^[a-z0-9][a-z0-9_.-]{0,63}$" in message
+
+
+def test_a_numeric_feature_name_must_be_quoted(tmp_path: Path) -> None:
+    message, path = load_error(tmp_path, edited("  google:", "  123:"))
+    assert message == f"{path}:7: feature name 123 is not a string; quote it"
+    assert "123" in load(tmp_path, edited("  google:", "  '123':")).features
+
+
+def test_a_feature_listed_twice_is_an_error_not_silently_the_last_one(tmp_path: Path) -> None:
+    text = BASE + "  google:\n    slos: [{name: x, query: q, max: 1}]\n"
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:16: duplicate key 'google'")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("colour: 1\n" + BASE, ":1: unknown top-level key(s) ['colour']"),
+        (edited("  dwell: 15m", "  dwel: 15m"), ":1: unknown key(s) ['dwel'] under 'defaults'"),
+        ("features: [\n", ":2: not valid YAML"),
+        ("", ": expected a mapping with a 'features:' mapping"),
+        ("features:\n  google: 5\n", ":2: feature 'google' must be a mapping"),
+        ("features:\n  google: {}\n", ":2: feature 'google' field slos: Field required"),
+    ],
+)
+def test_structural_errors_point_at_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    message, path = load_error(tmp_path, text)
+    assert f"{path}{expected}" in message
+
+
+PROFILES = """\
+profiles:
+  cautious:
+    ladder: [0, 1, 5, 25, 100]
+    dwell: 1h
+"""
+
+
+def test_a_profile_supplies_defaults_and_the_feature_overrides_it(tmp_path: Path) -> None:
+    text = PROFILES + with_feature_field("profile: cautious\n    dwell: 30m")
+    google = load(tmp_path, text).feature("google")
+    assert google.ladder == (0, 1, 5, 25, 100)
+    assert google.dwell == timedelta(minutes=30)
+    assert google.cooldown == timedelta(hours=1)
+
+
+def test_a_bad_profile_field_points_at_the_profile(tmp_path: Path) -> None:
+    text = edited("dwell: 1h", "dwell: soon", PROFILES) + with_feature_field("profile: cautious")
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:4: feature 'google' field dwell: duration 'soon' is invalid" in message
+
+
+def test_an_unknown_profile_lists_the_known_ones(tmp_path: Path) -> None:
+    text = PROFILES + with_feature_field("profile: reckless")
+    message, path = load_error(tmp_path, text)
+    expected = f"{path}:{line_of(text, 'profile: reckless')}: feature 'google' uses profile"
+    assert message.startswith(expected)
+    assert "(known: cautious)" in message
+
+
+def test_a_profile_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> None:
+    text = "profiles:\n  cautious: 5\n" + with_feature_field("profile: cautious")
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:2: profile 'cautious' must be a mapping")
+
+
+def test_profiles_must_be_a_mapping(tmp_path: Path) -> None:
+    message, path = load_error(tmp_path, "profiles: [1]\n" + BASE)
+    assert message == f"{path}:1: 'profiles' must be a mapping"
+
+
+def test_freeze_days_accept_abbreviations_and_full_names_in_any_case(tmp_path: Path) -> None:
+    text = with_feature_field("freeze: [{days: [Friday, SAT, sun], start: 17:30, end: '06:00'}]")
+    (window,) = load(tmp_path, text).feature("google").freeze
+    assert window.days == ("fri", "sat", "sun")
+    assert (window.start, window.end) == (time(17, 30), time(6, 0))
+
+
+def test_a_missing_file_says_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read configuration .*create rollouts\.yaml"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_an_unknown_feature_lists_the_configured_ones(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE)
+    with pytest.raises(ConfigError, match=r"'outlook' is not in .*configured features: google"):
+        config.feature("outlook")
+    assert [spec.name for spec in config.select(None)] == ["google"]
+    with pytest.raises(InvalidFeatureName):
+        config.select(["a:b*"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2d", timedelta(days=2)),
+        (90, timedelta(seconds=90)),
+    ],
+)
+def test_durations_parse(text: str | int, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "15 minutes", "m15", "1.5h", True, -5])
+def test_bad_durations_say_what_is_expected(text: str | int | bool) -> None:
+    with pytest.raises(ValueError, match=r"expected e\.g\. 30s, 15m, 1h"):
+        parse_duration(text)
+
+
+def test_feature_names_stop_key_injection() -> None:
+    assert validate_feature_name("gmail.send-v2_b") == "gmail.send-v2_b"
+    for bad in ["Goo gle", "a:b*", "google}", "", "_google"]:
+        with pytest.raises(InvalidFeatureName, match="expected"):
+            validate_feature_name(bad)
+
+
+def test_parse_config_names_its_source() -> None:
+    with pytest.raises(ConfigError, match=r"^inline\.yaml:8: feature 'google' field dwell"):
+        parse_config(with_feature_field("dwell: 5x"), source="inline.yaml")

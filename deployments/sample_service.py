@@ -1,0 +1,359 @@
+"""A sample service exporting simulated Gmail send traffic under the original metric names.
+
+    python -m deployments.sample_service --port 9101 [--rps 50] [--error-rate 0.002]
+        [--latency 0.12] [--providers google,p0001..p1000]
+
+GET /metrics   action_exec_total, action_error_total, action_latency_seconds (histogram) with
+               labels provider and action="gmail.send"; oauth_events_total{provider,event}
+               with event "refreshed" or "refresh_failed".
+POST /inject   JSON such as {"error_rate": 0.05, "latency": 0.8, "oauth_failures_per_min": 10}
+               changes traffic live, for every provider or only those in "providers": [...].
+GET /state     the current traffic parameters per provider, as JSON.
+
+Traffic is deterministic and computed at each scrape: per provider, `rps` requests a second
+(each provider gets the full rps), `error_rate` of them failing, latencies log-normal around a
+median of `latency` seconds. One label set per provider keeps 1,000 providers cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+__all__ = ["ACTION", "LATENCY_BUCKETS", "SampleService", "Traffic", "expand_providers", "main"]
+
+ACTION = "gmail.send"
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
+LATENCY_SIGMA = 0.25  # log-normal spread: p95 is about 1.5 times the median
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """One provider's simulated traffic; every field can be changed live with inject()."""
+
+    rps: float = 50.0
+    error_rate: float = 0.002
+    latency: float = 0.12  # median seconds
+    oauth_failures_per_min: float = 0.0
+    oauth_refreshes_per_min: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("rps", "oauth_failures_per_min", "oauth_refreshes_per_min"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is {getattr(self, name)}; expected >= 0")
+        if not 0 <= self.error_rate <= 1:
+            raise ValueError(f"error_rate is {self.error_rate}; expected 0..1 (0.05 = 5%)")
+        if self.latency <= 0:
+            raise ValueError(f"latency is {self.latency}; expected seconds > 0")
+
+    def bucket_fractions(self) -> list[float]:
+        """The share of requests at or under each bucket bound."""
+        scale = LATENCY_SIGMA * math.sqrt(2)
+        return [
+            0.5 * (1 + math.erf((math.log(b) - math.log(self.latency)) / scale))
+            for b in LATENCY_BUCKETS
+        ]
+
+
+@dataclass
+class _Counts:
+    """Running totals as floats; exported rounded down so counters stay whole and monotonic."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    latency_sum: float = 0.0
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BUCKETS))
+    refreshed: float = 0.0
+    refresh_failed: float = 0.0
+
+    def advance(self, traffic: Traffic, fractions: list[float], seconds: float) -> None:
+        requests = traffic.rps * seconds
+        self.requests += requests
+        self.errors += requests * traffic.error_rate
+        self.latency_sum += requests * traffic.latency * math.exp(LATENCY_SIGMA**2 / 2)
+        for position, fraction in enumerate(fractions):
+            self.buckets[position] += requests * fraction
+        self.refreshed += traffic.oauth_refreshes_per_min * seconds / 60
+        self.refresh_failed += traffic.oauth_failures_per_min * seconds / 60
+
+
+def expand_providers(text: str) -> list[str]:
+    """`"google,p0001..p0003"` -> ["google", "p0001", "p0002", "p0003"]."""
+    providers: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        first, dots, last = item.partition("..")
+        if not dots:
+            providers.append(item)
+            continue
+        prefix = first.rstrip("0123456789")
+        start, end, width = (
+            int(first[len(prefix) :]),
+            int(last[len(prefix) :]),
+            len(first) - len(prefix),
+        )
+        providers += [f"{prefix}{n:0{width}d}" for n in range(start, end + 1)]
+    return providers
+
+
+class SampleService:
+    """The exporter in-process: start(), inject(...), stop(); `url` is its base URL."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        providers: Iterable[str] = ("google",),
+        rps: float = Traffic.rps,
+        error_rate: float = Traffic.error_rate,
+        latency: float = Traffic.latency,
+        oauth_failures_per_min: float = Traffic.oauth_failures_per_min,
+        oauth_refreshes_per_min: float = Traffic.oauth_refreshes_per_min,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        base = Traffic(rps, error_rate, latency, oauth_failures_per_min, oauth_refreshes_per_min)
+        self._traffic = {provider: base for provider in providers}
+        self._fractions = {provider: base.bucket_fractions() for provider in self._traffic}
+        self._counts = {provider: _Counts() for provider in self._traffic}
+        self._clock = clock
+        self._since = clock()
+        self._lock = threading.Lock()
+        self._requested_port = port
+        self._server: ThreadingHTTPServer | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the sample service is not started; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_port}"
+
+    def start(self) -> SampleService:
+        handler = type("SampleHandler", (_Handler,), {"service": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._requested_port), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> SampleService:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def inject(self, providers: Iterable[str] | None = None, **changes: float) -> None:
+        """Change traffic from now on, for the named providers or all of them."""
+        names = list(self._traffic) if providers is None else list(providers)
+        unknown = sorted(set(names) - set(self._traffic)) + sorted(
+            set(changes) - {f.name for f in fields(Traffic)}
+        )
+        if unknown:
+            raise ValueError(f"unknown provider(s) or field(s): {', '.join(unknown)}")
+        with self._lock:
+            updated = {name: replace(self._traffic[name], **changes) for name in names}
+            self._advance()
+            self._traffic.update(updated)
+            self._fractions.update({n: t.bucket_fractions() for n, t in updated.items()})
+
+    def state(self) -> dict[str, dict[str, float]]:
+        return {provider: asdict(traffic) for provider, traffic in self._traffic.items()}
+
+    def _advance(self) -> None:
+        now = self._clock()
+        seconds, self._since = max(0.0, now - self._since), now
+        for provider, counts in self._counts.items():
+            counts.advance(self._traffic[provider], self._fractions[provider], seconds)
+
+    def rows(self) -> list[_Row]:
+        """Every provider's whole counts up to now."""
+        with self._lock:
+            self._advance()
+            return [_Row.of(provider, counts) for provider, counts in self._counts.items()]
+
+    def collect(self) -> Iterator[Metric]:
+        """The prometheus_client collector protocol, for in-process registries."""
+        labels = ["provider", "action"]
+        executed = CounterMetricFamily("action_exec", _HELP["action_exec"], labels=labels)
+        failed = CounterMetricFamily("action_error", _HELP["action_error"], labels=labels)
+        latency = HistogramMetricFamily(
+            "action_latency_seconds", _HELP["action_latency_seconds"], labels=labels
+        )
+        oauth = CounterMetricFamily(
+            "oauth_events", _HELP["oauth_events"], labels=["provider", "event"]
+        )
+        for row in self.rows():
+            executed.add_metric([row.provider, ACTION], row.requests)
+            failed.add_metric([row.provider, ACTION], row.errors)
+            bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
+            buckets = list(zip(bounds, [*row.buckets, row.requests], strict=True))
+            latency.add_metric([row.provider, ACTION], buckets, row.latency_sum)
+            oauth.add_metric([row.provider, "refreshed"], row.refreshed)
+            oauth.add_metric([row.provider, "refresh_failed"], row.refresh_failed)
+        yield from (executed, failed, latency, oauth)
+
+    def exposition(self) -> bytes:
+        """The text format, written directly: 20 times faster than generate_latest for the
+        1,000-provider benchmark."""
+        rows = self.rows()
+        out: list[str] = []
+        for name, kind in (("action_exec_total", "counter"), ("action_error_total", "counter")):
+            out += [f"# HELP {name} {_HELP[name[:-6]]}", f"# TYPE {name} {kind}"]
+            attribute = "requests" if name == "action_exec_total" else "errors"
+            out += [
+                f'{name}{{provider="{r.provider}",action="{ACTION}"}} {getattr(r, attribute)}'
+                for r in rows
+            ]
+        name = "action_latency_seconds"
+        out += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} histogram"]
+        for r in rows:
+            labels = f'provider="{r.provider}",action="{ACTION}"'
+            out += [
+                f'{name}_bucket{{{labels},le="{bound}"}} {count}'
+                for bound, count in zip(LATENCY_BUCKETS, r.buckets, strict=True)
+            ]
+            out.append(f'{name}_bucket{{{labels},le="+Inf"}} {r.requests}')
+            out.append(f"{name}_sum{{{labels}}} {r.latency_sum!r}")
+            out.append(f"{name}_count{{{labels}}} {r.requests}")
+        out += [
+            "# HELP oauth_events_total " + _HELP["oauth_events"],
+            "# TYPE oauth_events_total counter",
+        ]
+        for r in rows:
+            out.append(
+                f'oauth_events_total{{provider="{r.provider}",event="refreshed"}} {r.refreshed}'
+            )
+            out.append(
+                f'oauth_events_total{{provider="{r.provider}",event="refresh_failed"}} '
+                f"{r.refresh_failed}"
+            )
+        return ("\n".join(out) + "\n").encode()
+
+
+_HELP = {
+    "action_exec": "Actions executed.",
+    "action_error": "Actions that failed.",
+    "action_latency_seconds": "Action latency in seconds.",
+    "oauth_events": "OAuth token events by event (refreshed, refresh_failed).",
+}
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One provider's counts rounded down to whole events (buckets capped at the total)."""
+
+    provider: str
+    requests: int
+    errors: int
+    buckets: list[int]
+    latency_sum: float
+    refreshed: int
+    refresh_failed: int
+
+    @classmethod
+    def of(cls, provider: str, counts: _Counts) -> _Row:
+        requests = math.floor(counts.requests)
+        return cls(
+            provider,
+            requests,
+            math.floor(counts.errors),
+            [min(requests, math.floor(count)) for count in counts.buckets],
+            counts.latency_sum,
+            math.floor(counts.refreshed),
+            math.floor(counts.refresh_failed),
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    service: SampleService
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: a scrape a second would flood the terminal."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/state"):
+            self._reply(200, self.service.state())
+        elif self.path.startswith("/metrics"):
+            payload = self.service.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        else:
+            self._reply(404, {"error": "GET /metrics or /state"})
+
+    def do_POST(self) -> None:
+        if not self.path.startswith("/inject"):
+            self._reply(404, {"error": "POST /inject only"})
+            return
+        try:
+            body: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            providers = body.pop("providers", None)
+            self.service.inject(providers, **{k: float(v) for k, v in body.items()})
+        except (ValueError, TypeError, KeyError) as exc:
+            self._reply(400, {"error": str(exc)})
+            return
+        self._reply(200, self.service.state())
+
+    def _reply(self, status: int, body: object) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9101)
+    parser.add_argument("--rps", type=float, default=Traffic.rps)
+    parser.add_argument("--error-rate", type=float, default=Traffic.error_rate)
+    parser.add_argument("--latency", type=float, default=Traffic.latency)
+    parser.add_argument("--oauth-failures-per-min", type=float, default=0.0)
+    parser.add_argument("--providers", default="google", help="e.g. google,p0001..p1000")
+    args = parser.parse_args(argv)
+    service = SampleService(
+        args.port,
+        providers=expand_providers(args.providers),
+        rps=args.rps,
+        error_rate=args.error_rate,
+        latency=args.latency,
+        oauth_failures_per_min=args.oauth_failures_per_min,
+    ).start()
+    print(f"sample service: {service.url}/metrics (POST {service.url}/inject)", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    service.stop()
+
+
+if __name__ == "__main__":
+    main()

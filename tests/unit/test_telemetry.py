@@ -1,0 +1,262 @@
+"""PushgatewayTelemetry: totals in Redis (fakeredis), the whole set pushed (a stub gateway)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from rollout_core.model import Action
+from rollout_core.telemetry import (
+    RUNS_KEY,
+    PushgatewayTelemetry,
+    Totals,
+    registry_for,
+    totals_from_exposition,
+)
+
+T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
+JOB = "rollout_controller"
+
+
+class StubGateway:
+    """Keeps the last pushed group and serves it back the way a Pushgateway's /metrics does."""
+
+    def __init__(self) -> None:
+        self.pushed: list[str] = []
+        self.down = False
+
+    def push(self, gateway: str, *, job: str, registry: CollectorRegistry, **_: Any) -> None:
+        if self.down:
+            raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+        self.pushed.append(generate_latest(registry).decode())
+
+    def read(self, gateway: str, timeout: float, auth: tuple[str, str] | None) -> str:
+        if self.down:
+            raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_WithJobLabels(self.pushed[-1] if self.pushed else ""))
+        return generate_latest(registry).decode()
+
+    @property
+    def last(self) -> Totals:
+        return totals_from_exposition(self.read("", 1, None), JOB)
+
+
+class _WithJobLabels:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def collect(self) -> Iterator[Metric]:
+        for family in text_string_to_metric_families(self.text):
+            copy = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                labels = {**sample.labels, "job": JOB, "instance": ""}
+                copy.add_sample(sample.name, labels, sample.value)
+            yield copy
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def gateway() -> StubGateway:
+    return StubGateway()
+
+
+@pytest.fixture
+def worker(
+    server: fakeredis.FakeServer, gateway: StubGateway
+) -> Callable[[], PushgatewayTelemetry]:
+    """A new telemetry object per call: another worker process sharing Redis and gateway."""
+
+    def make() -> PushgatewayTelemetry:
+        return PushgatewayTelemetry(
+            "http://127.0.0.1:9091",
+            redis_client=fakeredis.FakeRedis(server=server),
+            push=gateway.push,
+            read_gateway=gateway.read,
+        )
+
+    return make
+
+
+def test_totals_count_across_runs_and_across_workers(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    assert worker().record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0) == "pushed"
+    worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0 + timedelta(minutes=10))
+    worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0 + timedelta(minutes=20))
+    pushed = gateway.last
+    assert pushed.changes == {("google", "promote"): 1, ("google", "hold"): 2}
+    assert pushed.runs == {"ok": 3}
+
+
+def test_a_run_of_one_feature_still_pushes_every_features_totals(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    sink = worker()
+    both = {"google": Action.PROMOTE, "outlook": Action.ROLLBACK}
+    sink.record_run(both, {"google": 10, "outlook": 10}, "ok", T0)
+    sink.record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0 + timedelta(minutes=10))
+    pushed = gateway.last
+    assert pushed.percents == {"google": 10, "outlook": 10}
+    assert pushed.changes[("outlook", "rollback")] == 1
+
+
+def test_last_success_moves_only_when_a_run_succeeds(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    sink = worker()
+    sink.record_run({}, {}, "ok", T0)
+    failed_at = T0 + timedelta(minutes=10)
+    sink.record_run({}, {}, "prom_unreachable", failed_at)
+    pushed = gateway.last
+    assert pushed.last_success == T0.timestamp()
+    assert pushed.last_run == failed_at.timestamp()
+    assert pushed.runs == {"ok": 1, "prom_unreachable": 1}
+
+
+def test_no_last_success_is_pushed_before_any_run_succeeded(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    worker().record_run({}, {}, "error", T0)
+    assert gateway.last.last_success is None
+    assert "last_success_timestamp_seconds" not in gateway.pushed[-1]
+
+
+def test_the_pushed_metrics_have_the_documented_names_and_help() -> None:
+    totals = Totals({("google", "promote"): 2}, {"ok": 3}, {"google": 50.0}, 1.0, 2.0)
+    text = generate_latest(registry_for(totals)).decode()
+    assert 'rollout_controller_changes_total{feature="google",result="promote"} 2.0' in text
+    assert 'rollout_controller_runs_total{status="ok"} 3.0' in text
+    assert 'rollout_controller_percent{feature="google"} 50.0' in text
+    assert "rollout_controller_last_success_timestamp_seconds 1.0" in text
+    assert "rollout_controller_last_run_timestamp_seconds 2.0" in text
+    helps = [line for line in text.splitlines() if line.startswith("# HELP")]
+    assert len(helps) == 5
+    assert all(len(line.split(" ", 3)[3]) > 20 for line in helps)
+
+
+def test_a_down_pushgateway_is_a_warning_and_redis_still_counts(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway.down = True
+    with caplog.at_level(logging.WARNING):
+        status = worker().record_run({"google": Action.HOLD}, {"google": 0}, "ok", T0)
+    assert status == "pushgateway unreachable: connection refused"
+    assert "unreachable" in caplog.text
+    assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"1"}
+
+
+def test_an_unset_pushgateway_is_a_warning_and_redis_still_counts(
+    server: fakeredis.FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    sink = PushgatewayTelemetry(redis_client=fakeredis.FakeRedis(server=server))
+    with caplog.at_level(logging.WARNING):
+        assert sink.record_run({}, {}, "ok", T0) == "pushgateway not configured"
+    assert "PUSHGATEWAY_URL is not set" in caplog.text
+    assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"1"}
+
+
+def test_with_redis_down_the_gateway_totals_plus_this_run_are_pushed(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    worker().record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
+    server.connected = False
+    failed_at = T0 + timedelta(minutes=10)
+    status = worker().record_run({"google": Action.HOLD}, {"google": 10}, "redis_error", failed_at)
+    assert status.startswith("pushed (redis down")
+    pushed = gateway.last
+    assert pushed.runs == {"ok": 1, "redis_error": 1}
+    assert pushed.changes == {("google", "promote"): 1, ("google", "hold"): 1}
+    assert pushed.last_success == T0.timestamp()
+    assert pushed.last_run == failed_at.timestamp()
+    assert pushed.percents == {"google": 10}
+
+
+def test_counts_made_while_redis_was_down_join_redis_when_it_returns(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    sink = worker()
+    server.connected = False
+    sink.record_run({"google": Action.HOLD}, {"google": 10}, "redis_error", T0)
+    server.connected = True
+    assert sink.record_run({}, {}, "ok", T0 + timedelta(minutes=10)) == "pushed"
+    assert gateway.last.runs == {"redis_error": 1, "ok": 1}
+    assert gateway.last.changes == {("google", "hold"): 1}
+    assert sink.pending == Totals()
+
+
+def test_redis_and_pushgateway_both_down_is_still_no_exception(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    server.connected = False
+    gateway.down = True
+    status = worker().record_run({"google": Action.HOLD}, {"google": 10}, "redis_error", T0)
+    assert status.startswith("pushgateway unreachable")
+
+
+def test_an_unknown_status_is_counted_as_error(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    worker().record_run({}, {}, "exploded", T0)
+    assert gateway.last.runs == {"error": 1}
+
+
+class CapturePush(BaseHTTPRequestHandler):
+    requests: ClassVar[list[tuple[str, str, str | None]]] = []
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.requests.append(("PUT", self.path, self.headers.get("Authorization")))
+        self.send_response(401)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_basic_auth_from_the_url_is_sent_but_never_logged(
+    server: fakeredis.FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    http = ThreadingHTTPServer(("127.0.0.1", 0), CapturePush)
+    threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
+    CapturePush.requests = []
+    try:
+        url = f"http://pusher:s3cret@127.0.0.1:{http.server_address[1]}"
+        sink = PushgatewayTelemetry(url, redis_client=fakeredis.FakeRedis(server=server))
+        with caplog.at_level(logging.WARNING):
+            status = sink.record_run({}, {}, "ok", T0)
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert CapturePush.requests == [
+        ("PUT", "/metrics/job/rollout_controller", "Basic cHVzaGVyOnMzY3JldA==")
+    ]
+    assert status == "pushgateway unreachable: HTTP 401"
+    assert "s3cret" not in caplog.text and "***@127.0.0.1" in caplog.text

@@ -1,21 +1,22 @@
 """The rollout controller flow: fetch, evaluate, guard, apply, emit, audit.
 
 Deployed every 10 minutes (prefect.yaml). A held tick is a normal Completed run; the run is
-Failed when any feature failed (Prometheus unreachable after retries, Redis errors).
+Failed when any feature failed (Prometheus unreachable after retries, Redis errors) or the
+configuration is wrong. The returned state's data is the list of FeatureOutcome.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
+from prefect.utilities.annotations import quote
 
 from rollout_core.bootstrap import Settings, current_adapters
-from rollout_core.config import DEFAULT_CONFIG_PATH, load_config
+from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, load_config
 from rollout_core.controller import (
     FeatureOutcome,
     failed_outcomes,
@@ -24,13 +25,14 @@ from rollout_core.controller import (
     stale_run_reason,
     summarize,
 )
-from rollout_core.errors import FlagStoreError, MetricsUnavailable
+from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
+from rollout_core.ports import FlagStore, MetricsSource
 from tasks.controller import (
     apply_flag,
     check_guards,
     emit_metrics,
     evaluate_policy,
-    fetch_slos,
+    fetch_slos_with_backoff,
     read_flags,
     write_audit,
 )
@@ -50,30 +52,28 @@ def rollout_controller(
     """One pass over the configured features (or the named ones). `now` injects the clock
     (backtests, the demo); `dry_run=None` reads ROLLOUT_DRY_RUN and defaults to a dry run."""
     logger = get_run_logger()
-    skip = _stale_run_reason()
+    settings = Settings.from_env()
+    skip = _stale_run_reason(timedelta(seconds=settings.schedule_interval_seconds))
     if skip is not None:
         logger.warning(skip)
         return Completed(name="Skipped", message=skip)
-    settings = Settings.from_env()
-    live = not resolve_dry_run(dry_run, settings.dry_run)
-    specs = load_config(config_path).select(features)
-    at = (now or datetime.now(UTC)).astimezone(UTC)
+    at = _as_utc(now or datetime.now(UTC))
     adapters = current_adapters(settings)
-    names = [spec.name for spec in specs]
-    outcomes: dict[str, FeatureOutcome]
     try:
-        snapshots = fetch_slos(adapters.source, specs, at)
-        states = read_flags(adapters.store, names)
-    except (MetricsUnavailable, FlagStoreError) as error:
-        outcomes = failed_outcomes(names, error)
-    else:
-        proposals = evaluate_policy(specs, snapshots, states)
-        decisions = check_guards(specs, states, proposals, at)
-        outcomes = apply_flag(adapters.store, decisions, states, at, dry_run=not live)
+        live = not resolve_dry_run(dry_run, settings.dry_run)
+        specs = load_config(config_path).select(features)
+    except ConfigError as error:
+        # nothing was read or written; the run counts as runs_total{status="error"}
+        logger.error("configuration error: %s", error)
+        emit_metrics(quote(adapters.telemetry), {}, "error", at)
+        return Failed(message=f"configuration error: {error}")
+    outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings)
     status = run_status(outcomes)
-    emit_metrics(adapters.telemetry, outcomes, status, at)
-    write_audit(outcomes, at)
+    telemetry_warning = emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at)
+    write_audit(quote(outcomes), at)
     message = ("live: " if live else "dry run: ") + summarize(outcomes)
+    if telemetry_warning:
+        message += f"\nwarning: telemetry: {telemetry_warning}"
     for outcome in outcomes.values():
         (logger.error if outcome.is_failed else logger.info)(outcome.summary)
     data = list(outcomes.values())
@@ -82,16 +82,48 @@ def rollout_controller(
     return Completed(message=message, data=data)
 
 
-def _stale_run_reason() -> str | None:
-    """Compare the scheduled start with the wall clock (not the injected `now`)."""
-    from prefect.runtime import flow_run
-
-    scheduled = flow_run.scheduled_start_time
-    if scheduled is None or flow_run.get_id() is None:
-        return None
-    interval = timedelta(
-        seconds=float(
-            os.environ.get("ROLLOUT_SCHEDULE_INTERVAL_SECONDS", SCHEDULE_INTERVAL.seconds)
-        )
+def _decide_and_apply(
+    store: FlagStore,
+    source: MetricsSource,
+    specs: list[FeatureSpec],
+    at: datetime,
+    live: bool,
+    settings: Settings,
+) -> dict[str, FeatureOutcome]:
+    """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing."""
+    names = [spec.name for spec in specs]
+    fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
+    # quote(): Prefect would otherwise walk every nested value of every argument looking for
+    # futures, about 5 s per run at 1,000 features; these are plain values, never futures.
+    try:
+        snapshots = fetch(quote(source), quote(specs), at)
+        states = read_flags(quote(store), quote(names))
+    except (MetricsUnavailable, FlagStoreError) as error:
+        return failed_outcomes(names, error)
+    proposals = evaluate_policy(quote(specs), quote(snapshots), quote(states))
+    decisions = check_guards(quote(specs), quote(states), quote(proposals), at)
+    outcomes: dict[str, FeatureOutcome] = apply_flag(
+        quote(store), quote(decisions), quote(states), at, dry_run=not live
     )
+    return outcomes
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A naive `now` is UTC, as everywhere else in the controller."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stale_run_reason(interval: timedelta) -> str | None:
+    """Compare the run's scheduled start with the wall clock (not the injected `now`).
+
+    Read from the run context: Prefect 3.9's env mock of `prefect.runtime.flow_run.
+    scheduled_start_time` raises ValueError, so that path is avoided."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    expected = context.flow_run.expected_start_time
+    # a plain datetime: Prefect's DateTime subtracts into a pendulum Interval, not a timedelta
+    scheduled = None if expected is None else datetime.fromtimestamp(expected.timestamp(), UTC)
     return stale_run_reason(scheduled, datetime.now(UTC), interval)

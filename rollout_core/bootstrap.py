@@ -6,6 +6,7 @@ The shell asks `current_adapters()`; the offline demo and tests swap in their ow
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -50,26 +51,43 @@ class Settings:
     prometheus_timeout: float = 10.0
     pushgateway_url: str = ""  # empty: telemetry is off, with a warning per run
     dry_run: bool | None = None  # ROLLOUT_DRY_RUN; None means unset (the flow then dry-runs)
+    # ROLLOUT_FETCH_BACKOFF_SECONDS: first gap between SLO fetch retries (then x2, x4)
+    fetch_backoff_seconds: float = 0.5
+    # ROLLOUT_SCHEDULE_INTERVAL_SECONDS: the deployment's interval; runs later than two of
+    # them are skipped as stale
+    schedule_interval_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        timeout_raw = env.get("PROMETHEUS_TIMEOUT_SECONDS", "10")
-        try:
-            timeout = float(timeout_raw)
-            if not timeout > 0:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                f"PROMETHEUS_TIMEOUT_SECONDS is {timeout_raw!r}; expected a positive number"
-            ) from None
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             prometheus_url=env.get("PROMETHEUS_BASE_URL") or cls.prometheus_url,
-            prometheus_timeout=timeout,
+            prometheus_timeout=_seconds_env(env, "PROMETHEUS_TIMEOUT_SECONDS", 10.0),
             pushgateway_url=env.get("PUSHGATEWAY_URL", ""),
             dry_run=parse_bool_env("ROLLOUT_DRY_RUN", env.get("ROLLOUT_DRY_RUN")),
+            fetch_backoff_seconds=_seconds_env(
+                env, "ROLLOUT_FETCH_BACKOFF_SECONDS", 0.5, allow_zero=True
+            ),
+            schedule_interval_seconds=_seconds_env(env, "ROLLOUT_SCHEDULE_INTERVAL_SECONDS", 600.0),
         )
+
+
+def _seconds_env(
+    env: Mapping[str, str], name: str, default: float, allow_zero: bool = False
+) -> float:
+    """A number of seconds from the environment; ConfigError naming the variable if bad."""
+    raw = env.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        expected = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        raise ConfigError(f"{name} is {raw!r}; expected {expected}")
+    return seconds
 
 
 @dataclass(frozen=True)

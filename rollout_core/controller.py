@@ -265,12 +265,12 @@ def stale_run_reason(
     """
     if scheduled is None:
         return None
-    late = started - scheduled
+    late = timedelta(seconds=round((started - scheduled).total_seconds()))
     if late <= interval * max_intervals:
         return None
     return (
-        f"skipped: scheduled at {scheduled.isoformat()} but started {late} late "
-        f"(more than {max_intervals} x {interval}); the next on-time run decides"
+        f"skipped: scheduled at {scheduled.isoformat(timespec='seconds')} but started {late} "
+        f"late (more than {max_intervals} x {interval}); the next on-time run decides"
     )
 
 

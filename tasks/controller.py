@@ -28,12 +28,14 @@ from rollout_core.model import Decision, FlagState, SloSnapshot
 from rollout_core.ports import FlagStore, MetricsSource, TelemetrySink
 
 __all__ = [
+    "DECISIONS_ARTIFACT_KEY",
     "apply_flag",
     "check_guards",
     "decision_rows",
     "emit_metrics",
     "evaluate_policy",
     "fetch_slos",
+    "fetch_slos_with_backoff",
     "read_flags",
     "write_audit",
 ]
@@ -63,6 +65,14 @@ def fetch_slos(
 ) -> Mapping[str, SloSnapshot | RolloutError]:
     """Every feature's SLO readings; raises MetricsUnavailable once the retries are spent."""
     return controller.fetch_snapshots(source, specs, at)
+
+
+def fetch_slos_with_backoff(backoff_seconds: float) -> Task[..., Any]:
+    """fetch_slos whose retries wait backoff, 2x, 4x (ROLLOUT_FETCH_BACKOFF_SECONDS, default
+    0.5 s): a decorator's delays are fixed at import, so the flow picks them per run."""
+    return fetch_slos.with_options(
+        retry_delay_seconds=exponential_backoff(backoff_factor=backoff_seconds)
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -107,16 +117,23 @@ def apply_flag(
 @task(cache_policy=NO_CACHE)
 def emit_metrics(
     telemetry: TelemetrySink, outcomes: Mapping[str, FeatureOutcome], status: str, at: datetime
-) -> None:
-    """Counts and percents to the Pushgateway; a failure there is a warning, never an error."""
-    results = {name: outcome.result for name, outcome in outcomes.items()}
+) -> str | None:
+    """Counts and percents to the Pushgateway; a failure there is a warning, never an error.
+
+    A failed feature made no decision, so it counts only in runs_total{status}, not as a hold.
+    Returns a warning for the run's message, or None when the push went through."""
+    results = {name: outcome.result for name, outcome in outcomes.items() if not outcome.is_failed}
     percents = {
         name: outcome.percent for name, outcome in outcomes.items() if outcome.percent is not None
     }
     try:
-        telemetry.record_run(results, percents, status, at)
+        pushed = telemetry.record_run(results, percents, status, at)
     except Exception as exc:  # the sink promises not to raise; a decision never depends on it
-        get_run_logger().warning("telemetry not recorded: %s", exc)
+        pushed = f"telemetry not recorded: {exc}"
+    if pushed is None or pushed.startswith("pushed"):
+        return None
+    get_run_logger().warning("telemetry: %s", pushed)
+    return pushed
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,0 +1,202 @@
+"""The deployed product, once per suite: `prefect server start`, a process worker on
+`rollout-pool`, real Redis / Prometheus / Pushgateway with the Gmail sample service, the
+repository's prefect.yaml deployed by `deployments.deploy.deploy_all`, and a local webhook
+receiver for the failure notification. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.sample_service import SampleService
+from deployments.servers import (
+    RunningServer,
+    free_port,
+    start_process,
+    start_prometheus,
+    start_pushgateway,
+    start_redis,
+    wait_for_http,
+)
+from tests.integration.conftest import readings_ready, write_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "rollout-pool"
+
+
+@dataclass
+class Stack:
+    """The servers a deployed controller talks to, and the environment that names them."""
+
+    redis: RunningServer
+    prometheus: RunningServer
+    pushgateway: RunningServer
+    traffic: SampleService
+    config_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` with its own PREFECT_HOME; the scheduler loops every
+    second, so a schedule that was wrongly re-activated would show runs at once."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    url = f"http://127.0.0.1:{port}/api"
+    server = start_process(
+        "prefect-server", argv, port, home, wait_for_http(f"{url}/health"), url, 120, env
+    )
+    yield url
+    stop_group(server.process, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def prefect_client_env(prefect_api: str) -> Iterator[str]:
+    """This process and its children (`prefect deploy`) talk to the e2e server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: prefect_api}):
+        patch.setenv("PREFECT_API_URL", prefect_api)
+        yield prefect_api
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("e2e-stack")
+    with contextlib.ExitStack() as cleanup:
+        traffic = cleanup.enter_context(SampleService(providers=["google"]))
+        redis_server = start_redis(root / "redis")
+        cleanup.callback(redis_server.stop)
+        pushgateway = start_pushgateway(root / "pushgateway")
+        cleanup.callback(pushgateway.stop)
+        prometheus = start_prometheus(
+            root / "prometheus", scrape_targets={"sample": [traffic.host_port]}
+        )
+        cleanup.callback(prometheus.stop)
+        config = write_config(root, {"google": None})
+        env = {
+            "REDIS_URL": redis_server.url,
+            "PROMETHEUS_BASE_URL": prometheus.url,
+            "PUSHGATEWAY_URL": pushgateway.url,
+            "ROLLOUT_AUDIT_LOG": str(root / "rollout_log.md"),
+            "ROLLOUT_FETCH_BACKOFF_SECONDS": "0.05",
+        }
+        yield Stack(redis_server, prometheus, pushgateway, traffic, config, env)
+
+
+@pytest.fixture(scope="session")
+def stack_ready(stack: Stack, deployed: Any) -> Stack:
+    """The stack once Prometheus can judge `google` (its first ~7 s overlap the deploy)."""
+    readings_ready(stack.prometheus.url, ["google"])
+    return stack
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_client_env: str, stack: Stack) -> Any:
+    """prefect.yaml deployed from the repository root, as `rollout deploy` does it."""
+    from deployments.deploy import deploy_all
+
+    return deploy_all(REPO_ROOT, work_pool=POOL)
+
+
+@pytest.fixture(scope="session")
+def worker(
+    deployed: Any, stack: Stack, prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`prefect worker start --pool rollout-pool`, polling every second, with the stack's
+    connection settings in its environment (flow runs inherit them)."""
+    home = tmp_path_factory.mktemp("prefect-worker-home")
+    env = {
+        **stack.env,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(home),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    argv = [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"]
+    running = start_process("worker", argv, 0, home, _worker_online, "", 90, env)
+    yield running.process
+    stop_group(running.process, signal.SIGINT)  # a background worker ignores SIGTERM
+
+
+def _worker_online() -> bool:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return bool(client.read_workers_for_work_pool(POOL))
+
+
+def stop_group(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
+    """`first` to the process group we started (start_new_session), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, first)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@dataclass
+class Delivery:
+    arrived_at: float  # time.time() when the POST arrived
+    body: dict[str, Any]
+
+
+class WebhookReceiver:
+    """A tiny HTTP server on 127.0.0.1 recording every POST with its arrival time."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.deliveries.append(Delivery(time.time(), json.loads(raw or b"{}")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="session")
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()

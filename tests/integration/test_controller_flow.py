@@ -1,0 +1,425 @@
+"""The controller flow end to end in one process: a Prefect test server, real Redis, a real
+Prometheus scraping the Gmail sample service, a real Pushgateway (DESIGN §5 row by row).
+
+Dwell and cooldown are passed by writing the history keys into the past, as an operator's
+history would be; `now` stays the wall clock because Prometheus answers for `now` only.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from deployments.sample_service import SampleService
+from deployments.servers import RunningServer
+from flows.controller import rollout_controller
+from rollout_core.bootstrap import Adapters, Settings, use_adapters, wire
+from rollout_core.config import FeatureSpec
+from rollout_core.controller import FeatureOutcome, OutcomeStatus
+from rollout_core.errors import RolloutError
+from rollout_core.model import Action, Decision, FlagState
+from rollout_core.ports import ApplyResult, FlagChange, FlagStore
+from rollout_core.slo import PrometheusSource
+from tests.integration.conftest import (
+    GMAIL_PROFILE,
+    audit_entries,
+    flag_keys,
+    poll,
+    pushed_totals,
+    seed_flag,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def run(config: Path, *features: str, dry_run: bool | None = False) -> Any:
+    """One controller run; its final state (data: the list of FeatureOutcome)."""
+    return rollout_controller(
+        features=list(features) or None,
+        dry_run=dry_run,
+        config_path=str(config),
+        return_state=True,
+    )
+
+
+def outcomes_of(state: Any) -> dict[str, FeatureOutcome]:
+    data = state.result(raise_on_failure=False)
+    assert isinstance(data, list), data
+    return {outcome.feature: outcome for outcome in data}
+
+
+def decided(state: Any, feature: str) -> tuple[FeatureOutcome, Decision]:
+    """The feature's outcome and its decision (which a judged feature always has)."""
+    outcome = outcomes_of(state)[feature]
+    assert outcome.decision is not None, outcome
+    return outcome, outcome.decision
+
+
+def test_healthy_feature_is_promoted_one_step_then_waits_out_the_dwell(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, {"google": None})
+    seed_flag(flags, "google", 0)
+
+    first = run(config)
+    promoted, promotion = decided(first, "google")
+    assert first.is_completed(), first.message
+    assert (promotion.action, promoted.applied) == (Action.PROMOTE, True)
+    assert flag_keys(flags, "google")["rollout_percent"] == "10"
+    assert "last_change_time" in flag_keys(flags, "google")
+
+    second = run(config)
+    _, hold = decided(second, "google")
+    assert second.is_completed()
+    assert (hold.action, hold.guard) == (Action.HOLD, "dwell")
+    assert flag_keys(flags, "google")["rollout_percent"] == "10"
+
+    seed_flag(flags, "google", 10, changed_ago=timedelta(minutes=16))
+    third = run(config)
+    assert decided(third, "google")[1].to_percent == 50
+    assert flag_keys(flags, "google")["rollout_percent"] == "50"
+    assert [e["new_percent"] for e in audit_entries(flags, "google")] == ["10", "50"]
+
+
+def test_an_error_spike_is_rolled_back_at_once_even_inside_the_dwell(
+    flags: redis.Redis,
+    tmp_path: Path,
+    gmail_traffic: SampleService,
+    gmail_prometheus: RunningServer,
+) -> None:
+    config = write_config(tmp_path, {"spiky": None})
+    seed_flag(flags, "spiky", 50, changed_ago=timedelta(minutes=1))
+    gmail_traffic.inject(["spiky"], error_rate=0.3)
+    try:
+        wait_until_error_ratio_above(gmail_prometheus.url, "spiky", 0.05)
+        state = run(config)
+    finally:
+        gmail_traffic.inject(["spiky"], error_rate=0.002)
+
+    outcome, rollback = decided(state, "spiky")
+    assert state.is_completed(), state.message
+    assert rollback.action is Action.ROLLBACK and outcome.applied
+    keys = flag_keys(flags, "spiky")
+    assert (keys["rollout_percent"], keys["last_percent"]) == ("10", "50")
+    assert "last_rollback_time" in keys
+    assert "error_rate" in rollback.reason and "breach" in rollback.reason
+
+
+def test_the_cooldown_holds_promotions_then_lets_them_through(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, {"cool": None})
+    long_ago = timedelta(minutes=20)
+    seed_flag(flags, "cool", 10, changed_ago=long_ago, rolled_back_ago=timedelta(minutes=20))
+
+    _, hold = decided(run(config), "cool")
+    assert (hold.action, hold.guard) == (Action.HOLD, "cooldown")
+    assert flag_keys(flags, "cool")["rollout_percent"] == "10"
+
+    seed_flag(flags, "cool", 10, changed_ago=long_ago, rolled_back_ago=timedelta(minutes=61))
+    promoted, promotion = decided(run(config), "cool")
+    assert promotion.action is Action.PROMOTE and promoted.applied
+    assert flag_keys(flags, "cool")["rollout_percent"] == "50"
+
+
+def test_a_paused_feature_is_left_alone(flags: redis.Redis, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"paused": None})
+    seed_flag(flags, "paused", 10, paused=True)
+    before = flag_keys(flags, "paused")
+
+    state = run(config)
+
+    _, hold = decided(state, "paused")
+    assert state.is_completed()
+    assert (hold.action, hold.guard, hold.proposed) == (Action.HOLD, "paused", Action.PROMOTE)
+    assert flag_keys(flags, "paused") == before
+    assert audit_entries(flags, "paused") == []
+
+
+def test_a_dry_run_writes_no_flag_key_but_records_a_recommendation(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, {"dry": None})
+    seed_flag(flags, "dry", 0)
+    before = flag_keys(flags, "dry")
+
+    state = run(config, dry_run=None)  # neither the parameter nor ROLLOUT_DRY_RUN: dry
+
+    outcome, _ = decided(state, "dry")
+    assert state.is_completed() and state.message.startswith("dry run:")
+    assert (outcome.dry_run, outcome.applied, outcome.result) == (True, False, Action.HOLD)
+    assert "recommend promote" in outcome.summary
+    assert flag_keys(flags, "dry") == before
+    [entry] = audit_entries(flags, "dry")
+    assert (entry["dry_run"], entry["action"], entry["new_percent"]) == ("true", "promote", "10")
+    [row] = latest_decision_table()
+    assert (row["feature"], row["action"], row["before"], row["after"]) == (
+        "dry",
+        "recommend promote",
+        "0%",
+        "0%",
+    )
+    assert "error_rate" in row["slos"] and "healthy" in row["slos"]
+
+
+def test_a_killed_prometheus_fails_the_run_writes_nothing_and_pushes_prom_unreachable(
+    flags: redis.Redis,
+    tmp_path: Path,
+    prometheus_factory: Callable[..., RunningServer],
+    controller_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doomed = prometheus_factory()
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", doomed.url)
+    doomed.kill()
+    config = write_config(tmp_path, {"promdown": None})
+    seed_flag(flags, "promdown", 10)
+    before = flag_keys(flags, "promdown")
+
+    state = run(config)
+
+    outcome = outcomes_of(state)["promdown"]
+    assert state.is_failed()
+    assert outcome.status is OutcomeStatus.PROM_UNREACHABLE
+    assert "connection refused" in state.message
+    assert flag_keys(flags, "promdown") == before
+    assert audit_entries(flags, "promdown") == []
+    assert fetch_attempts(state) == 4  # the first try and three retries
+    totals = pushed_totals(controller_env["PUSHGATEWAY_URL"])
+    assert totals.runs == {"prom_unreachable": 1}
+    assert totals.changes == {}  # a feature that could not be judged made no decision
+
+
+def test_a_killed_redis_fails_the_run(
+    own_redis: RunningServer,
+    controller_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, {"redisdown": None})
+    seed_flag(redis.Redis.from_url(own_redis.url), "redisdown", 10)
+    monkeypatch.setenv("REDIS_URL", own_redis.url)
+    own_redis.kill()
+
+    state = run(config)
+
+    assert state.is_failed()
+    assert outcomes_of(state)["redisdown"].status is OutcomeStatus.REDIS_ERROR
+    assert "Redis at redis://127.0.0.1" in state.message
+    assert pushed_totals(controller_env["PUSHGATEWAY_URL"]).runs == {"redis_error": 1}
+
+
+class OperatorRacingStore:
+    """The real store, but an operator sets the percent right after the controller read it."""
+
+    def __init__(self, inner: FlagStore, client: redis.Redis, feature: str, percent: str) -> None:
+        self.inner, self.client, self.feature, self.percent = inner, client, feature, percent
+
+    def read(self, features: Sequence[str]) -> dict[str, FlagState]:
+        return self.inner.read(features)
+
+    def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
+        states = self.inner.read_each(features)
+        self.client.set(f"flags:{self.feature}:rollout_percent", self.percent)
+        return states
+
+    def apply(self, change: FlagChange) -> ApplyResult:
+        return self.inner.apply(change)
+
+    def set_percent(
+        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+    ) -> ApplyResult:
+        return self.inner.set_percent(feature, percent, reason, by, at=at)
+
+
+def test_a_flag_changed_between_read_and_apply_is_held_as_a_concurrent_change(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, {"race": None})
+    seed_flag(flags, "race", 0)
+    real = wire(Settings.from_env())
+    racing = OperatorRacingStore(real.store, flags, "race", "50")
+
+    with use_adapters(Adapters(racing, real.source, real.telemetry, real.redis)):
+        state = run(config)
+
+    _, hold = decided(state, "race")
+    assert state.is_completed()
+    assert (hold.action, hold.guard) == (Action.HOLD, "concurrent change")
+    assert hold.proposed is Action.PROMOTE and "not overwritten" in hold.reason
+    assert flag_keys(flags, "race")["rollout_percent"] == "50"
+    assert audit_entries(flags, "race") == []
+
+
+def test_a_killed_pushgateway_does_not_stop_the_decision(
+    flags: redis.Redis, tmp_path: Path, pushgateway: RunningServer
+) -> None:
+    config = write_config(tmp_path, {"pgwdown": None})
+    seed_flag(flags, "pgwdown", 0)
+    pushgateway.kill()
+
+    state = run(config)
+
+    assert state.is_completed(), state.message
+    assert decided(state, "pgwdown")[0].applied
+    assert flag_keys(flags, "pgwdown")["rollout_percent"] == "10"
+    assert "warning: telemetry: pushgateway unreachable" in state.message
+
+
+class BarrierStore:
+    """The real store, but every run waits after reading until the other run has read too,
+    so both decide from the same state and race to apply."""
+
+    def __init__(self, inner: FlagStore, barrier: threading.Barrier) -> None:
+        self.inner, self.barrier = inner, barrier
+
+    def read(self, features: Sequence[str]) -> dict[str, FlagState]:
+        return self.inner.read(features)
+
+    def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
+        states = self.inner.read_each(features)
+        self.barrier.wait(timeout=60)
+        return states
+
+    def apply(self, change: FlagChange) -> ApplyResult:
+        return self.inner.apply(change)
+
+    def set_percent(
+        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+    ) -> ApplyResult:
+        return self.inner.set_percent(feature, percent, reason, by, at=at)
+
+
+def test_two_concurrent_runs_take_at_most_one_step(flags: redis.Redis, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"twice": None})
+    seed_flag(flags, "twice", 0)
+    barrier = threading.Barrier(2)
+    states: list[Any] = []
+
+    def one_run() -> None:
+        real = wire(Settings.from_env())
+        store = BarrierStore(real.store, barrier)
+        with use_adapters(Adapters(store, real.source, real.telemetry, real.redis)):
+            states.append(run(config))
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert len(states) == 2 and all(state.is_completed() for state in states)
+    decisions = sorted(
+        (decision.guard or "", outcome.applied)
+        for outcome, decision in (decided(state, "twice") for state in states)
+    )
+    assert decisions == [("", True), ("concurrent change", False)]
+    assert flag_keys(flags, "twice")["rollout_percent"] == "10"
+    assert len(audit_entries(flags, "twice")) == 1
+
+
+def test_a_scheduled_run_that_starts_too_late_is_skipped_without_acting(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    config = write_config(tmp_path, {"late": None})
+    seed_flag(flags, "late", 0)
+    parameters = {"dry_run": False, "config_path": str(config)}
+    scheduled = datetime.now(UTC) - timedelta(minutes=25)  # more than 2 x 10 minutes late
+    with get_client(sync_client=True) as client:
+        late_run = client.create_flow_run(
+            rollout_controller, parameters=parameters, state=Scheduled(scheduled_time=scheduled)
+        )
+
+    # what a worker that comes back does with a missed run
+    state = run_flow(rollout_controller, late_run, parameters, return_type="state")
+
+    assert state.is_completed() and state.name == "Skipped"
+    assert re.search(r"^skipped: scheduled at .* but started 0:25:\d\d late", state.message)
+    assert flag_keys(flags, "late")["rollout_percent"] == "0"
+    assert audit_entries(flags, "late") == []
+
+
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [(["nope"], "'nope'"), (["Bad Name"], "'Bad Name'")],
+    ids=["unknown feature", "invalid feature name"],
+)
+def test_a_configuration_error_fails_the_run_naming_the_value_and_writes_nothing(
+    flags: redis.Redis, tmp_path: Path, features: list[str], named: str
+) -> None:
+    config = write_config(tmp_path, {"google": None})
+    seed_flag(flags, "google", 0)
+
+    state = run(config, *features)
+
+    assert state.is_failed()
+    assert state.message.startswith("configuration error:") and named in state.message
+    assert flag_keys(flags, "google")["rollout_percent"] == "0"
+    assert not flags.exists("rollout:audit")
+
+
+def test_the_override_sets_the_percent_audited_as_manual(
+    flags: redis.Redis, prefect_test_server: None
+) -> None:
+    from flows.override import rollout_override
+
+    seed_flag(flags, "override", 10)
+
+    state = rollout_override("override", 50, "incident 42: restore", return_state=True)
+
+    assert state.is_completed(), state.message
+    assert flag_keys(flags, "override")["rollout_percent"] == "50"
+    [entry] = audit_entries(flags, "override")
+    assert (entry["by"], entry["reason"]) == ("manual", "incident 42: restore")
+
+
+def wait_until_error_ratio_above(prometheus_url: str, feature: str, ratio: float) -> None:
+    source = PrometheusSource(prometheus_url, timeout=5)
+    spec = FeatureSpec.model_validate({"name": feature, **GMAIL_PROFILE})
+
+    def error_ratio() -> float:
+        snapshot = source.fetch([spec], datetime.now(UTC))[feature]
+        return getattr(snapshot, "reading", lambda _: None)("error_rate").value or 0.0
+
+    poll(error_ratio, lambda seen: seen > ratio, timeout=20)
+
+
+def fetch_attempts(state: Any) -> int:
+    """How many times the run's fetch_slos task ran, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    counts: Mapping[str, int] = {run.name: run.run_count for run in task_runs}
+    return next(count for name, count in counts.items() if name.startswith("fetch_slos"))
+
+
+def latest_decision_table() -> list[dict[str, Any]]:
+    """The rows of the newest `rollout-decisions` table artifact."""
+    import json
+
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("rollout-decisions")
+    assert artifact is not None
+    data = artifact.data
+    rows = json.loads(data) if isinstance(data, str) else data
+    assert isinstance(rows, list)
+    return rows

@@ -1,0 +1,106 @@
+"""prefect.yaml: Prefect ignores misspelled keys silently, so every key is checked here against
+Prefect's own deploy models and against the exact set this project means to write."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
+CONTROLLER_KEYS = {
+    "name",
+    "entrypoint",
+    "description",
+    "tags",
+    "work_pool",
+    "parameters",
+    "schedules",
+    "concurrency_limit",
+}
+OVERRIDE_KEYS = {"name", "entrypoint", "description", "tags", "work_pool"}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    loaded = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def deployment(document: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [d for d in document["deployments"] if d["name"] == name]
+    assert isinstance(found, dict)
+    return found
+
+
+def fields_of(model: Any) -> set[str]:
+    """The keys a Prefect deploy model reads (by alias where it has one)."""
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def test_every_key_is_one_prefect_reads(document: dict[str, Any]) -> None:
+    from prefect.cli.deploy._models import (
+        ConcurrencyLimitSpec,
+        DeploymentConfig,
+        PrefectYamlModel,
+        RawScheduleConfig,
+        WorkPoolConfig,
+    )
+
+    PrefectYamlModel.model_validate(document)
+    assert set(document) <= fields_of(PrefectYamlModel)
+    for item in document["deployments"]:
+        assert set(item) <= fields_of(DeploymentConfig), item["name"]
+        assert set(item.get("work_pool") or {}) <= fields_of(WorkPoolConfig)
+        assert set(item.get("concurrency_limit") or {}) <= fields_of(ConcurrencyLimitSpec)
+        for schedule in item.get("schedules") or []:
+            RawScheduleConfig.model_validate(schedule)  # extra="forbid": a typo raises
+
+
+def test_the_deployments_have_exactly_the_intended_keys(document: dict[str, Any]) -> None:
+    assert [d["name"] for d in document["deployments"]] == ["every-10-minutes", "manual"]
+    assert set(deployment(document, "every-10-minutes")) == CONTROLLER_KEYS
+    assert set(deployment(document, "manual")) == OVERRIDE_KEYS
+
+
+def test_the_controller_runs_every_600_seconds_on_a_fixed_slug_and_never_forces_active(
+    document: dict[str, Any],
+) -> None:
+    [schedule] = deployment(document, "every-10-minutes")["schedules"]
+    assert schedule == {"interval": 600, "slug": "every-10-minutes"}  # no `active: true`
+
+
+def test_the_controller_cancels_an_overlapping_run_and_starts_as_a_dry_run(
+    document: dict[str, Any],
+) -> None:
+    controller = deployment(document, "every-10-minutes")
+    assert controller["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert controller["parameters"]["dry_run"] is True
+    assert controller["work_pool"] == {"name": "rollout-pool"}
+
+
+def test_the_override_has_no_schedule(document: dict[str, Any]) -> None:
+    override = deployment(document, "manual")
+    assert "schedules" not in override and "schedule" not in override
+    assert override["work_pool"] == {"name": "rollout-pool"}
+
+
+@pytest.mark.parametrize(
+    ("name", "flow_name"),
+    [("every-10-minutes", "rollout-controller"), ("manual", "rollout-override")],
+)
+def test_each_entrypoint_imports_a_flow_with_the_expected_name_and_parameters(
+    document: dict[str, Any], name: str, flow_name: str
+) -> None:
+    item = deployment(document, name)
+    path, _, function = item["entrypoint"].partition(":")
+    assert (PREFECT_YAML.parent / path).is_file()
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, function)
+    assert flow.name == flow_name
+    assert set(item.get("parameters", {})) <= set(inspect.signature(flow.fn).parameters)

@@ -234,7 +234,7 @@ def main() -> None:
             runs = [measure_pass(specs[:size], store, source) for _ in range(REPEATS)]
             report(f"  {size:>4} feature(s)", runs)
 
-        print("\npass where every feature promotes (one compare-and-set script call each):")
+        print("\npass where every feature promotes (MGET, then one pipelined batch of CASes):")
         for size in SIZES:
             runs = []
             for _ in range(REPEATS):

@@ -2,7 +2,7 @@
 
 fetch SLOs → read flags → evaluate policy → check guards → apply → (telemetry, audit).
 Each step takes every feature at once, so a pass costs one query per distinct PromQL text,
-one flag read, and one compare-and-set per change, however many features there are.
+one flag read, and one pipelined batch of compare-and-sets, however many features there are.
 A feature that fails carries its error in its outcome; the others go on.
 """
 
@@ -178,41 +178,50 @@ def apply_decisions(
     dry_run: bool,
     by: str = "controller",
 ) -> dict[str, FeatureOutcome]:
-    """One compare-and-set per change. A conflict becomes a hold "concurrent change"; a
-    Redis failure fails that feature only. Never retried blindly: a CAS happened or it did not."""
+    """Every change's compare-and-set, sent together in one round trip. A conflict becomes a
+    hold "concurrent change"; a Redis failure fails that feature only. Never retried blindly:
+    a CAS happened or it did not."""
     outcomes: dict[str, FeatureOutcome] = {}
+    changes: dict[str, tuple[Decision, FlagChange]] = {}
     for name, decision in decisions.items():
         state = states.get(name)
         if isinstance(decision, FeatureOutcome):
             outcomes[name] = decision
-            continue
-        if not decision.is_change or not isinstance(state, FlagState):
+        elif not decision.is_change or not isinstance(state, FlagState):
             outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, decision, dry_run=dry_run)
-            continue
-        change = FlagChange(
-            feature=name,
-            expected_percent=state.percent if state.exists else None,
-            expected_paused=state.paused,
-            new_percent=decision.to_percent,
-            reason=decision.reason,
-            by=by,
-            at=now,
-            action=decision.action,
-            dry_run=dry_run,
-        )
-        try:
-            result = store.apply(change)
-        except RolloutError as error:
-            outcomes[name] = FeatureOutcome(name, _status_of(error), decision, error=str(error))
-            continue
-        if result.conflict:
+        else:
+            changes[name] = decision, _change_for(name, decision, state, now, dry_run, by)
+    try:
+        results = store.apply_many([change for _, change in changes.values()])
+    except RolloutError as error:
+        results = [error] * len(changes)
+    for (name, (decision, _)), result in zip(changes.items(), results, strict=True):
+        if isinstance(result, RolloutError):
+            outcomes[name] = FeatureOutcome(name, _status_of(result), decision, error=str(result))
+        elif result.conflict:
             held = _held_by_concurrent_change(decision, result.current_percent)
             outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, held, dry_run=dry_run)
         else:
             outcomes[name] = FeatureOutcome(
                 name, OutcomeStatus.OK, decision, result.applied, dry_run, audit_id=result.audit_id
             )
-    return outcomes
+    return {name: outcomes[name] for name in decisions}
+
+
+def _change_for(
+    name: str, decision: Decision, state: FlagState, now: datetime, dry_run: bool, by: str
+) -> FlagChange:
+    return FlagChange(
+        feature=name,
+        expected_percent=state.percent if state.exists else None,
+        expected_paused=state.paused,
+        new_percent=decision.to_percent,
+        reason=decision.reason,
+        by=by,
+        at=now,
+        action=decision.action,
+        dry_run=dry_run,
+    )
 
 
 def _held_by_concurrent_change(decision: Decision, current: float | None) -> Decision:

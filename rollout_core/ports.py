@@ -65,6 +65,11 @@ class FlagStore(Protocol):
         """Write percent, history and audit entry atomically, or nothing on a conflict."""
         ...
 
+    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
+        """apply for every change in one round trip, each atomic on its own; a change that
+        failed gets its error in its place, in the order given."""
+        ...
+
     def set_percent(
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
     ) -> ApplyResult:

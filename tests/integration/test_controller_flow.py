@@ -234,6 +234,9 @@ class OperatorRacingStore:
     def apply(self, change: FlagChange) -> ApplyResult:
         return self.inner.apply(change)
 
+    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
+        return self.inner.apply_many(changes)
+
     def set_percent(
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
     ) -> ApplyResult:
@@ -291,6 +294,9 @@ class BarrierStore:
 
     def apply(self, change: FlagChange) -> ApplyResult:
         return self.inner.apply(change)
+
+    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
+        return self.inner.apply_many(changes)
 
     def set_percent(
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime

@@ -203,3 +203,34 @@ def test_reading_many_features_is_one_mget_on_the_server(redis_url: str) -> None
     stats = client.info("commandstats")
     assert stats["cmdstat_mget"]["calls"] == 1
     assert "cmdstat_get" not in stats and "cmdstat_eval" not in stats
+
+
+def test_applying_many_changes_is_one_pipelined_batch_of_scripts(redis_url: str) -> None:
+    store = RedisFlagStore(connect(redis_url))
+    features = [f"batch{n}" for n in range(50)]
+    for feature in features:
+        store.client.set(f"flags:{feature}:rollout_percent", "0")
+    changes = [
+        FlagChange(feature, 0, False, 10, "up", "controller", AT, Action.PROMOTE)
+        for feature in features
+    ]
+    store.apply_many(changes[:1])  # the script is loaded once, as any long-lived worker has it
+    store.client.config_resetstat()
+    sent: list[int] = []
+    connection = store.client.connection_pool.get_connection()
+    original = connection.send_packed_command
+
+    def counting(command: object, check_health: bool = True) -> None:
+        sent.append(1)
+        original(command, check_health)
+
+    connection.send_packed_command = counting  # type: ignore[method-assign]
+    store.client.connection_pool.release(connection)
+
+    results = store.apply_many(changes[1:])
+
+    assert all(not isinstance(r, Exception) and r.applied for r in results)
+    assert len(sent) == 2  # SCRIPT EXISTS, then all 49 EVALSHA in one write
+    stats = store.client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 49
+    assert store.client.get("flags:batch49:rollout_percent") == "10"

@@ -202,9 +202,9 @@ class FailingApplyStore(RedisFlagStore):
 
     applies = 0
 
-    def apply(self, change: FlagChange) -> ApplyResult:
-        self.applies += 1
-        raise FlagStoreError(f"Redis failed while applying {change.feature}")
+    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
+        self.applies += len(changes)
+        raise FlagStoreError(f"Redis failed while applying {changes[0].feature}")
 
 
 def test_a_failed_apply_fails_only_that_feature_and_is_not_retried(

@@ -237,6 +237,42 @@ def test_dry_run_only_appends_a_recommendation(
     assert audit_entries(client)[-1]["dry_run"] == "true"
 
 
+def test_apply_many_keeps_each_change_atomic_and_independent(
+    store: RedisFlagStore, client: CountingRedis
+) -> None:
+    client.set("flags:google:rollout_percent", "0")
+    client.set("flags:gmail:rollout_percent", "50")  # moved since it was read as 10
+    client.set("flags:slack:rollout_percent", "10")
+    client.set("flags:slack:last_change_time", "not a time")  # an operator's typo
+
+    def to(feature: str, expected: float, new: float) -> FlagChange:
+        return FlagChange(feature, expected, False, new, "t", "controller", AT, Action.PROMOTE)
+
+    google, gmail, slack = store.apply_many(
+        [to("google", 0, 10), to("gmail", 10, 50), to("slack", 10, 50)]
+    )
+
+    assert not isinstance(google, Exception) and google.applied
+    assert not isinstance(gmail, Exception) and gmail.conflict and gmail.current_percent == 50
+    assert not isinstance(slack, Exception) and slack.applied  # the script never parses times
+    assert client.get("flags:google:rollout_percent") == "10"
+    assert client.get("flags:gmail:rollout_percent") == "50"
+    assert [e["feature"] for e in audit_entries(client)] == ["google", "slack"]
+    assert store.apply_many([]) == []
+
+
+def test_apply_many_reports_a_failed_script_in_its_place(
+    store: RedisFlagStore, client: CountingRedis
+) -> None:
+    client.set("flags:google:rollout_percent", "0")
+    client.set(AUDIT_STREAM, "not a stream")
+
+    (result,) = store.apply_many([change(0, 10)])
+
+    assert isinstance(result, FlagStoreError) and "not a stream" in str(result)
+    assert client.get("flags:google:rollout_percent") == "0"
+
+
 def test_a_stream_key_of_the_wrong_type_fails_before_any_write(
     store: RedisFlagStore, client: CountingRedis
 ) -> None:

@@ -5,13 +5,13 @@ and turns redis-py errors into FlagStoreError messages that never show a passwor
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from rollout_core.errors import ConfigError, FlagStoreError
+from rollout_core.urls import redact_url
 
 __all__ = [
     "CONNECT_TIMEOUT_SEC",
@@ -20,7 +20,6 @@ __all__ = [
     "SOCKET_TIMEOUT_SEC",
     "connect",
     "describe",
-    "redact",
     "store_error",
 ]
 
@@ -30,7 +29,6 @@ SOCKET_TIMEOUT_SEC = 5.0
 # redis-py retries 10 times by default (about 3.7 s on a refused connection); two retries
 # ride out a blip without making an outage look like a hang.
 RETRIES = 2
-_SECRET_QUERY_KEYS = {"password", "pass", "auth", "token"}
 
 
 def connect(url: str | None = None) -> redis.Redis:
@@ -46,30 +44,9 @@ def connect(url: str | None = None) -> redis.Redis:
         )
     except ValueError as exc:
         raise ConfigError(
-            f"REDIS_URL {redact(url)!r} is not a Redis URL ({exc}); "
+            f"REDIS_URL {redact_url(url)!r} is not a Redis URL ({exc}); "
             "expected redis://[:password@]host:port/db"
         ) from None
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ****: `redis://:****@host:6379/0`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        # a lone userinfo (redis://secret@host) is often a password too: hide it whole
-        netloc = f"{user}:****@{hostinfo}" if has_password else f"****@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "****" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def describe(client: redis.Redis) -> str:

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.errors import ConfigError, InvalidQuery, MetricsUnavailable, RolloutError
 from rollout_core.model import SloReading, SloSnapshot
+from rollout_core.urls import redact_url, split_credentials
 
 if TYPE_CHECKING:
     from rollout_core.replay import ReplaySource
@@ -38,9 +38,7 @@ __all__ = [
     "Series",
     "distinct_queries",
     "parse_result",
-    "redact_url",
     "snapshot_for",
-    "split_credentials",
 ]
 
 _API_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
@@ -71,25 +69,6 @@ class QueryClient(Protocol):
     """The one method of prometheus-api-client's `PrometheusConnect` this source uses."""
 
     def custom_query(self, query: str, params: dict[str, Any] | None = None) -> Any: ...
-
-
-def redact_url(url: str) -> str:
-    """The URL with any `user:password@` replaced by `***@`, safe for logs and errors."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`http://u:p@host` -> (`http://host`, ("u", "p")); a URL without credentials is unchanged."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return url, None
-    host = parts.netloc.rpartition("@")[2]
-    plain = urlunsplit(parts._replace(netloc=host))
-    return plain, (unquote(parts.username), unquote(parts.password or ""))
 
 
 def distinct_queries(specs: Sequence[FeatureSpec]) -> list[str]:

@@ -38,7 +38,7 @@ from prometheus_client.exposition import basic_auth_handler
 from prometheus_client.parser import text_string_to_metric_families
 
 from rollout_core.model import Action
-from rollout_core.slo import redact_url, split_credentials
+from rollout_core.urls import redact_url, split_credentials
 
 __all__ = [
     "CHANGES_KEY",

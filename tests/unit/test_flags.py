@@ -22,7 +22,8 @@ from rollout_core.flags import (
 )
 from rollout_core.model import Action
 from rollout_core.ports import FlagChange
-from rollout_core.redis_connection import connect, redact
+from rollout_core.redis_connection import connect
+from rollout_core.urls import redact_url
 
 AT = datetime(2025, 10, 8, 15, 0, tzinfo=UTC)
 
@@ -389,7 +390,7 @@ def test_an_outage_is_a_flag_store_error_with_advice() -> None:
     ],
 )
 def test_redact_hides_every_password(url: str, shown: str) -> None:
-    assert redact(url) == shown
+    assert redact_url(url) == shown
 
 
 def test_connect_reads_redis_url_and_keeps_retries_and_timeouts_small(

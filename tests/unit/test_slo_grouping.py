@@ -21,7 +21,8 @@ import pytest
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.errors import ConfigError, InvalidQuery, MetricsUnavailable
 from rollout_core.model import SloReading, SloSnapshot
-from rollout_core.slo import PrometheusSource, redact_url, split_credentials
+from rollout_core.slo import PrometheusSource
+from rollout_core.urls import redact_url, split_credentials
 
 AT = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
 ERRORS = "sum by (provider) (increase(action_error_total[5m]))"
@@ -323,7 +324,7 @@ def test_a_missing_base_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_urls_are_redacted_and_split_for_basic_auth() -> None:
-    assert redact_url("https://u:p%40ss@prom:9090/x") == "https://***@prom:9090/x"
+    assert redact_url("https://u:p%40ss@prom:9090/x") == "https://u:****@prom:9090/x"
     assert redact_url("http://prom:9090") == "http://prom:9090"
     assert split_credentials("https://u:p%40ss@prom:9090/x") == (
         "https://prom:9090/x",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from rollout_cli import flag_commands
+from rollout_cli import flag_commands, flow_commands
 
 __all__ = ["app"]
 
@@ -28,6 +28,10 @@ app.command("pause")(flag_commands.pause)
 app.command("resume")(flag_commands.resume)
 app.command("audience")(flag_commands.audience)
 app.command("audit")(flag_commands.audit)
+app.command("run")(flow_commands.run_once)
+app.command("deploy")(flow_commands.deploy)
+app.command("serve")(flow_commands.serve)
+app.command("notify")(flow_commands.notify)
 
 if __name__ == "__main__":
     app()

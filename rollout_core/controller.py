@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from rollout_core.config import FeatureSpec
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable, RolloutError
@@ -23,8 +24,10 @@ from rollout_core.ports import FlagChange, FlagStore, MetricsSource
 __all__ = [
     "FeatureOutcome",
     "OutcomeStatus",
+    "action_label",
     "apply_decisions",
     "check_all_guards",
+    "decision_rows",
     "evaluate_all",
     "failed_outcomes",
     "fetch_snapshots",
@@ -239,6 +242,34 @@ def _held_by_concurrent_change(decision: Decision, current: float | None) -> Dec
             *decision.reasons,
         ),
     )
+
+
+def decision_rows(outcomes: Mapping[str, FeatureOutcome]) -> list[dict[str, Any]]:
+    """One row per feature: percent before and after, action, reason, SLO evidence, guard."""
+    rows = []
+    for outcome in outcomes.values():
+        d = outcome.decision
+        rows.append(
+            {
+                "feature": outcome.feature,
+                "status": str(outcome.status),
+                "before": None if d is None else f"{d.from_percent:g}%",
+                "after": None if d is None else f"{outcome.percent:g}%",
+                "action": action_label(outcome),
+                "reason": outcome.error if d is None else d.reason,
+                "slos": "" if d is None else "; ".join(str(v) for v in d.verdicts),
+                "guard": None if d is None else d.guard,
+            }
+        )
+    return rows
+
+
+def action_label(outcome: FeatureOutcome) -> str:
+    """What happened, as people read it: "failed", "hold", or "recommend promote" in a dry run."""
+    if outcome.decision is None:
+        return "failed"
+    action = str(outcome.decision.action)
+    return f"recommend {action}" if outcome.dry_run and outcome.decision.is_change else action
 
 
 def run_status(outcomes: Mapping[str, FeatureOutcome]) -> str:

@@ -31,7 +31,6 @@ __all__ = [
     "DECISIONS_ARTIFACT_KEY",
     "apply_flag",
     "check_guards",
-    "decision_rows",
     "emit_metrics",
     "evaluate_policy",
     "fetch_slos",
@@ -163,38 +162,11 @@ def write_audit(outcomes: Mapping[str, FeatureOutcome], at: datetime) -> list[st
             f"{decision.to_percent:g}%",
         )
     create_table_artifact(
-        table=decision_rows(outcomes),
+        table=controller.decision_rows(outcomes),
         key=DECISIONS_ARTIFACT_KEY,
         description=f"Rollout decisions at {at.isoformat()}",
     )
     return lines
-
-
-def decision_rows(outcomes: Mapping[str, FeatureOutcome]) -> list[dict[str, Any]]:
-    """One row per feature: percent before and after, action, reason, SLO evidence, guard."""
-    rows = []
-    for outcome in outcomes.values():
-        d = outcome.decision
-        rows.append(
-            {
-                "feature": outcome.feature,
-                "status": str(outcome.status),
-                "before": None if d is None else f"{d.from_percent:g}%",
-                "after": None if d is None else f"{outcome.percent:g}%",
-                "action": _action_label(outcome),
-                "reason": outcome.error if d is None else d.reason,
-                "slos": "" if d is None else "; ".join(str(v) for v in d.verdicts),
-                "guard": None if d is None else d.guard,
-            }
-        )
-    return rows
-
-
-def _action_label(outcome: FeatureOutcome) -> str:
-    if outcome.decision is None:
-        return "failed"
-    action = str(outcome.decision.action)
-    return f"recommend {action}" if outcome.dry_run and outcome.decision.is_change else action
 
 
 def _change_markdown(outcome: FeatureOutcome, at: datetime) -> str:

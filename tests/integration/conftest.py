@@ -39,6 +39,8 @@ FLOW_PROVIDERS = (
     "twice",
     "late",
     "override",
+    "clirun",
+    "clidown",
 )
 WINDOW = "15s"
 GMAIL_PROFILE: dict[str, Any] = {

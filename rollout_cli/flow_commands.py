@@ -1,0 +1,194 @@
+"""The Prefect-side commands: run, deploy, serve, notify.
+
+Each imports Prefect inside the command, so `status`, `set` and `audit` never pay for it.
+Exit codes as everywhere: 0 ok (holds included), 1 a Failed run or a failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rollout_cli.shell import EXIT_FAILURE, Outcome, run
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from rollout_core.controller import FeatureOutcome
+
+__all__ = ["deploy", "notify", "outcome_table", "run_once", "serve"]
+
+ConfigPath = Annotated[
+    Path, typer.Option("--config", help="Rollouts file (features, ladders, SLO profiles).")
+]
+LiveOrDry = Annotated[
+    bool | None,
+    typer.Option(
+        "--live/--dry-run",
+        help="Write flags (--live) or only recommend (--dry-run). "
+        "Default: ROLLOUT_DRY_RUN, else a dry run.",
+        show_default=False,
+    ),
+]
+
+
+def run_once(
+    features: Annotated[
+        list[str] | None,
+        typer.Option("--feature", "-f", help="Only this feature; repeat for more. Default: all."),
+    ] = None,
+    live: LiveOrDry = None,
+    config: ConfigPath = Path("rollouts.yaml"),
+) -> None:
+    """One pass of the controller flow now; prints its decisions. Exit 1 when the run Failed."""
+
+    def command() -> Outcome:
+        from rollout_core.config import load_config
+
+        # bad input is refused here (exit 2) before a flow run exists, so nothing is written
+        load_config(config).select(features or None)
+        from flows.controller import rollout_controller
+
+        state = rollout_controller(
+            features=features or None,
+            dry_run=None if live is None else not live,
+            config_path=str(config),
+            return_state=True,
+        )
+        outcomes = _outcomes_of(state)
+        failed = state.is_failed() or state.is_crashed()
+        head = f"run {state.name}: {state.message or ''}".splitlines()[0]
+        notes = tuple(
+            line for line in (state.message or "").splitlines() if line.startswith("warning")
+        )
+        output: Any = outcome_table(outcomes, head) if outcomes else head
+        return Outcome(output, EXIT_FAILURE if failed else 0, notes)
+
+    run(command)
+
+
+def _outcomes_of(state: Any) -> list[FeatureOutcome]:
+    """The run's FeatureOutcome list; empty for a run that decided nothing (skipped, crashed)."""
+    from prefect.exceptions import MissingResult
+
+    try:
+        data = state.result(raise_on_failure=False)
+    except MissingResult:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def outcome_table(outcomes: list[FeatureOutcome], title: str) -> Table:
+    """The run's decisions, a row per feature: the rows of the `rollout-decisions` artifact."""
+    from rich.table import Table
+
+    from rollout_core.controller import decision_rows
+
+    table = Table(title=title, title_justify="left")
+    for column in ("feature", "status", "before", "after", "action", "guard", "reason", "slos"):
+        table.add_column(column, overflow="fold")
+    by_name = {outcome.feature: outcome for outcome in outcomes}
+    for row in decision_rows(by_name):
+        table.add_row(
+            *(
+                "" if row[key] is None else str(row[key])
+                for key in ("feature", "status", "before", "after", "action", "guard")
+            ),
+            str(row["reason"] or ""),
+            str(row["slos"] or ""),
+        )
+    return table
+
+
+def deploy(
+    project_dir: Annotated[
+        Path, typer.Option(help="Directory holding prefect.yaml; runs start there.")
+    ] = Path("."),
+    work_pool: Annotated[str, typer.Option(help="Process work pool, created if missing.")] = (
+        "rollout-pool"
+    ),
+) -> None:
+    """`prefect deploy --all`, keeping a paused controller paused (a plain redeploy un-pauses)."""
+
+    def command() -> Outcome:
+        from rollout_core.errors import ConfigError
+
+        directory = project_dir.resolve()
+        if not (directory / "prefect.yaml").is_file():
+            raise ConfigError(
+                f"--project-dir {str(project_dir)!r} has no prefect.yaml; "
+                "run from the repository root or pass --project-dir"
+            )
+        from deployments.deploy import deploy_all
+
+        try:
+            report = deploy_all(directory, work_pool=work_pool)
+        except RuntimeError as error:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
+        lines = [line for line in report.output.splitlines() if line.strip()]
+        kept = (
+            f"kept switched off as before: {', '.join(report.restored)}"
+            if report.restored
+            else "no deployment was paused; none re-paused"
+        )
+        return Outcome("\n".join([*lines[-12:], kept]))
+
+    run(command)
+
+
+def serve(
+    live: LiveOrDry = None,
+    interval: Annotated[int, typer.Option(min=1, help="Seconds between controller runs.")] = 600,
+    config: ConfigPath = Path("rollouts.yaml"),
+) -> None:
+    """Serve both deployments from this process (no work pool, no worker) until Ctrl-C."""
+
+    def command() -> Outcome:
+        from rollout_core.bootstrap import Settings
+        from rollout_core.config import load_config
+        from rollout_core.controller import resolve_dry_run
+
+        load_config(config)  # refuse a bad file now, not at the first scheduled run
+        dry_run = resolve_dry_run(None if live is None else not live, Settings.from_env().dry_run)
+        from deployments.serve import serve_all
+
+        mode = "dry run" if dry_run else "LIVE"
+        typer.echo(f"serving rollout-controller every {interval} s ({mode}) with {config}")
+        serve_all(dry_run=dry_run, interval_seconds=interval, config_path=str(config))
+        return Outcome()
+
+    run(command)
+
+
+def notify(
+    webhook: Annotated[
+        str, typer.Option(help="URL that receives a POST when a controller run fails.")
+    ],
+    slack: Annotated[bool, typer.Option(help="The URL is a Slack incoming webhook.")] = False,
+) -> None:
+    """Create or update, idempotently, the failure notification block and automation."""
+
+    def command() -> Outcome:
+        from urllib.parse import urlsplit
+
+        from rollout_core.errors import ConfigError
+        from rollout_core.urls import url_origin
+
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"--webhook {url_origin(webhook)!r} is not an http(s) URL; "
+                "pass e.g. https://hooks.slack.com/services/... with --slack"
+            )
+        from deployments.notify import AUTOMATION_NAME, ensure_failure_notification
+
+        setup = ensure_failure_notification(webhook, slack=slack)
+        verb = "created" if setup.created else "updated"
+        return Outcome(
+            f"{verb} automation {AUTOMATION_NAME} ({setup.automation_id}): a Failed or Crashed "
+            f"rollout-controller run posts to {url_origin(webhook)}"
+        )
+
+    run(command)

@@ -8,12 +8,10 @@ arrive seconds after Prometheus starts, and a spike shows within two or three sc
 
 from __future__ import annotations
 
-import time
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -21,9 +19,7 @@ import yaml
 
 from deployments.sample_service import SampleService
 from deployments.servers import RunningServer, start_prometheus
-from rollout_core.telemetry import Totals, totals_from_exposition
-
-T = TypeVar("T")
+from tests.integration.traffic import poll
 
 # One provider (and feature) per flow test, so no test sees another's traffic or flags.
 FLOW_PROVIDERS = (
@@ -138,24 +134,6 @@ def audit_entries(client: redis.Redis, feature: str) -> list[dict[str, str]]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def pushed_totals(pushgateway_url: str, job: str = "rollout_controller") -> Totals:
-    """What the Pushgateway holds for the controller's group."""
-    with urllib.request.urlopen(f"{pushgateway_url}/metrics", timeout=5) as response:
-        return totals_from_exposition(response.read().decode(), job)
-
-
-def poll(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float) -> T:
-    """probe() until accept(result); AssertionError naming the last result on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if accept(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not accepted within {timeout:g}s: {result!r}")
-        time.sleep(0.25)
 
 
 def readings_ready(prometheus_url: str, features: list[str]) -> None:

@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 
 from deployments.servers import RunningServer
+from tests.integration.traffic import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "observability" / "prometheus-alerts.yml"
@@ -116,14 +117,6 @@ def knows_an_alertmanager(prometheus: RunningServer) -> bool:
     return bool(get_json(f"{prometheus.url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"])
 
 
-def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout:.0f}s still waiting for {what}")
-        time.sleep(0.1)
-
-
 class ControllerTelemetry:
     """What the controller pushes after a successful run, into a registry of its own."""
 
@@ -186,14 +179,14 @@ def start_watching_a_succeeding_controller(
     """Wait until Prometheus holds the pushed last success and has judged the stall alert
     inactive on it; the controller keeps pushing successes meanwhile."""
     series = 'rollout_controller_last_success_timestamp_seconds{job="rollout_controller"}'
-    poll_until(lambda: has_series(prometheus, series), 15, "the pushed series in Prometheus")
+    poll(lambda: has_series(prometheus, series), bool, 15, "the pushed series in Prometheus")
     seen_at = time.time()
 
     def healthy_and_inactive() -> bool:
         controller.push_successful_run()
         return stall_rule_evaluated_inactive_since(prometheus, seen_at)
 
-    poll_until(healthy_and_inactive, 15, f"{STALL_ALERT} evaluated inactive")
+    poll(healthy_and_inactive, bool, 15, f"{STALL_ALERT} evaluated inactive")
 
 
 def test_the_stall_alert_goes_pending_then_firing_when_successes_stop(
@@ -220,9 +213,9 @@ def test_the_stall_alert_goes_pending_then_firing_when_successes_stop(
 
         return check
 
-    poll_until(reached("pending"), STALL_AFTER_SECONDS + 10, f"{STALL_ALERT} pending")
+    poll(reached("pending"), bool, STALL_AFTER_SECONDS + 10, f"{STALL_ALERT} pending")
     pending_after = time.monotonic() - stopped
-    poll_until(reached("firing"), FOR_SECONDS + 10, f"{STALL_ALERT} firing")
+    poll(reached("firing"), bool, FOR_SECONDS + 10, f"{STALL_ALERT} firing")
     firing_after = time.monotonic() - stopped
 
     assert states == ["inactive", "pending", "firing"]
@@ -260,7 +253,7 @@ def test_a_vanished_pushgateway_group_pages_through_alertmanager(
     )
     # Prometheus drops alerts until it has discovered the Alertmanager (about 5 s after start)
     # and resends only after a minute: the alert must start firing after discovery.
-    poll_until(lambda: knows_an_alertmanager(prometheus), 15, "Alertmanager discovery")
+    poll(lambda: knows_an_alertmanager(prometheus), bool, 15, "Alertmanager discovery")
     start_watching_a_succeeding_controller(controller, prometheus)
     delete_from_gateway(pushgateway.host_port, job="rollout_controller")
     deleted = time.monotonic()

@@ -31,11 +31,10 @@ from tests.integration.conftest import (
     GMAIL_PROFILE,
     audit_entries,
     flag_keys,
-    poll,
-    pushed_totals,
     seed_flag,
     write_config,
 )
+from tests.integration.traffic import poll, pushed_totals
 
 pytestmark = pytest.mark.integration
 
@@ -217,18 +216,21 @@ def test_a_killed_redis_fails_the_run(
     assert pushed_totals(controller_env["PUSHGATEWAY_URL"]).runs == {"redis_error": 1}
 
 
-class OperatorRacingStore:
-    """The real store, but an operator sets the percent right after the controller read it."""
+class DelegatingStore:
+    """The real store; subclasses add a step after reading, where a race would happen."""
 
-    def __init__(self, inner: FlagStore, client: redis.Redis, feature: str, percent: str) -> None:
-        self.inner, self.client, self.feature, self.percent = inner, client, feature, percent
+    def __init__(self, inner: FlagStore) -> None:
+        self.inner = inner
+
+    def after_read(self) -> None:
+        raise NotImplementedError
 
     def read(self, features: Sequence[str]) -> dict[str, FlagState]:
         return self.inner.read(features)
 
     def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
         states = self.inner.read_each(features)
-        self.client.set(f"flags:{self.feature}:rollout_percent", self.percent)
+        self.after_read()
         return states
 
     def apply(self, change: FlagChange) -> ApplyResult:
@@ -241,6 +243,17 @@ class OperatorRacingStore:
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
     ) -> ApplyResult:
         return self.inner.set_percent(feature, percent, reason, by, at=at)
+
+
+class OperatorRacingStore(DelegatingStore):
+    """An operator sets the percent right after the controller read it."""
+
+    def __init__(self, inner: FlagStore, client: redis.Redis, feature: str, percent: str) -> None:
+        super().__init__(inner)
+        self.client, self.feature, self.percent = client, feature, percent
+
+    def after_read(self) -> None:
+        self.client.set(f"flags:{self.feature}:rollout_percent", self.percent)
 
 
 def test_a_flag_changed_between_read_and_apply_is_held_as_a_concurrent_change(
@@ -277,31 +290,16 @@ def test_a_killed_pushgateway_does_not_stop_the_decision(
     assert "warning: telemetry: pushgateway unreachable" in state.message
 
 
-class BarrierStore:
-    """The real store, but every run waits after reading until the other run has read too,
-    so both decide from the same state and race to apply."""
+class BarrierStore(DelegatingStore):
+    """Every run waits after reading until the other run has read too, so both decide from
+    the same state and race to apply."""
 
     def __init__(self, inner: FlagStore, barrier: threading.Barrier) -> None:
-        self.inner, self.barrier = inner, barrier
+        super().__init__(inner)
+        self.barrier = barrier
 
-    def read(self, features: Sequence[str]) -> dict[str, FlagState]:
-        return self.inner.read(features)
-
-    def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
-        states = self.inner.read_each(features)
+    def after_read(self) -> None:
         self.barrier.wait(timeout=60)
-        return states
-
-    def apply(self, change: FlagChange) -> ApplyResult:
-        return self.inner.apply(change)
-
-    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
-        return self.inner.apply_many(changes)
-
-    def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
-    ) -> ApplyResult:
-        return self.inner.set_percent(feature, percent, reason, by, at=at)
 
 
 def test_two_concurrent_runs_take_at_most_one_step(flags: redis.Redis, tmp_path: Path) -> None:

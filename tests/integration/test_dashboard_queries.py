@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
 
 from deployments.servers import RunningServer
 from rollout_core.config import load_config
+from tests.integration.traffic import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_FILE = REPO_ROOT / "observability" / "grafana" / "rollout-controller.json"
@@ -83,14 +83,6 @@ def query(prometheus: RunningServer, expr: str) -> dict[str, Any]:
         return dict(json.load(error))
 
 
-def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout:.0f}s still waiting for {what}")
-        time.sleep(0.1)
-
-
 def push_controller_telemetry(gateway: str) -> None:
     """One successful run's metrics, as the controller pushes them."""
     registry = CollectorRegistry()
@@ -142,8 +134,9 @@ def test_every_panel_query_parses_and_succeeds_in_a_real_prometheus(
     prometheus = prometheus_factory(
         scrape_targets={"pushgateway": [pushgateway.host_port]}, rule_files=[RULES_FILE]
     )
-    poll_until(
+    poll(
         lambda: bool(query(prometheus, "rollout_controller_percent")["data"]["result"]),
+        bool,
         15,
         "the pushed telemetry in Prometheus",
     )

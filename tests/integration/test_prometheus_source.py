@@ -20,7 +20,7 @@ from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.errors import InvalidQuery, MetricsUnavailable, RolloutError
 from rollout_core.model import SloSnapshot
 from rollout_core.slo import PrometheusSource
-from tests.integration.traffic import wait_for
+from tests.integration.traffic import poll
 
 ERRORS = 'sum by (provider) (increase(action_error_total{action="gmail.send"}[15s]))'
 TOTAL = 'sum by (provider) (increase(action_exec_total{action="gmail.send"}[15s]))'
@@ -68,7 +68,7 @@ def prometheus(
     )
     source = PrometheusSource(server.url, timeout=5)
     try:
-        wait_for(
+        poll(
             lambda: source.fetch([feature("google")], now())["google"],
             lambda result: (
                 isinstance(result, SloSnapshot)
@@ -106,7 +106,7 @@ def test_an_injected_error_spike_is_read_back_for_that_feature_only(
     source = PrometheusSource(prometheus.url)
     service.inject(["spiky"], error_rate=0.3, latency=0.9)
     try:
-        results: Mapping[str, SloSnapshot | RolloutError] = wait_for(
+        results: Mapping[str, SloSnapshot | RolloutError] = poll(
             lambda: source.fetch([feature("google"), feature("spiky")], now()),
             lambda results: (snapshot(results["spiky"]).reading("error_rate").value or 0) > 0.05,
             timeout=20,

@@ -12,8 +12,9 @@ from rollout_core.telemetry import Totals, totals_from_exposition
 T = TypeVar("T")
 
 
-def wait_for(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float) -> T:
-    """Call probe until accept(result) holds; AssertionError with the last result on timeout.
+def poll(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float, what: str = "") -> T:
+    """Call probe until accept(result) holds; AssertionError naming `what` (or the last result)
+    on timeout.
 
     Prometheus needs a few scrapes before rate() answers, so tests poll with a deadline
     rather than sleep for a fixed time."""
@@ -23,8 +24,8 @@ def wait_for(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float
         if accept(result):
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"still not accepted after {timeout:g}s: {result!r}")
-        time.sleep(0.25)
+            raise AssertionError(f"after {timeout:g}s still waiting for {what or repr(result)}")
+        time.sleep(0.1)
 
 
 def pushed_totals(pushgateway_url: str, job: str = "rollout_controller") -> Totals:

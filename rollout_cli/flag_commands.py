@@ -180,15 +180,31 @@ def audit(
     feature: Annotated[str | None, typer.Argument(help="Default: every feature.")] = None,
     as_json: AsJson = False,
     limit: Annotated[int, typer.Option(help="Newest entries to show.")] = 50,
+    rebuild_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rewrite this Markdown log (e.g. rollout_log.md) from the whole stream instead.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The audit trail from the Redis stream, newest first; dry runs are recommendations."""
 
     def command() -> Outcome:
         from rollout_cli.formatting import audit_json, audit_table
         from rollout_cli.inputs import parse_limit
-        from rollout_core.audit import read_audit
+        from rollout_core.audit import read_audit, rebuild_rollout_log
         from rollout_core.config import validate_feature_name
+        from rollout_core.errors import ConfigError
 
+        if rebuild_log is not None:
+            if feature is not None:
+                raise ConfigError(
+                    f"--rebuild-log writes every feature's entries; drop {feature!r} or use "
+                    "`rollout audit FEATURE` to read one"
+                )
+            written = rebuild_rollout_log(open_store().client, rebuild_log)
+            return Outcome(f"rewrote {rebuild_log} from rollout:audit: {written} entries")
         name = None if feature is None else validate_feature_name(feature)
         count = parse_limit(limit)
         entries = read_audit(open_store().client, name, count)

@@ -177,6 +177,29 @@ def test_audit_json_is_one_array_with_recommendations_marked(cli: Cli) -> None:
     assert all(required <= set(e) for e in entries)
 
 
+def test_audit_rebuild_log_rewrites_the_markdown_from_the_stream(cli: Cli, tmp_path: Path) -> None:
+    cli("init", "google")
+    cli("set", "google", "10", "--reason", "canary")
+    log = tmp_path / "rollout_log.md"
+    log.write_text("a hand-edited, damaged copy\n", encoding="utf-8")
+
+    result = cli("audit", "--rebuild-log", str(log))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"rewrote {log} from rollout:audit: 2 entries\n"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert "damaged" not in log.read_text(encoding="utf-8")
+    assert lines[-1].endswith("google  0% -> 10%  reason=canary  by=manual")
+
+
+def test_audit_rebuild_log_refuses_a_feature_since_it_writes_them_all(
+    cli: Cli, tmp_path: Path
+) -> None:
+    result = cli("audit", "google", "--rebuild-log", str(tmp_path / "log.md"))
+    assert result.exit_code == 2 and "drop 'google'" in result.stderr
+    assert not (tmp_path / "log.md").exists()
+
+
 def test_redis_down_exits_1_naming_where(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     server = fakeredis.FakeServer()
     down = fakeredis.FakeRedis(server=server, decode_responses=True)

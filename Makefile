@@ -9,9 +9,11 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 PYTEST := $(PY) -m pytest
 SERVERS := redis-server prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool
 
-.PHONY: help install servers test test-unit test-integration test-e2e lint format bench clean
+.PHONY: help demo install servers test test-unit test-integration test-e2e lint format bench clean
+.PHONY: stack stack-down
 
 help:
+	@echo "make demo              the whole rollout story offline, on the real controller flow (~1 min)"
 	@echo "make install           create .venv/ with the project and its dev tools"
 	@echo "make test              install, make sure the real servers exist, run the whole suite"
 	@echo "make test-unit         pure tests only (milliseconds, fakeredis)"
@@ -19,6 +21,8 @@ help:
 	@echo "make test-e2e          a real Prefect server and worker"
 	@echo "make lint              ruff check, ruff format --check, mypy rollout_core"
 	@echo "make bench             print the benchmark figures"
+	@echo "make stack             start the whole product on loopback ports (rollout stack up)"
+	@echo "make stack-down        stop it (rollout stack down)"
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -26,6 +30,9 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@touch $@
 
 install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/rollout demo
 
 servers:
 	@bash scripts/ensure-servers $(SERVERS)
@@ -50,6 +57,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+stack: install servers
+	$(VENV)/bin/rollout stack up
+
+stack-down:
+	$(VENV)/bin/rollout stack down
 
 bench: install servers
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from rollout_cli import flag_commands, flow_commands
+from rollout_cli import demo_command, flag_commands, flow_commands, stack_commands
 
 __all__ = ["app"]
 
@@ -32,6 +32,8 @@ app.command("run")(flow_commands.run_once)
 app.command("deploy")(flow_commands.deploy)
 app.command("serve")(flow_commands.serve)
 app.command("notify")(flow_commands.notify)
+app.command("demo")(demo_command.demo)
+app.add_typer(stack_commands.app, name="stack")
 
 if __name__ == "__main__":
     app()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,20 +21,11 @@ from typing import Any
 import pytest
 
 from deployments.sample_service import SampleService
-from deployments.servers import (
-    RunningServer,
-    free_port,
-    start_process,
-    start_prometheus,
-    start_pushgateway,
-    start_redis,
-    wait_for_http,
-)
+from deployments.servers import RunningServer, start_prometheus, start_pushgateway, start_redis
+from deployments.stack import POOL, start_prefect_server, start_worker, stop_process_group
 from tests.integration.conftest import readings_ready, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-POOL = "rollout-pool"
 
 
 @dataclass
@@ -55,22 +44,15 @@ class Stack:
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` with its own PREFECT_HOME; the scheduler loops every
     second, so a schedule that was wrongly re-activated would show runs at once."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    env = {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    scheduler_every_second = {
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
         "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
     }
-    argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
-    url = f"http://127.0.0.1:{port}/api"
-    server = start_process(
-        "prefect-server", argv, port, home, wait_for_http(f"{url}/health"), url, 120, env
+    server = start_prefect_server(
+        tmp_path_factory.mktemp("prefect-server-home"), ui=False, extra_env=scheduler_every_second
     )
-    yield url
-    stop_group(server.process, signal.SIGTERM)
+    yield server.url
+    stop_process_group(server.process, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
@@ -128,39 +110,9 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`prefect worker start --pool rollout-pool`, polling every second, with the stack's
     connection settings in its environment (flow runs inherit them)."""
-    home = tmp_path_factory.mktemp("prefect-worker-home")
-    env = {
-        **stack.env,
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_HOME": str(home),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-    argv = [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"]
-    running = start_process("worker", argv, 0, home, _worker_online, "", 90, env)
+    running = start_worker(tmp_path_factory.mktemp("prefect-worker-home"), prefect_api, stack.env)
     yield running.process
-    stop_group(running.process, signal.SIGINT)  # a background worker ignores SIGTERM
-
-
-def _worker_online() -> bool:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return bool(client.read_workers_for_work_pool(POOL))
-
-
-def stop_group(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
-    """`first` to the process group we started (start_new_session), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, first)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    stop_process_group(running.process, signal.SIGINT)  # a background worker ignores SIGTERM
 
 
 @dataclass

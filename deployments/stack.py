@@ -1,0 +1,516 @@
+"""`rollout stack`: the whole product on loopback ports, detached, with its state in one folder.
+
+`up` starts redis-server, Prometheus (this project's alert rules, a 5 s scrape of the sample
+service and the Pushgateway, alerting to Alertmanager), the Pushgateway, Alertmanager,
+`prefect server start`, a process worker on `rollout-pool` with the deployments of
+prefect.yaml, and the Gmail sample service. Each runs in its own process group and outlives
+the command; `<dir>/stack.json` records their pids, so `down` stops exactly those processes.
+
+The Prefect server and worker helpers here are also what the end-to-end tests start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployments.servers import (
+    RunningServer,
+    ServerFailedToStart,
+    free_port,
+    start_alertmanager,
+    start_process,
+    start_prometheus,
+    start_pushgateway,
+    start_redis,
+    wait_for_http,
+)
+
+__all__ = [
+    "POOL",
+    "STACK_DIR_ENV",
+    "Component",
+    "ServerFailedToStart",
+    "StackState",
+    "UpResult",
+    "alive",
+    "down",
+    "inject",
+    "read_state",
+    "resolve_stack_dir",
+    "start_prefect_server",
+    "start_worker",
+    "stop_group",
+    "stop_process_group",
+    "up",
+    "worker_online",
+]
+
+POOL = "rollout-pool"
+STACK_DIR_ENV = "ROLLOUT_STACK_DIR"
+STATE_FILE = "stack.json"
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+SCRAPE_INTERVAL = "5s"
+STOP_GRACE_SECONDS = 10.0
+# The port an operator expects for each server; taken only when free (see _port).
+USUAL_PORTS = {
+    "prefect-server": 4200,
+    "prometheus": 9090,
+    "pushgateway": 9091,
+    "alertmanager": 9093,
+    "redis": 6379,
+    "sample-service": 9101,
+}
+QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+
+
+# --- processes by id ------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks) from /proc, or None when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rfind(")") + 2 :].split()
+    return rest[0], int(rest[2]), int(rest[19])
+
+
+def start_ticks(pid: int) -> int:
+    """The process' start time: with the pid it names one process, never a reused pid."""
+    stat = _proc_stat(pid)
+    return stat[2] if stat else 0
+
+
+def alive(pid: int, started: int = 0) -> bool:
+    """The process runs (a zombie has exited: nothing reaps orphans in some containers)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and (not started or stat[2] == started)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def stop_group(pid: int, first: signal.Signals, grace: float = STOP_GRACE_SECONDS) -> bool:
+    """`first` to the process group led by `pid` (started with start_new_session), SIGKILL to
+    whatever is left after `grace` seconds; True when the group had live processes."""
+    if not _group_members(pid):
+        return False
+    for sig, wait in ((first, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _group_members(pid):
+                return True
+            time.sleep(0.05)
+    return True
+
+
+def stop_process_group(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
+    """stop_group for a child of this process, which is then reaped."""
+    if process.poll() is None:
+        stop_group(process.pid, first)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+
+
+# --- Prefect server and worker ---------------------------------------------------------------
+
+
+def start_prefect_server(
+    home: Path,
+    port: int | None = None,
+    *,
+    ui: bool = True,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 120,
+    give_up: threading.Event | None = None,
+) -> RunningServer:
+    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME (its SQLite database);
+    `url` is the API URL. About 8 s on a fresh database, 3 s on an existing one. Setting
+    `give_up` ends the wait early (the caller then stops the server)."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    argv += [] if ui else ["--no-ui"]
+    # its own API URL: an inherited PREFECT_API_URL (a stale shell export) would become the
+    # URL the UI calls
+    env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": url, **QUIET_PREFECT, **(extra_env or {})}
+    ready = _unless(give_up, wait_for_http(f"{url}/health"))
+    return start_process("prefect-server", argv, port, home, ready, url, timeout, env)
+
+
+def start_worker(
+    home: Path,
+    api_url: str,
+    env: dict[str, str],
+    pool: str = POOL,
+    timeout: float = 90,
+    give_up: threading.Event | None = None,
+) -> RunningServer:
+    """`prefect worker start --pool <pool>` polling every second; flow runs inherit `env`
+    (the stack's REDIS_URL, PROMETHEUS_BASE_URL, PUSHGATEWAY_URL). Stop it with SIGINT: a
+    worker in the background ignores SIGTERM."""
+    worker_env = {
+        **env,
+        **QUIET_PREFECT,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    argv = [PREFECT, "worker", "start", "--pool", pool, "--type", "process"]
+    ready = _unless(give_up, lambda: worker_online(api_url, pool))
+    return start_process("worker", argv, 0, home, ready, api_url, timeout, worker_env)
+
+
+def _unless(give_up: threading.Event | None, probe: Callable[[], bool]) -> Callable[[], bool]:
+    """A readiness probe that also answers True once `give_up` is set."""
+    return lambda: (give_up is not None and give_up.is_set()) or probe()
+
+
+def _api_post(api_url: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"{api_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+def worker_online(api_url: str, pool: str = POOL) -> bool:
+    """A worker polls `pool` (over HTTP: the CLI does not import Prefect for this)."""
+    try:
+        return bool(_api_post(api_url, f"/work_pools/{pool}/workers/filter", {}))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _ensure_pool(api_url: str, pool: str) -> None:
+    """The process work pool, created before the worker and the deploy start side by side."""
+    try:
+        _api_post(api_url, "/work_pools/", {"name": pool, "type": "process"})
+    except urllib.error.HTTPError as error:
+        if error.code != 409:  # 409: it exists
+            raise
+
+
+@contextlib.contextmanager
+def _prefect_api(api_url: str, home: Path) -> Iterator[None]:
+    """This process and its children (`prefect deploy`) talk to the stack's server."""
+    saved = {name: os.environ.get(name) for name in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ.update({"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)})
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process the stack started; `started` guards against a reused pid."""
+
+    name: str
+    pid: int
+    started: int
+    url: str
+    log: str
+    stop_signal: str = "SIGTERM"
+
+    def is_alive(self) -> bool:
+        return alive(self.pid, self.started)
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What `<dir>/stack.json` holds."""
+
+    directory: str
+    components: list[Component]
+    env: dict[str, str]
+    urls: dict[str, str]
+    up_seconds: float = 0.0
+    deployments: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        data = json.loads(text)
+        data["components"] = [Component(**c) for c in data["components"]]
+        return cls(**data)
+
+    def dead(self) -> list[Component]:
+        return [c for c in self.components if not c.is_alive()]
+
+    def exports(self) -> str:
+        return "\n".join(f"export {name}={value}" for name, value in self.env.items())
+
+
+def resolve_stack_dir(explicit: Path | None = None) -> Path:
+    """--dir, else $ROLLOUT_STACK_DIR, else ./.stack (git-ignored)."""
+    chosen = explicit or Path(os.environ.get(STACK_DIR_ENV) or ".stack")
+    return chosen.expanduser().resolve()
+
+
+def read_state(directory: Path) -> StackState | None:
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return StackState.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, KeyError) as error:
+        raise RuntimeError(
+            f"{path} is not a stack state file ({error}); stop its processes by hand and delete it"
+        ) from None
+
+
+def _port(name: str, usual_ports: bool) -> int:
+    """The operator's usual port when it is free, else any free loopback port."""
+    if usual_ports:
+        import socket
+
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            # as the servers bind: a port in TIME_WAIT after the last `down` is free for them
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", USUAL_PORTS[name]))
+            return USUAL_PORTS[name]
+    return free_port()
+
+
+def _component(server: RunningServer, stop_signal: str = "SIGTERM") -> Component:
+    pid = server.process.pid
+    return Component(
+        server.name, pid, start_ticks(pid), server.url, str(server.log_path), stop_signal
+    )
+
+
+def _start_sample_service(directory: Path, port: int) -> RunningServer:
+    argv = [sys.executable, "-m", "deployments.sample_service", "--port", str(port)]
+    argv += ["--providers", "google"]
+    url = f"http://127.0.0.1:{port}"
+    ready = wait_for_http(f"{url}/state")
+    return start_process("sample-service", argv, port, directory, ready, url, 30)
+
+
+@dataclass
+class UpResult:
+    state: StackState
+    already_up: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def up(
+    directory: Path,
+    *,
+    usual_ports: bool = True,
+    ui: bool = True,
+    project_dir: Path = PROJECT_DIR,
+    log: Callable[[str], None] = lambda line: None,
+) -> UpResult:
+    """Start the stack, or report the one already up. On a failure everything started so far
+    is stopped and ServerFailedToStart (with the log tail) or MissingServer is raised."""
+    notes: list[str] = []
+    previous = read_state(directory)
+    if previous is not None:
+        dead = previous.dead()
+        if not dead:
+            return UpResult(previous, already_up=True)
+        notes.append(
+            f"the stack in {directory} was partly down ({', '.join(c.name for c in dead)}); "
+            "restarting it"
+        )
+        down(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+
+    def step(what: str) -> None:
+        log(f"{time.perf_counter() - began:5.1f} s  {what}")
+
+    started: list[tuple[RunningServer, str]] = []
+    give_up = threading.Event()  # a failure stops the background wait for a slow server
+    try:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            # the Prefect server is the slow one: the others start while it migrates its db
+            prefect_future = background.submit(
+                start_prefect_server,
+                directory / "prefect-server",
+                _port("prefect-server", usual_ports),
+                ui=ui,
+                give_up=give_up,
+            )
+            try:
+                redis_server = start_redis(directory / "redis", _port("redis", usual_ports))
+                started.append((redis_server, "SIGTERM"))
+                pushgateway = start_pushgateway(
+                    directory / "pushgateway", _port("pushgateway", usual_ports)
+                )
+                started.append((pushgateway, "SIGTERM"))
+                alertmanager = start_alertmanager(
+                    directory / "alertmanager",
+                    project_dir / "observability" / "alertmanager.yml",
+                    _port("alertmanager", usual_ports),
+                )
+                started.append((alertmanager, "SIGTERM"))
+                sample = _start_sample_service(
+                    directory / "sample-service", _port("sample-service", usual_ports)
+                )
+                started.append((sample, "SIGTERM"))
+                prometheus = start_prometheus(
+                    directory / "prometheus",
+                    scrape_targets={
+                        "sample": [sample.host_port],
+                        "pushgateway": [pushgateway.host_port],
+                    },
+                    rule_files=[project_dir / "observability" / "prometheus-alerts.yml"],
+                    scrape_interval=SCRAPE_INTERVAL,
+                    evaluation_interval=SCRAPE_INTERVAL,
+                    alertmanager=alertmanager.host_port,
+                    port=_port("prometheus", usual_ports),
+                )
+                started.append((prometheus, "SIGTERM"))
+                step("redis, pushgateway, alertmanager, prometheus, sample service")
+            except BaseException:
+                give_up.set()
+                raise
+            finally:
+                with contextlib.suppress(Exception):  # collected so a failure stops it too
+                    started.append((prefect_future.result(), "SIGTERM"))
+            prefect_server = prefect_future.result()
+            step("prefect server")
+        env = {
+            "PREFECT_API_URL": prefect_server.url,
+            "REDIS_URL": redis_server.url,
+            "PROMETHEUS_BASE_URL": prometheus.url,
+            "PUSHGATEWAY_URL": pushgateway.url,
+            "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
+        }
+        _ensure_pool(prefect_server.url, POOL)
+        with ThreadPoolExecutor(max_workers=1) as background:
+            worker_future = background.submit(
+                start_worker,
+                directory / "prefect-worker",
+                prefect_server.url,
+                env,
+                give_up=give_up,
+            )
+            try:
+                with _prefect_api(prefect_server.url, directory / "prefect-client"):
+                    from deployments.deploy import deploy_all
+
+                    deploy_all(project_dir, work_pool=POOL)
+                step("deployments from prefect.yaml")
+            except BaseException:
+                give_up.set()
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    started.append((worker_future.result(), "SIGINT"))
+            worker_future.result()
+            step("worker online")
+    except BaseException:
+        for server, stop_signal in reversed(started):
+            stop_group(server.process.pid, signal.Signals[stop_signal])
+        raise
+    components = [_component(server, stop_signal) for server, stop_signal in started]
+    urls = {
+        "Prefect UI": prefect_server.url.removesuffix("/api"),
+        "Prefect API": prefect_server.url,
+        "Prometheus": prometheus.url,
+        "Alertmanager": alertmanager.url,
+        "Pushgateway": pushgateway.url,
+        "Redis": redis_server.url,
+        "Sample service": f"{sample.url}/metrics",
+    }
+    state = StackState(
+        str(directory),
+        components,
+        env,
+        urls,
+        round(time.perf_counter() - began, 1),
+        _deployment_names(prefect_server.url),
+    )
+    (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    (directory / "env.sh").write_text(state.exports() + "\n", encoding="utf-8")
+    return UpResult(state, notes=notes)
+
+
+def _deployment_names(api_url: str) -> list[str]:
+    deployments = _api_post(api_url, "/deployments/filter", {})
+    flows = {f["id"]: f["name"] for f in _api_post(api_url, "/flows/filter", {})}
+    return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deployments)
+
+
+def down(directory: Path) -> list[Component] | None:
+    """Stop every process the stack started (the worker first, so no run starts mid-way),
+    then remove stack.json; None when no stack is up there."""
+    state = read_state(directory)
+    if state is None:
+        return None
+    order = sorted(state.components, key=lambda c: c.name not in ("worker", "sample-service"))
+    stopped = []
+    for component in order:
+        if component.is_alive():
+            stop_group(component.pid, signal.Signals[component.stop_signal])
+            stopped.append(component)
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    (directory / "env.sh").unlink(missing_ok=True)
+    return stopped
+
+
+def inject(directory: Path, changes: dict[str, float]) -> dict[str, Any]:
+    """POST the traffic changes to the running sample service; its new state per provider."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}; start it with `rollout stack up`")
+    [sample] = [c for c in state.components if c.name == "sample-service"]
+    if not sample.is_alive():
+        raise RuntimeError(
+            f"the sample service (pid {sample.pid}) is not running; see {sample.log}, "
+            "then `rollout stack down` and `rollout stack up`"
+        )
+    request = urllib.request.Request(
+        f"{sample.url}/inject",
+        data=json.dumps(changes).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+    return result

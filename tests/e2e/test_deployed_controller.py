@@ -13,13 +13,21 @@ from uuid import UUID
 
 import pytest
 import redis
+from typer.testing import CliRunner, Result
 
+from rollout_cli.main import app
 from tests.e2e.conftest import REPO_ROOT, Stack, WebhookReceiver
-from tests.integration.conftest import audit_entries, flag_keys, poll, seed_flag
+from tests.integration.conftest import audit_entries, flag_keys, seed_flag
+from tests.integration.traffic import poll
 
 pytestmark = pytest.mark.e2e
 
 CONTROLLER = "rollout-controller/every-10-minutes"
+
+
+def rollout(*args: str) -> Result:
+    """The operator's command, in-process, against the test server (PREFECT_API_URL)."""
+    return CliRunner().invoke(app, list(args))
 
 
 def controller_deployment() -> Any:
@@ -84,12 +92,13 @@ def test_a_manual_run_through_the_worker_completes_and_changes_redis(
 def test_a_failed_run_sends_the_notification_to_a_local_webhook(
     stack_ready: Stack, worker: Any, webhook: WebhookReceiver
 ) -> None:
-    from deployments.notify import ensure_failure_notification
-
-    first = ensure_failure_notification(webhook.url)
-    again = ensure_failure_notification(webhook.url)
-    assert (first.created, again.created) == (True, False)
-    assert again.automation_id == first.automation_id
+    first = rollout("notify", "--webhook", webhook.url)
+    again = rollout("notify", "--webhook", webhook.url)
+    assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
+    assert first.output.startswith("created automation rollout-controller-failed (")
+    assert again.output.startswith("updated automation rollout-controller-failed (")
+    automation_id = first.output.split("(")[1].split(")")[0]
+    assert f"({automation_id})" in again.output  # the same automation, not a second one
 
     run = run_deployment(
         {"dry_run": False, "config_path": str(stack_ready.config_path), "features": ["nope"]}
@@ -110,8 +119,6 @@ def test_a_paused_controller_stays_paused_across_a_redeploy_and_schedules_nothin
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from deployments.deploy import deploy_all
-
     deployment = controller_deployment()
     [schedule] = deployment.schedules
     # the active schedule has runs queued (the scheduler loops every second here)
@@ -121,10 +128,11 @@ def test_a_paused_controller_stays_paused_across_a_redeploy_and_schedules_nothin
         client.pause_deployment(deployment.id)
     assert scheduled_runs(deployment.id) == []
 
-    report = deploy_all(REPO_ROOT)
+    report = rollout("deploy", "--project-dir", str(REPO_ROOT))
 
     redeployed = controller_deployment()
-    assert report.restored == [CONTROLLER]
+    assert report.exit_code == 0, report.output
+    assert f"kept switched off as before: {CONTROLLER}" in report.output
     assert redeployed.id == deployment.id and redeployed.paused
     assert [(s.id, s.active) for s in redeployed.schedules] == [(schedule.id, False)]
     time.sleep(3)  # three scheduler loops: a re-activated schedule would have queued runs

@@ -12,8 +12,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,13 @@ import redis
 import yaml
 from redis.connection import Connection
 
-from deployments.sample_service import SampleService
-from deployments.servers import start_prometheus, start_pushgateway, start_redis
+from deployments.sample_service import SampleService, gmail_profile
+from deployments.servers import (
+    scoped_environ,
+    start_prometheus,
+    start_pushgateway,
+    start_redis,
+)
 from rollout_core.config import FeatureSpec, parse_config
 from rollout_core.controller import run_pass
 from rollout_core.flags import RedisFlagStore
@@ -60,39 +65,8 @@ def counted_client(url: str) -> redis.Redis:
 def grouped_config(features: list[str]) -> str:
     """One profile, grouped by provider: four PromQL queries whatever the feature count."""
 
-    def counted(metric: str) -> str:
-        return f"sum by (provider) (increase({metric}[{WINDOW}]))"
-
-    profile = {
-        "slos": [
-            {
-                "name": "error_rate",
-                "ratio": {
-                    "errors": counted('action_error_total{action="gmail.send"}'),
-                    "total": counted('action_exec_total{action="gmail.send"}'),
-                },
-                "max": 0.01,
-                "min_samples": 200,
-                "group_by": "provider",
-            },
-            {
-                "name": "latency_p95",
-                "query": "histogram_quantile(0.95, sum by (le, provider) "
-                f'(rate(action_latency_seconds_bucket{{action="gmail.send"}}[{WINDOW}])))',
-                "max": 0.5,
-                "group_by": "provider",
-            },
-            {
-                "name": "oauth_refresh_failures",
-                "kind": "count",
-                "query": counted('oauth_events_total{event="refresh_failed"}'),
-                "max": 5,
-                "group_by": "provider",
-            },
-        ]
-    }
     document = {
-        "profiles": {"gmail": profile},
+        "profiles": {"gmail": gmail_profile(WINDOW)},
         "features": {name: {"profile": "gmail"} for name in features},
     }
     return yaml.safe_dump(document, sort_keys=False)
@@ -151,20 +125,6 @@ def report(label: str, runs: list[tuple[float, int, int, dict[str, int]]]) -> fl
     return median
 
 
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def prefect_overhead(
     config_path: Path,
     env: dict[str, str],
@@ -182,7 +142,7 @@ def prefect_overhead(
 
     print(f"import prefect and the flow: {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    with prefect_test_harness(server_startup_timeout=90), environment(env):
+    with prefect_test_harness(server_startup_timeout=90), scoped_environ(env):
         print(f"Prefect test server start: {time.perf_counter() - started:.1f} s")
         for count in (1, 1000):
             features = PROVIDERS[:count]

@@ -33,11 +33,56 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-__all__ = ["ACTION", "LATENCY_BUCKETS", "SampleService", "Traffic", "expand_providers", "main"]
+__all__ = [
+    "ACTION",
+    "LATENCY_BUCKETS",
+    "SampleService",
+    "Traffic",
+    "expand_providers",
+    "gmail_profile",
+    "main",
+]
 
 ACTION = "gmail.send"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 LATENCY_SIGMA = 0.25  # log-normal spread: p95 is about 1.5 times the median
+
+
+def gmail_profile(window: str) -> dict[str, Any]:
+    """The Gmail SLO profile on this service's metrics, grouped by provider, so any number of
+    features (each named after its provider) cost three queries per distinct window."""
+
+    def counted(metric: str) -> str:
+        return f"sum by (provider) (increase({metric}[{window}]))"
+
+    return {
+        "slos": [
+            {
+                "name": "error_rate",
+                "ratio": {
+                    "errors": counted(f'action_error_total{{action="{ACTION}"}}'),
+                    "total": counted(f'action_exec_total{{action="{ACTION}"}}'),
+                },
+                "max": 0.01,
+                "min_samples": 200,
+                "group_by": "provider",
+            },
+            {
+                "name": "latency_p95",
+                "query": "histogram_quantile(0.95, sum by (le, provider) "
+                f'(rate(action_latency_seconds_bucket{{action="{ACTION}"}}[{window}])))',
+                "max": 0.5,
+                "group_by": "provider",
+            },
+            {
+                "name": "oauth_refresh_failures",
+                "kind": "count",
+                "query": counted('oauth_events_total{event="refresh_failed"}'),
+                "max": 5,
+                "group_by": "provider",
+            },
+        ]
+    }
 
 
 @dataclass(frozen=True)

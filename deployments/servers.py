@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ __all__ = [
     "ServerFailedToStart",
     "free_port",
     "require_binary",
+    "scoped_environ",
     "start_alertmanager",
     "start_process",
     "start_prometheus",
@@ -155,6 +156,22 @@ def start_process(
         time.sleep(0.02)
     server.kill()
     raise ServerFailedToStart(f"{name} not ready after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+@contextlib.contextmanager
+def scoped_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set these environment variables for the block (and the processes it starts), then put
+    back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def wait_for_http(url: str) -> Callable[[], bool]:

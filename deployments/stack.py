@@ -31,6 +31,7 @@ from deployments.servers import (
     RunningServer,
     ServerFailedToStart,
     free_port,
+    scoped_environ,
     start_alertmanager,
     start_process,
     start_prometheus,
@@ -192,9 +193,9 @@ def _unless(give_up: threading.Event | None, probe: Callable[[], bool]) -> Calla
     return lambda: (give_up is not None and give_up.is_set()) or probe()
 
 
-def _api_post(api_url: str, path: str, body: dict[str, Any]) -> Any:
+def _post_json(url: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(
-        f"{api_url}{path}",
+        url,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -206,7 +207,7 @@ def _api_post(api_url: str, path: str, body: dict[str, Any]) -> Any:
 def worker_online(api_url: str, pool: str = POOL) -> bool:
     """A worker polls `pool` (over HTTP: the CLI does not import Prefect for this)."""
     try:
-        return bool(_api_post(api_url, f"/work_pools/{pool}/workers/filter", {}))
+        return bool(_post_json(f"{api_url}/work_pools/{pool}/workers/filter", {}))
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -214,7 +215,7 @@ def worker_online(api_url: str, pool: str = POOL) -> bool:
 def _ensure_pool(api_url: str, pool: str) -> None:
     """The process work pool, created before the worker and the deploy start side by side."""
     try:
-        _api_post(api_url, "/work_pools/", {"name": pool, "type": "process"})
+        _post_json(f"{api_url}/work_pools/", {"name": pool, "type": "process"})
     except urllib.error.HTTPError as error:
         if error.code != 409:  # 409: it exists
             raise
@@ -223,19 +224,11 @@ def _ensure_pool(api_url: str, pool: str) -> None:
 @contextlib.contextmanager
 def _prefect_api(api_url: str, home: Path) -> Iterator[None]:
     """This process and its children (`prefect deploy`) talk to the stack's server."""
-    saved = {name: os.environ.get(name) for name in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ.update({"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)})
-    try:
+    with scoped_environ({"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}):
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: api_url}):
             yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 # --- the stack --------------------------------------------------------------------------------
@@ -472,8 +465,8 @@ def up(
 
 
 def _deployment_names(api_url: str) -> list[str]:
-    deployments = _api_post(api_url, "/deployments/filter", {})
-    flows = {f["id"]: f["name"] for f in _api_post(api_url, "/flows/filter", {})}
+    deployments = _post_json(f"{api_url}/deployments/filter", {})
+    flows = {f["id"]: f["name"] for f in _post_json(f"{api_url}/flows/filter", {})}
     return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deployments)
 
 
@@ -505,12 +498,5 @@ def inject(directory: Path, changes: dict[str, float]) -> dict[str, Any]:
             f"the sample service (pid {sample.pid}) is not running; see {sample.log}, "
             "then `rollout stack down` and `rollout stack up`"
         )
-    request = urllib.request.Request(
-        f"{sample.url}/inject",
-        data=json.dumps(changes).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        result: dict[str, Any] = json.loads(response.read())
+    result: dict[str, Any] = _post_json(f"{sample.url}/inject", changes)
     return result

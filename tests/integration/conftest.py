@@ -17,7 +17,7 @@ import pytest
 import redis
 import yaml
 
-from deployments.sample_service import SampleService
+from deployments.sample_service import SampleService, gmail_profile
 from deployments.servers import RunningServer, start_prometheus
 from tests.integration.traffic import poll
 
@@ -39,37 +39,7 @@ FLOW_PROVIDERS = (
     "clidown",
 )
 WINDOW = "15s"
-GMAIL_PROFILE: dict[str, Any] = {
-    "slos": [
-        {
-            "name": "error_rate",
-            "ratio": {
-                "errors": "sum by (provider) "
-                f'(increase(action_error_total{{action="gmail.send"}}[{WINDOW}]))',
-                "total": "sum by (provider) "
-                f'(increase(action_exec_total{{action="gmail.send"}}[{WINDOW}]))',
-            },
-            "max": 0.01,
-            "min_samples": 200,
-            "group_by": "provider",
-        },
-        {
-            "name": "latency_p95",
-            "query": "histogram_quantile(0.95, sum by (le, provider) "
-            f'(rate(action_latency_seconds_bucket{{action="gmail.send"}}[{WINDOW}])))',
-            "max": 0.5,
-            "group_by": "provider",
-        },
-        {
-            "name": "oauth_refresh_failures",
-            "kind": "count",
-            "query": "sum by (provider) "
-            f'(increase(oauth_events_total{{event="refresh_failed"}}[{WINDOW}]))',
-            "max": 5,
-            "group_by": "provider",
-        },
-    ]
-}
+GMAIL_PROFILE = gmail_profile(WINDOW)
 
 
 def write_config(directory: Path, features: Mapping[str, Mapping[str, Any] | None]) -> Path:

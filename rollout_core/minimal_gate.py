@@ -30,7 +30,16 @@ from rollout_core.model import FlagState
 __all__ = ["MgetClient", "MinimalGate", "env_token", "parse_gate_flags"]
 
 log = logging.getLogger(__name__)
-_sha256 = hashlib.sha256
+_sha256: Callable[[bytes], Any]
+try:
+    # CPython's own SHA-256 (the same digest) skips OpenSSL's per-call context set-up: about
+    # 85 ns of the gate's 1,000 ns budget. _sha2 from Python 3.12, _sha256 before.
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
+except ImportError:  # pragma: no cover - other Pythons
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        _sha256 = hashlib.sha256
 _first_8_bytes = struct.Struct(">Q").unpack_from
 _KILL_VALUES = frozenset({"false", "0", "no", "off"})
 _NEVER = math.inf

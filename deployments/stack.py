@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,15 +178,18 @@ def start_worker(
     """`prefect worker start --pool <pool>` polling every second; flow runs inherit `env`
     (the stack's REDIS_URL, PROMETHEUS_BASE_URL, PUSHGATEWAY_URL). Stop it with SIGINT: a
     worker in the background ignores SIGTERM."""
+    # flow runs inherit the worker's environment: an inherited WARNING level (QUIET_PREFECT, a
+    # shell's export) would keep every decision line out of the run logs in the UI
     worker_env = {
         **env,
-        **QUIET_PREFECT,
+        "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(home),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     argv = [PREFECT, "worker", "start", "--pool", pool, "--type", "process"]
-    ready = _unless(give_up, lambda: worker_online(api_url, pool))
+    launched = datetime.now(UTC)  # the database may remember workers of an earlier stack
+    ready = _unless(give_up, lambda: worker_online(api_url, pool, since=launched))
     return start_process("worker", argv, 0, home, ready, api_url, timeout, worker_env)
 
 
@@ -204,10 +209,14 @@ def _post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def worker_online(api_url: str, pool: str = POOL) -> bool:
-    """A worker polls `pool` (over HTTP: the CLI does not import Prefect for this)."""
+def worker_online(api_url: str, pool: str = POOL, since: datetime | None = None) -> bool:
+    """A worker polls `pool` (with a heartbeat after `since`, when given); over HTTP, so the CLI
+    does not import Prefect for this."""
+    body: dict[str, Any] = {}
+    if since is not None:
+        body = {"workers": {"last_heartbeat_time": {"after_": since.isoformat()}}}
     try:
-        return bool(_post_json(f"{api_url}/work_pools/{pool}/workers/filter", {}))
+        return bool(_post_json(f"{api_url}/work_pools/{pool}/workers/filter", body))
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -273,7 +282,7 @@ class StackState:
         return [c for c in self.components if not c.is_alive()]
 
     def exports(self) -> str:
-        return "\n".join(f"export {name}={value}" for name, value in self.env.items())
+        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in self.env.items())
 
 
 def resolve_stack_dir(explicit: Path | None = None) -> Path:
@@ -403,8 +412,7 @@ def up(
                 give_up.set()
                 raise
             finally:
-                with contextlib.suppress(Exception):  # collected so a failure stops it too
-                    started.append((prefect_future.result(), "SIGTERM"))
+                _collect(prefect_future, "SIGTERM", started, give_up)
             prefect_server = prefect_future.result()
             step("prefect server")
         env = {
@@ -433,35 +441,50 @@ def up(
                 give_up.set()
                 raise
             finally:
-                with contextlib.suppress(Exception):
-                    started.append((worker_future.result(), "SIGINT"))
+                _collect(worker_future, "SIGINT", started, give_up)
             worker_future.result()
             step("worker online")
+        components = [_component(server, stop_signal) for server, stop_signal in started]
+        urls = {
+            "Prefect UI": prefect_server.url.removesuffix("/api"),
+            "Prefect API": prefect_server.url,
+            "Prometheus": prometheus.url,
+            "Alertmanager": alertmanager.url,
+            "Pushgateway": pushgateway.url,
+            "Redis": redis_server.url,
+            "Sample service": f"{sample.url}/metrics",
+        }
+        state = StackState(
+            str(directory),
+            components,
+            env,
+            urls,
+            round(time.perf_counter() - began, 1),
+            _deployment_names(prefect_server.url),
+        )
+        (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+        (directory / "env.sh").write_text(state.exports() + "\n", encoding="utf-8")
     except BaseException:
         for server, stop_signal in reversed(started):
             stop_group(server.process.pid, signal.Signals[stop_signal])
         raise
-    components = [_component(server, stop_signal) for server, stop_signal in started]
-    urls = {
-        "Prefect UI": prefect_server.url.removesuffix("/api"),
-        "Prefect API": prefect_server.url,
-        "Prometheus": prometheus.url,
-        "Alertmanager": alertmanager.url,
-        "Pushgateway": pushgateway.url,
-        "Redis": redis_server.url,
-        "Sample service": f"{sample.url}/metrics",
-    }
-    state = StackState(
-        str(directory),
-        components,
-        env,
-        urls,
-        round(time.perf_counter() - began, 1),
-        _deployment_names(prefect_server.url),
-    )
-    (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
-    (directory / "env.sh").write_text(state.exports() + "\n", encoding="utf-8")
     return UpResult(state, notes=notes)
+
+
+def _collect(
+    future: Any, stop_signal: str, started: list[tuple[RunningServer, str]], give_up: Any
+) -> None:
+    """Add a background start's server to `started`, so a failure stops it too. Interrupted
+    while waiting (Ctrl-C): end its wait now, collect it, and let the interrupt go on."""
+    try:
+        started.append((future.result(), stop_signal))
+    except Exception:
+        pass  # it failed to start: nothing of it runs
+    except BaseException:
+        give_up.set()
+        with contextlib.suppress(Exception):
+            started.append((future.result(timeout=30), stop_signal))
+        raise
 
 
 def _deployment_names(api_url: str) -> list[str]:
@@ -476,10 +499,11 @@ def down(directory: Path) -> list[Component] | None:
     state = read_state(directory)
     if state is None:
         return None
-    order = sorted(state.components, key=lambda c: c.name not in ("worker", "sample-service"))
+    order = sorted(state.components, key=lambda c: (c.name != "worker", c.name != "sample-service"))
     stopped = []
     for component in order:
-        if component.is_alive():
+        # the leader may be gone while its children (a flow run of the worker) still run
+        if component.is_alive() or _group_members(component.pid):
             stop_group(component.pid, signal.Signals[component.stop_signal])
             stopped.append(component)
     (directory / STATE_FILE).unlink(missing_ok=True)

@@ -41,6 +41,9 @@ def demo(
 
         console = Console() if sys.stdout.isatty() else Console(width=150)
         code = run_demo(output_dir, console, api, started)
+    except RuntimeError as error:  # Prefect's API or redis-server did not start: say which
+        sys.stderr.write(f"error: the demo could not start: {error}\n")
+        code = 1
     finally:
         api.stop()
     raise typer.Exit(code)

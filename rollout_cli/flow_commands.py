@@ -69,6 +69,29 @@ def run_once(
     run(command)
 
 
+def _require_prefect_api() -> str:
+    """The Prefect API these commands change. Without one, Prefect would start a throwaway
+    local server and report success against a database nobody runs."""
+    from prefect.settings import PREFECT_API_URL
+
+    from rollout_core.errors import ConfigError
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "PREFECT_API_URL is not set; export it (e.g. http://127.0.0.1:4200/api) or "
+            "`source .stack/env.sh` after `rollout stack up`"
+        )
+    return str(url)
+
+
+def _unreachable(url: str, error: Exception) -> Outcome:
+    from rollout_core.urls import redact_url
+
+    line = f"error: the Prefect API at {redact_url(url)} did not answer ({error}); is it running?"
+    return Outcome(code=EXIT_FAILURE, notes=(line,))
+
+
 def _outcomes_of(state: Any) -> list[FeatureOutcome]:
     """The run's FeatureOutcome list; empty for a run that decided nothing (skipped, crashed)."""
     from prefect.exceptions import MissingResult
@@ -121,12 +144,17 @@ def deploy(
                 f"--project-dir {str(project_dir)!r} has no prefect.yaml; "
                 "run from the repository root or pass --project-dir"
             )
+        import httpx
+
         from deployments.deploy import deploy_all
 
+        api = _require_prefect_api()
         try:
             report = deploy_all(directory, work_pool=work_pool)
         except RuntimeError as error:
             return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
+        except (httpx.HTTPError, OSError) as error:
+            return _unreachable(api, error)
         lines = [line for line in report.output.splitlines() if line.strip()]
         kept = (
             f"kept switched off as before: {', '.join(report.restored)}"
@@ -182,9 +210,15 @@ def notify(
                 f"--webhook {url_origin(webhook)!r} is not an http(s) URL; "
                 "pass e.g. https://hooks.slack.com/services/... with --slack"
             )
+        import httpx
+
         from deployments.notify import AUTOMATION_NAME, ensure_failure_notification
 
-        setup = ensure_failure_notification(webhook, slack=slack)
+        api = _require_prefect_api()
+        try:
+            setup = ensure_failure_notification(webhook, slack=slack)
+        except (httpx.HTTPError, OSError) as error:
+            return _unreachable(api, error)
         verb = "created" if setup.created else "updated"
         return Outcome(
             f"{verb} automation {AUTOMATION_NAME} ({setup.automation_id}): a Failed or Crashed "

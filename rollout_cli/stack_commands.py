@@ -83,7 +83,8 @@ def up(
 
 @app.command("down")
 def down(directory: StackDir = None) -> None:
-    """Stop every process `up` started, by process id (SIGTERM, SIGKILL after 10 s)."""
+    """Stop every process `up` started, by process id (SIGTERM, the worker SIGINT; SIGKILL
+    after 10 s)."""
 
     def command() -> Outcome:
         import time
@@ -170,7 +171,8 @@ def _bad_traffic(error_rate: float | None, latency: float | None, reset: bool) -
 
 @app.command("status")
 def status(directory: StackDir = None) -> None:
-    """Each process of the stack (running or not) and the URLs. Exit 1 when one is down."""
+    """Each process of the stack (running or not) and the URLs. Exit 1 when one of its
+    processes is down; 0 when every one runs, or when no stack is up there."""
 
     def command() -> Outcome:
         from deployments.stack import read_state, resolve_stack_dir
@@ -193,7 +195,7 @@ def status(directory: StackDir = None) -> None:
             "every process is running." if not dead else f"{len(dead)} process(es) not running"
         )
         text = "\n".join([heading, *rows, "", _describe(state, "URLs:")])
-        notes = ("run `rollout stack down`, then `rollout stack up`",) if dead else ()
+        notes = ("run `rollout stack up`: it restarts a stack that is partly down",) if dead else ()
         return Outcome(text, EXIT_FAILURE if dead else 0, notes)
 
     run(command)

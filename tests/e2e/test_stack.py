@@ -173,6 +173,16 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
         run_seconds = time.perf_counter() - run_began
         assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
         assert flags.get("flags:google:rollout_percent") == "10"
+        # the decision line reaches the run's logs in the UI (the worker's env must not mute it)
+        logs = poll(
+            lambda: post_json(
+                f"{env['PREFECT_API_URL']}/logs/filter",
+                {"logs": {"flow_run_id": {"any_": [run["id"]]}}},
+            ),
+            lambda found: any("google: promote 0% -> 10%" in log["message"] for log in found),
+            timeout=15,
+        )
+        assert logs
 
         refused = rollout("inject", "--error-rate", "1.5", stack_dir=stack_dir)
         assert refused.returncode == 2 and "--error-rate is 1.5; expected 0..1" in refused.stderr

@@ -3,13 +3,17 @@ never load Prefect at all (they must stay fast)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
+from deployments.servers import free_port
 from rollout_cli.main import app
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def rollout(*args: str) -> Result:
@@ -53,3 +57,29 @@ def test_the_cli_and_its_flag_commands_do_not_import_prefect() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert shown == "[]"
+
+
+def rollout_process(*args: str, api_url: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """`rollout` in its own process: Prefect reads PREFECT_API_URL when it is imported."""
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
+    argv = [sys.executable, "-m", "rollout_cli.main", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_deploy_refuses_to_run_without_a_prefect_api(tmp_path: Path) -> None:
+    # without one, Prefect would start a throwaway server and "deploy" into it
+    result = rollout_process("deploy", "--project-dir", str(REPO), api_url="", home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "PREFECT_API_URL is not set" in result.stderr
+
+
+def test_notify_against_an_api_that_is_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}/api"
+    result = rollout_process(
+        "notify", "--webhook", "http://127.0.0.1:9/hook", api_url=down, home=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the Prefect API at {down} did not answer ([Errno 111] Connection refused); "
+        "is it running?"
+    ]

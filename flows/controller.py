@@ -52,12 +52,16 @@ def rollout_controller(
     """One pass over the configured features (or the named ones). `now` injects the clock
     (backtests, the demo); `dry_run=None` reads ROLLOUT_DRY_RUN and defaults to a dry run."""
     logger = get_run_logger()
-    settings = Settings.from_env()
+    at = _as_utc(now or datetime.now(UTC))
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:  # e.g. ROLLOUT_DRY_RUN=maybe: nothing can be wired or judged
+        logger.error("configuration error: %s", error)
+        return Failed(message=f"configuration error: {error}")
     skip = _stale_run_reason(timedelta(seconds=settings.schedule_interval_seconds))
     if skip is not None:
         logger.warning(skip)
         return Completed(name="Skipped", message=skip)
-    at = _as_utc(now or datetime.now(UTC))
     adapters = current_adapters(settings)
     try:
         live = not resolve_dry_run(dry_run, settings.dry_run)

@@ -45,9 +45,11 @@ def run_once(
     """One pass of the controller flow now; prints its decisions. Exit 1 when the run Failed."""
 
     def command() -> Outcome:
+        from rollout_core.bootstrap import Settings
         from rollout_core.config import load_config
 
         # bad input is refused here (exit 2) before a flow run exists, so nothing is written
+        Settings.from_env()
         load_config(config).select(features or None)
         from flows.controller import rollout_controller
 
@@ -129,9 +131,6 @@ def deploy(
     project_dir: Annotated[
         Path, typer.Option(help="Directory holding prefect.yaml; runs start there.")
     ] = Path("."),
-    work_pool: Annotated[str, typer.Option(help="Process work pool, created if missing.")] = (
-        "rollout-pool"
-    ),
 ) -> None:
     """`prefect deploy --all`, keeping a paused controller paused (a plain redeploy un-pauses)."""
 
@@ -150,7 +149,7 @@ def deploy(
 
         api = _require_prefect_api()
         try:
-            report = deploy_all(directory, work_pool=work_pool)
+            report = deploy_all(directory)  # the pool prefect.yaml names, created if missing
         except RuntimeError as error:
             return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         except (httpx.HTTPError, OSError) as error:

@@ -2,7 +2,7 @@
 
 Commands live in small modules that import only typer when loaded (redis, pydantic and prefect
 load inside the command that needs them), and each is registered here with one line, e.g.
-`app.command("run")(controller_commands.run)`. Exit codes: 0 ok, 2 bad input, 1 failure.
+`app.command("run")(flow_commands.run_once)`. Exit codes: 0 ok, 2 bad input, 1 failure.
 """
 
 from __future__ import annotations

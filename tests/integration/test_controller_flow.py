@@ -374,6 +374,22 @@ def test_a_configuration_error_fails_the_run_naming_the_value_and_writes_nothing
     assert not flags.exists("rollout:audit")
 
 
+def test_a_bad_environment_variable_fails_the_run_as_a_configuration_error(
+    flags: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, {"google": None})
+    seed_flag(flags, "google", 0)
+    monkeypatch.setenv("ROLLOUT_DRY_RUN", "maybe")
+
+    state = run(config, dry_run=None)
+
+    assert state.is_failed()
+    assert state.message == (
+        "configuration error: ROLLOUT_DRY_RUN is 'maybe'; expected true or false"
+    )
+    assert flag_keys(flags, "google")["rollout_percent"] == "0"
+
+
 def test_the_override_sets_the_percent_audited_as_manual(
     flags: redis.Redis, prefect_test_server: None
 ) -> None:

@@ -16,7 +16,7 @@ from rollout_cli.main import app
 from rollout_core.config import FeatureSpec, FreezeWindow, RatioQueries, SloSpec, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted((ROOT / "docs").rglob("*.md"))
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 USAGE = ROOT / "docs" / "usage.md"
 ALERT_RULES = ROOT / "observability" / "prometheus-alerts.yml"
 # keys of the file itself and of a feature that are not pydantic fields

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from deployments.servers import free_port
@@ -83,3 +84,12 @@ def test_notify_against_an_api_that_is_down_is_one_line_and_exit_1(tmp_path: Pat
         f"error: the Prefect API at {down} did not answer ([Errno 111] Connection refused); "
         "is it running?"
     ]
+
+
+def test_run_refuses_a_bad_rollout_dry_run_before_any_flow_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ROLLOUT_DRY_RUN", "maybe")
+    result = rollout("run", "--config", str(REPO / "rollouts.yaml"))
+    assert result.exit_code == 2
+    assert "ROLLOUT_DRY_RUN is 'maybe'; expected true or false" in result.output

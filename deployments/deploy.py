@@ -17,7 +17,14 @@ from uuid import UUID
 
 import yaml
 
-__all__ = ["DeployReport", "PauseState", "deploy_all", "ensure_work_pool", "read_pause_states"]
+__all__ = [
+    "DeployReport",
+    "PauseState",
+    "deploy_all",
+    "ensure_work_pool",
+    "prefect_executable",
+    "read_pause_states",
+]
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,8 @@ def ensure_work_pool(client: Any, name: str = "rollout-pool") -> bool:
         return True
 
 
-def _prefect_executable() -> str:
+def prefect_executable() -> str:
+    """The `prefect` of this environment (beside its python), else the one on PATH."""
     beside = Path(sys.executable).with_name("prefect")
     return str(beside) if beside.exists() else (shutil.which("prefect") or "prefect")
 
@@ -88,7 +96,7 @@ def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployRepo
         ensure_work_pool(client, work_pool)
         before = [s for s in read_pause_states(client, prefect_yaml) if s.is_switched_off]
     completed = subprocess.run(
-        [_prefect_executable(), "--no-prompt", "deploy", "--all"],
+        [prefect_executable(), "--no-prompt", "deploy", "--all"],
         cwd=project_dir,
         capture_output=True,
         text=True,

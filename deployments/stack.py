@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deployments.deploy import prefect_executable
 from deployments.servers import (
     RunningServer,
     ServerFailedToStart,
@@ -66,7 +67,7 @@ POOL = "rollout-pool"
 STACK_DIR_ENV = "ROLLOUT_STACK_DIR"
 STATE_FILE = "stack.json"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+PREFECT = prefect_executable()
 SCRAPE_INTERVAL = "5s"
 STOP_GRACE_SECONDS = 10.0
 # The port an operator expects for each server; taken only when free (see _port).

@@ -37,7 +37,7 @@ from tasks.controller import (
     write_audit,
 )
 
-__all__ = ["SCHEDULE_INTERVAL", "rollout_controller"]
+__all__ = ["SCHEDULE_INTERVAL", "outcomes_of", "rollout_controller"]
 
 SCHEDULE_INTERVAL = timedelta(seconds=600)
 
@@ -84,6 +84,18 @@ def rollout_controller(
     if status != "ok":
         return Failed(message=message, data=data)
     return Completed(message=message, data=data)
+
+
+def outcomes_of(state: State[Any]) -> list[FeatureOutcome]:
+    """A finished run's FeatureOutcome list; empty for a run that decided nothing (skipped,
+    a configuration error, crashed)."""
+    from prefect.exceptions import MissingResult
+
+    try:
+        data = state.result(raise_on_failure=False)
+    except MissingResult:
+        return []
+    return [o for o in data if isinstance(o, FeatureOutcome)] if isinstance(data, list) else []
 
 
 def _decide_and_apply(

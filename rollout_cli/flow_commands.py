@@ -51,7 +51,7 @@ def run_once(
         # bad input is refused here (exit 2) before a flow run exists, so nothing is written
         Settings.from_env()
         load_config(config).select(features or None)
-        from flows.controller import rollout_controller
+        from flows.controller import outcomes_of, rollout_controller
 
         state = rollout_controller(
             features=features or None,
@@ -59,7 +59,7 @@ def run_once(
             config_path=str(config),
             return_state=True,
         )
-        outcomes = _outcomes_of(state)
+        outcomes = outcomes_of(state)
         failed = state.is_failed() or state.is_crashed()
         head = f"run {state.name}: {state.message or ''}".splitlines()[0]
         notes = tuple(
@@ -92,17 +92,6 @@ def _unreachable(url: str, error: Exception) -> Outcome:
 
     line = f"error: the Prefect API at {redact_url(url)} did not answer ({error}); is it running?"
     return Outcome(code=EXIT_FAILURE, notes=(line,))
-
-
-def _outcomes_of(state: Any) -> list[FeatureOutcome]:
-    """The run's FeatureOutcome list; empty for a run that decided nothing (skipped, crashed)."""
-    from prefect.exceptions import MissingResult
-
-    try:
-        data = state.result(raise_on_failure=False)
-    except MissingResult:
-        return []
-    return data if isinstance(data, list) else []
 
 
 def outcome_table(outcomes: list[FeatureOutcome], title: str) -> Table:

@@ -12,15 +12,13 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from prefect.exceptions import MissingResult
 from rich.console import Console
 
-from flows.controller import rollout_controller
+from flows.controller import outcomes_of, rollout_controller
 from rollout_core.audit import log_path, rebuild_rollout_log
 from rollout_core.bootstrap import Adapters, use_adapters
-from rollout_core.controller import FeatureOutcome, action_label
+from rollout_core.controller import action_label
 from rollout_core.flags import RedisFlagStore
 from rollout_core.replay import ReplaySource
 from rollout_demo.adapters import RecordedTelemetry, embedded_redis
@@ -137,7 +135,7 @@ def _tick(demo: _Demo, tick: Tick) -> TickRecord:
         return_state=True,
     )
     percent = demo.store.read([FEATURE])[FEATURE].percent
-    outcome = _outcome_of(state)
+    outcome = next((o for o in outcomes_of(state) if o.feature == FEATURE), None)
     if outcome is None:
         reason = (state.message or "no outcome").splitlines()[0]
         return TickRecord(at, percent, "crashed", reason, run_state=str(state.name))
@@ -152,15 +150,6 @@ def _tick(demo: _Demo, tick: Tick) -> TickRecord:
         run_state=str(state.name),
         audited=outcome.audit_id is not None,
     )
-
-
-def _outcome_of(state: Any) -> FeatureOutcome | None:
-    try:
-        data = state.result(raise_on_failure=False)
-    except MissingResult:
-        return None
-    outcomes = [o for o in data if isinstance(o, FeatureOutcome)] if isinstance(data, list) else []
-    return next((o for o in outcomes if o.feature == FEATURE), None)
 
 
 def _operate(store: RedisFlagStore, step: Operator) -> TickRecord:

@@ -43,8 +43,8 @@ def feature(**overrides: Any) -> FeatureSpec:
     return FeatureSpec.model_validate({"name": "google", "slos": slos, **overrides})
 
 
-def verdict(name: str, outcome: Verdict) -> SloVerdict:
-    return SloVerdict(name, outcome, 0.0, 1.0, message=f"{name} made up: {outcome}")
+def verdict(name: str, outcome: Verdict, samples: float | None = 1000) -> SloVerdict:
+    return SloVerdict(name, outcome, 0.0, 1.0, samples, message=f"{name} made up: {outcome}")
 
 
 def test_ratio_breach_message_carries_value_samples_bound_and_limit() -> None:
@@ -86,11 +86,16 @@ def test_ratio_is_healthy_only_with_min_samples() -> None:
     assert starved.message == "error_rate 0.4% (n=3000 < min_samples 5000): inconclusive"
 
 
-@pytest.mark.parametrize("value", [None, math.nan])
-def test_ratio_without_data_is_inconclusive_and_says_no_data(value: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [(None, "no data"), (math.nan, "no data (NaN)"), (math.inf, "no data (+Inf)")],
+)
+def test_ratio_without_data_is_inconclusive_and_says_no_data(
+    value: float | None, said: str
+) -> None:
     result = evaluate_slo(ratio_slo(), SloReading("error_rate", value, 500))
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert result.message == "error_rate no data: inconclusive"
+    assert result.message == f"error_rate {said}: inconclusive"
 
 
 def test_ratio_at_zero_traffic_is_inconclusive() -> None:
@@ -124,15 +129,19 @@ def test_value_equal_to_max_is_healthy() -> None:
     assert evaluate_slo(value_slo(), SloReading("latency_p95", 0.5)).verdict is Verdict.HEALTHY
 
 
-def test_infinite_latency_is_a_breach() -> None:
-    result = evaluate_slo(value_slo(), SloReading("latency_p95", math.inf))
-    assert result.verdict is Verdict.BREACH
-
-
-@pytest.mark.parametrize("value", [None, math.nan])
-def test_value_slo_without_data_is_inconclusive(value: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (None, "no data"),
+        (math.nan, "no data (NaN)"),
+        (math.inf, "no data (+Inf)"),
+        (-math.inf, "no data (-Inf)"),
+    ],
+)
+def test_value_slo_without_data_is_inconclusive(value: float | None, said: str) -> None:
     result = evaluate_slo(value_slo(), SloReading("latency_p95", value))
-    assert result.message == "latency_p95 no data: inconclusive"
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.message == f"latency_p95 {said}: inconclusive"
 
 
 def test_value_slo_respects_min_samples_in_both_directions() -> None:

@@ -179,7 +179,7 @@ def test_no_promotion_without_traffic_evidence_unless_the_feature_opts_in_and_sa
 def test_a_query_error_is_never_healthy_and_never_stops_a_rollback(
     scenario: tuple[FeatureSpec, FlagState, SloSnapshot, datetime],
 ) -> None:
-    spec, state, snapshot, _ = scenario
+    _, state, snapshot, _ = scenario
     decision = decide(*scenario)
     for verdict in decision.verdicts:
         if snapshot.reading(verdict.name).error is not None:

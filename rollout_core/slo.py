@@ -4,9 +4,9 @@ Features that share an SLO profile with `group_by: <label>` share its queries: e
 returns one series per label value and each feature takes the series whose label equals its
 `series_key`. Without `group_by` a query must return at most one series.
 
-Each SLO is read on its own. An empty result is no series (0 for a count SLO with
-`absent_is_zero`, else missing); NaN and ±Inf stay as they are, and the policy reads them as no
-data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
+Each SLO is read on its own. An empty result is no series (None; the policy reads it as 0 for
+a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the policy reads them as
+no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
 Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
 503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
 the SLO. Only a Prometheus that cannot answer at all raises MetricsUnavailable.
@@ -195,9 +195,7 @@ def _values(spec: FeatureSpec, slo: SloSpec, results: QueryResults) -> SloReadin
             return SloReading(slo.name, None, total)
         return SloReading(slo.name, errors / total if math.isfinite(errors) else errors, total)
     assert slo.query is not None
-    value = _pick(spec, slo, slo.query, results)
-    if value is None and slo.kind == "count" and slo.absent_is_zero:
-        value = 0.0  # no series: no events counted (NaN and ±Inf stay no data)
+    value = _pick(spec, slo, slo.query, results)  # None (no series) stays None: the policy
     samples = _pick(spec, slo, slo.samples, results) if slo.samples else None
     return SloReading(slo.name, value, samples)
 

@@ -89,7 +89,10 @@ def test_a_nan_or_negative_sample_count_is_no_count() -> None:
 def test_an_absent_count_reads_zero_like_an_empty_prometheus_result() -> None:
     source = ReplaySource(SERIES)
     assert readings(source, T0 + timedelta(minutes=1)).reading("oauth").value == 2
-    assert readings(source, T0 + timedelta(minutes=30)).reading("oauth").value == 0.0
+    absent = readings(source, T0 + timedelta(minutes=30)).reading("oauth")
+    assert absent == SloReading("oauth", None, None)
+    verdict = evaluate_slo(SLOS[1], absent)
+    assert verdict.message == "oauth 0 (no series, read as 0) <= max 5: healthy"
 
 
 def test_an_unknown_feature_gets_missing_readings_not_an_error() -> None:

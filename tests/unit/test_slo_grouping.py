@@ -180,8 +180,10 @@ def test_an_absent_count_is_zero_when_absent_is_zero() -> None:
     answers = healthy_answers(["google"])
     answers[OAUTH] = vector(("outlook", 3.0))
     source, _ = source_with(answers)
-    reading = snapshot(source.fetch([feature("google")], AT)["google"]).reading("oauth")
-    assert reading == SloReading("oauth", 0.0, None)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    assert readings.reading("oauth") == SloReading("oauth", None, None)
+    verdicts = evaluate_slos(feature("google"), readings)
+    assert verdicts[2].message == "oauth 0 (no series, read as 0) <= max 5: healthy"
 
 
 def test_an_absent_count_is_missing_when_absent_is_zero_is_off() -> None:

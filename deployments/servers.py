@@ -239,8 +239,10 @@ def start_prometheus(
     alertmanager: str | None = None,
     port: int | None = None,
     honor_labels_jobs: Sequence[str] = ("pushgateway",),
+    extra_args: Sequence[str] = (),
 ) -> RunningServer:
-    """prometheus scraping `scrape_targets` ({job: ["host:port"]}), with lifecycle reloads."""
+    """prometheus scraping `scrape_targets` ({job: ["host:port"]}), with lifecycle reloads;
+    `extra_args` are added flags, e.g. `--query.max-samples=100`."""
     binary = require_binary("prometheus")
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -262,6 +264,7 @@ def start_prometheus(
         f"--storage.tsdb.path={data_dir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
+        *extra_args,
     ]
     server = start_process("prometheus", argv, port, data_dir, wait_for_http(f"{url}/-/ready"), url)
     server.extra["config"] = str(config)

@@ -61,7 +61,12 @@ _RUN_STATUS_ORDER = (
 
 @dataclass(frozen=True)
 class FeatureOutcome:
-    """A feature's result for one pass: its decision (when it got that far) and what happened."""
+    """A feature's result for one pass: its decision (when it got that far) and what happened.
+
+    A decision made despite an SLO query that needs a configuration fix (400 bad_data, a
+    result of the wrong shape) stands and is applied, but its outcome is a CONFIG_ERROR, so
+    the run ends Failed and names the SLO and the query.
+    """
 
     feature: str
     status: OutcomeStatus
@@ -70,6 +75,15 @@ class FeatureOutcome:
     dry_run: bool = False
     error: str | None = None
     audit_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is OutcomeStatus.OK and self.configuration_problems:
+            object.__setattr__(self, "status", OutcomeStatus.CONFIG_ERROR)
+
+    @property
+    def configuration_problems(self) -> tuple[str, ...]:
+        """The SLO queries to fix, from the decision's evidence (empty without a decision)."""
+        return () if self.decision is None else self.decision.configuration_problems
 
     @property
     def is_failed(self) -> bool:
@@ -101,7 +115,9 @@ class FeatureOutcome:
         assert self.decision is not None
         d = self.decision
         verb = f"recommend {d.action}" if self.dry_run and d.is_change else str(d.action)
-        return f"{self.feature}: {verb} {d.from_percent:g}% -> {d.to_percent:g}% ({d.reason})"
+        line = f"{self.feature}: {verb} {d.from_percent:g}% -> {d.to_percent:g}% ({d.reason})"
+        problems = self.configuration_problems
+        return f"{line}; {self.status}: {'; '.join(problems)}" if problems else line
 
 
 def _status_of(error: BaseException) -> OutcomeStatus:

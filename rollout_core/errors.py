@@ -3,12 +3,12 @@
     RolloutError
     ├── ConfigError            bad configuration or input: the user must fix something (exit 2)
     │   ├── InvalidFeatureName
-    │   ├── InvalidQuery       Prometheus rejected a query (HTTP 4xx)
     │   └── InvalidFlagValue   a flag key in Redis holds a value that does not parse
     ├── FlagStoreError         Redis unreachable or failing (exit 1)
-    └── MetricsUnavailable     Prometheus unreachable, timed out or 5xx (retryable, exit 1)
+    └── MetricsUnavailable     Prometheus cannot answer at all (retryable, exit 1)
 
-An SLO breach is a verdict, never an exception; a compare-and-set conflict is a result.
+An SLO breach is a verdict, never an exception; a compare-and-set conflict is a result; a
+query that Prometheus refuses is a `QueryError` on that SLO's reading (rollout_core.model).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ __all__ = [
     "FlagStoreError",
     "InvalidFeatureName",
     "InvalidFlagValue",
-    "InvalidQuery",
     "MetricsUnavailable",
     "RolloutError",
 ]
@@ -41,17 +40,6 @@ class InvalidFeatureName(ConfigError):
             "(lower-case letters, digits, '_', '.', '-'; at most 64 characters)"
         )
         self.name = name
-
-
-class InvalidQuery(ConfigError):
-    """Prometheus rejected a query as malformed."""
-
-    def __init__(self, feature: str, slo: str, query: str, detail: str) -> None:
-        super().__init__(
-            f"feature {feature!r} SLO {slo!r}: Prometheus rejected the query {query!r}: {detail}; "
-            "fix the PromQL in the configuration"
-        )
-        self.feature, self.slo, self.query = feature, slo, query
 
 
 class FlagStoreError(RolloutError):

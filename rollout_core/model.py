@@ -17,10 +17,12 @@ __all__ = [
     "Decision",
     "FlagState",
     "GuardResult",
+    "QueryError",
     "SloReading",
     "SloSnapshot",
     "SloVerdict",
     "Verdict",
+    "describe_missing",
     "format_percent",
     "worst",
 ]
@@ -56,20 +58,60 @@ def format_percent(percent: float) -> str:
 
 
 @dataclass(frozen=True)
+class QueryError:
+    """Why one SLO's query gave no reading: Prometheus' own `errorType` (`bad_data`,
+    `execution`, `timeout`, ...) or a result of the wrong shape (`several_series`,
+    `no_group_label`, `bad_result`), with the labels of the series when there were several.
+
+    A transient error (422, 503: the query may succeed next time) holds the feature; any other
+    is a configuration error: the decision still goes through, and the run names the query.
+    """
+
+    slo: str
+    query: str
+    kind: str
+    detail: str
+    transient: bool = False
+    status: int | None = None
+    labels: tuple[Mapping[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        shown = "; series: " + ", ".join(_labels(x) for x in self.labels[:5]) if self.labels else ""
+        more = f" and {len(self.labels) - 5} more" if len(self.labels) > 5 else ""
+        return f"{status}{self.kind}: {self.detail}{shown}{more} (query {self.query!r})"
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+
+
+def describe_missing(value: float | None) -> str:
+    """Why a value is no data: "no data" when absent, "no data (NaN)" / "(+Inf)" / "(-Inf)"."""
+    if value is None:
+        return "no data"
+    if math.isnan(value):
+        return "no data (NaN)"
+    return "no data (+Inf)" if value > 0 else "no data (-Inf)"
+
+
+@dataclass(frozen=True)
 class SloReading:
     """One SLO's measurement for one feature.
 
-    `value` is the error ratio, the latency or the count; None when Prometheus returned no
-    series or NaN. `samples` is the request count behind a ratio (or a value, when known).
+    `value` is the error ratio, the latency or the count: None when the source had no series,
+    NaN or ±Inf as Prometheus answered them (no data, never healthy). `samples` is the request
+    count behind a ratio (or a value, when known). `error` says why the query gave no reading.
     """
 
     name: str
     value: float | None
     samples: float | None = None
+    error: QueryError | None = None
 
     @property
     def is_missing(self) -> bool:
-        return self.value is None or math.isnan(self.value)
+        return self.error is not None or self.value is None or not math.isfinite(self.value)
 
 
 @dataclass(frozen=True)
@@ -96,6 +138,7 @@ class SloVerdict:
     samples: float | None = None
     bound: float | None = None  # the 99% Wilson lower bound, for ratio SLOs
     message: str = ""
+    error: QueryError | None = None  # the query problem behind an inconclusive verdict
 
     def __str__(self) -> str:
         return self.message or f"{self.name}: {self.verdict}"
@@ -148,6 +191,16 @@ class Decision:
     @property
     def is_change(self) -> bool:
         return self.action is not Action.HOLD and self.to_percent != self.from_percent
+
+    @property
+    def configuration_problems(self) -> tuple[str, ...]:
+        """The SLO queries that need a configuration fix (400 bad_data, a wrong result shape).
+        The decision still stands; the run reports these as configuration errors."""
+        return tuple(
+            f"SLO {v.name!r}: {v.error}; fix the query in the configuration"
+            for v in self.verdicts
+            if v.error is not None and not v.error.transient
+        )
 
     @property
     def reason(self) -> str:

@@ -20,18 +20,21 @@ from rollout_core.model import (
     SloSnapshot,
     SloVerdict,
     Verdict,
+    describe_missing,
     format_percent,
     worst,
 )
 from rollout_core.stats import wilson_lower_bound
 
 __all__ = [
+    "WITHOUT_TRAFFIC",
     "Recommendation",
     "evaluate_slo",
     "evaluate_slos",
     "format_ratio",
     "gmail_policy",
     "gmail_spec",
+    "has_traffic_evidence",
     "next_step",
     "propose",
     "safe_step",
@@ -74,6 +77,7 @@ def _verdict(
         samples=reading.samples,
         bound=bound,
         message=f"{slo.name} {text}: {verdict}",
+        error=reading.error,
     )
 
 
@@ -82,20 +86,38 @@ def _valid_samples(samples: float | None) -> float | None:
     return samples if samples is not None and math.isfinite(samples) and samples >= 0 else None
 
 
+def _no_count(samples: float | None) -> str:
+    """Why a sample count is no count: absent, NaN, ±Inf or negative."""
+    if samples is None:
+        return "no request count"
+    if not math.isfinite(samples):
+        return f"no request count ({describe_missing(samples).removeprefix('no data (')}"
+    return f"no request count (n={samples:g} is negative)"
+
+
+def _has_data(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _query_failed(slo: SloSpec, reading: SloReading) -> SloVerdict:
+    assert reading.error is not None
+    kind = "transient query error" if reading.error.transient else "query error"
+    return _verdict(slo, Verdict.INCONCLUSIVE, reading, f"{kind}: {reading.error}")
+
+
 def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
     inconclusive, min_samples = Verdict.INCONCLUSIVE, slo.min_samples or 0
     if reading.samples == 0:
         return _verdict(slo, inconclusive, reading, "no traffic (n=0)")
-    if reading.value is None or math.isnan(reading.value):
-        return _verdict(slo, inconclusive, reading, "no data")
+    if not _has_data(reading.value):
+        return _verdict(slo, inconclusive, reading, describe_missing(reading.value))
+    assert reading.value is not None
     ratio, limit = reading.value, format_ratio(slo.max)
     shown = format_ratio(ratio)
     samples = _valid_samples(reading.samples)
     if samples is None:
         if min_samples > 0:
-            is_absent = reading.samples is None or math.isnan(reading.samples)
-            problem = "no request count" if is_absent else f"request count {reading.samples:g}"
-            return _verdict(slo, inconclusive, reading, f"{shown} ({problem})")
+            return _verdict(slo, inconclusive, reading, f"{shown} ({_no_count(reading.samples)})")
         # min_samples 0 without a count: the original API, judged on the point estimate alone
         is_breach = ratio > slo.max
         verdict = Verdict.BREACH if is_breach else Verdict.HEALTHY
@@ -117,10 +139,11 @@ def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
     """Value SLOs (latency) and count SLOs (failures in a window)."""
     min_samples, is_count = slo.min_samples or 0, slo.kind == "count"
     if reading.value is None and is_count and slo.absent_is_zero:
+        # an empty result (no series) counted nothing; NaN or ±Inf is never read as 0
         reading = SloReading(reading.name, 0.0, reading.samples)
         note = " (no series, read as 0)"
-    elif reading.value is None or math.isnan(reading.value):
-        return _verdict(slo, Verdict.INCONCLUSIVE, reading, "no data")
+    elif not _has_data(reading.value):
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, describe_missing(reading.value))
     else:
         note = ""
     samples = _valid_samples(reading.samples)
@@ -142,7 +165,9 @@ def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
 
 
 def evaluate_slo(slo: SloSpec, reading: SloReading) -> SloVerdict:
-    """One SLO's verdict with its numbers; NaN or missing data is never healthy."""
+    """One SLO's verdict with its numbers; a query error, NaN or missing data is never healthy."""
+    if reading.error is not None:
+        return _query_failed(slo, reading)
     if slo.kind == "ratio":
         return _evaluate_ratio(slo, reading)
     return _evaluate_scalar(slo, reading)
@@ -177,12 +202,28 @@ def _promotion_headline(current: float, target: float) -> str:
     return f"SLOs healthy, ramp {step}"
 
 
+def has_traffic_evidence(spec: FeatureSpec, verdicts: Sequence[SloVerdict]) -> bool:
+    """True when at least one SLO with min_samples > 0 is healthy with n >= min_samples: the
+    positive evidence that the feature served traffic, which every promotion needs (I1)."""
+    limits = {slo.name: slo.min_samples or 0 for slo in spec.slos}
+    for verdict in verdicts:
+        needed, samples = limits.get(verdict.name, 0), _valid_samples(verdict.samples)
+        if verdict.verdict is Verdict.HEALTHY and needed > 0 and (samples or 0) >= needed:
+            return True
+    return False
+
+
+WITHOUT_TRAFFIC = "promoted without traffic evidence (promote_without_traffic)"
+
+
 def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict]) -> Decision:
-    """The policy before guards: any breach rolls back, all healthy promotes, else hold."""
+    """The policy before guards: any breach rolls back whatever the other SLOs say; a
+    promotion needs every SLO healthy and traffic evidence (I1); anything else holds."""
     current, overall = float(state.percent), worst(v.verdict for v in verdicts)
     deciding = [v for v in verdicts if v.verdict is overall]
     titles = ", ".join(slo_title(v.name) for v in deciding)
     action, target = Action.HOLD, current
+    notes: tuple[str, ...] = ()
     if overall is Verdict.BREACH and current > 0:
         action, target = Action.ROLLBACK, safe_step(spec, current)
         headline = (
@@ -192,11 +233,18 @@ def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict])
         headline = f"Hold at 0%: {titles} breach, nothing to roll back"
     elif overall is Verdict.HEALTHY:
         step = next_step(spec, current)
+        has_traffic = has_traffic_evidence(spec, verdicts)
         if step is None:
             headline = f"Hold at {format_percent(current)}: full rollout reached"
+        elif not has_traffic and not spec.promote_without_traffic:
+            headline = (
+                f"Hold at {format_percent(current)}: SLOs healthy but no SLO with "
+                "min_samples > 0 saw enough traffic to promote"
+            )
         else:
             action, target = Action.PROMOTE, step
             headline = _promotion_headline(current, step)
+            notes = () if has_traffic else (WITHOUT_TRAFFIC,)
     else:
         named = ", ".join(v.name for v in deciding) or "no SLO verdicts"
         headline = f"Hold at {format_percent(current)}: inconclusive {named}"
@@ -205,7 +253,7 @@ def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict])
         action=action,
         from_percent=current,
         to_percent=target,
-        reasons=(headline, *(v.message for v in deciding)),
+        reasons=(headline, *notes, *(v.message for v in deciding)),
         verdicts=tuple(verdicts),
         proposed=action,
         proposed_percent=target,
@@ -222,7 +270,9 @@ class Recommendation(NamedTuple):
 def gmail_spec(has_request_counts: bool = True) -> FeatureSpec:
     """The original Gmail send SLOs (1% errors, p95 0.5 s, 5 OAuth refresh failures).
 
-    Without request counts the error rate is judged as a point estimate (min_samples 0).
+    Without request counts the error rate is judged as a point estimate (min_samples 0), so
+    nothing shows traffic: that spec opts in with `promote_without_traffic`, named in each
+    promotion's reason.
     """
     labels = 'provider="google",action="gmail.send"'
     error_rate: dict[str, Any] = {
@@ -242,7 +292,9 @@ def gmail_spec(has_request_counts: bool = True) -> FeatureSpec:
         {"name": "latency_p95", "query": latency, "max": 0.5},
         {"name": "oauth_refresh_failures", "kind": "count", "query": oauth, "max": 5},
     ]
-    return FeatureSpec.model_validate({"name": "google", "slos": slos})
+    return FeatureSpec.model_validate(
+        {"name": "google", "slos": slos, "promote_without_traffic": not has_request_counts}
+    )
 
 
 _GMAIL_SPECS = {True: gmail_spec(True), False: gmail_spec(False)}

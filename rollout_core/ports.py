@@ -82,7 +82,7 @@ class MetricsSource(Protocol):
         self, specs: Sequence[FeatureSpec], at: datetime
     ) -> Mapping[str, SloSnapshot | RolloutError]:
         """Every feature's SLO readings at `at`. Raises MetricsUnavailable when the source
-        cannot answer at all; a query rejected for one feature is that feature's error."""
+        cannot answer at all; a query that fails is the QueryError of each SLO reading it."""
         ...
 
 

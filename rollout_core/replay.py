@@ -5,13 +5,14 @@ The series is in long format, one row per feature, SLO and time (CSV, Parquet or
     time     ISO-8601 (naive means UTC) or a datetime
     feature  the feature name, as in rollouts.yaml
     slo      the SLO name
-    value    the reading: the error ratio, the latency or the count; empty/NaN is missing
-    samples  optional: the request count behind the value
+    value    the reading: the error ratio, the latency or the count; empty/NaN/±Inf is no data
+    samples  optional: the request count behind the value (empty, NaN or negative: no count)
 
 `fetch(specs, at)` takes, per feature and SLO, the latest row at or before `at` and no older
-than `staleness`; otherwise the reading is missing (0 for a count SLO with `absent_is_zero`,
-as an empty Prometheus result would be). Inside an outage window fetch raises
-MetricsUnavailable, to rehearse a metrics outage.
+than `staleness`; otherwise the reading has no series, as an empty Prometheus result would
+(the policy reads it as 0 for a count SLO with `absent_is_zero`). A row's NaN or ±Inf stays
+as it is: no data, never 0. Inside an outage window fetch raises MetricsUnavailable, to
+rehearse a metrics outage.
 """
 
 from __future__ import annotations
@@ -107,14 +108,10 @@ class ReplaySource:
         track = self._tracks.get((feature, slo.name))
         position = bisect_right(track.times, now) - 1 if track is not None else -1
         if track is None or position < 0 or track.times[position] < now - self._staleness_us:
-            absent = 0.0 if slo.kind == "count" and slo.absent_is_zero else None
-            return SloReading(slo.name, absent, None)
+            return SloReading(slo.name, None, None)  # no series, as an empty Prometheus result
+        # NaN and ±Inf stay: the policy reads them as no data, like Prometheus' own NaN
         value, samples = track.values[position], track.samples[position]
-        return SloReading(
-            slo.name,
-            None if math.isnan(value) else value,
-            None if math.isnan(samples) else samples,
-        )
+        return SloReading(slo.name, value, None if math.isnan(samples) else samples)
 
 
 def _index(frame: pd.DataFrame, source: str) -> dict[tuple[str, str], _Track]:

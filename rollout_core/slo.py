@@ -2,34 +2,40 @@
 
 Features that share an SLO profile with `group_by: <label>` share its queries: each query
 returns one series per label value and each feature takes the series whose label equals its
-`series_key`. Without `group_by` a query must return at most one series. An empty result or
-NaN is a missing reading (inconclusive), never 0, except for count SLOs with `absent_is_zero`.
+`series_key`. Without `group_by` a query must return at most one series.
+
+Each SLO is read on its own. An empty result is no series (None; the policy reads it as 0 for
+a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the policy reads them as
+no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
+Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
+503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
+the SLO. Only a Prometheus that cannot answer at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import math
-import os
-import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from rollout_core.config import FeatureSpec, SloSpec
-from rollout_core.errors import ConfigError, InvalidQuery, MetricsUnavailable, RolloutError
-from rollout_core.model import SloReading, SloSnapshot
+from rollout_core.errors import ConfigError, MetricsUnavailable, RolloutError
+from rollout_core.model import QueryError, SloReading, SloSnapshot
 from rollout_core.urls import redact_url, split_credentials
 
 if TYPE_CHECKING:
     from rollout_core.replay import ReplaySource
 
 __all__ = [
+    "Answer",
+    "HttpQueryClient",
     "PrometheusSource",
     "QueryClient",
     "QueryResults",
@@ -40,9 +46,6 @@ __all__ = [
     "parse_result",
     "snapshot_for",
 ]
-
-_API_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
-_QUERY_STATUSES = (400, 422)  # bad_data (parse error) and execution error: the query is wrong
 
 
 @dataclass(frozen=True)
@@ -55,20 +58,60 @@ class Series:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A query that cannot give readings: Prometheus refused it (HTTP 400/422, `status`) or
-    its result has the wrong shape (`status` None). `detail` says why."""
+    """A query that gave no result: Prometheus' error (`kind` is its `errorType`, `status` the
+    HTTP status) or a result of the wrong shape (`kind` "bad_result", `status` None)."""
 
+    kind: str
     detail: str
     status: int | None = None
+    transient: bool = False
 
 
 QueryOutcome = tuple[Series, ...] | Rejected
 
 
-class QueryClient(Protocol):
-    """The one method of prometheus-api-client's `PrometheusConnect` this source uses."""
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer of `/api/v1/query`: its status and its JSON body (None if not JSON)."""
 
-    def custom_query(self, query: str, params: dict[str, Any] | None = None) -> Any: ...
+    status: int
+    body: Any
+
+
+class QueryClient(Protocol):
+    """Sends one instant query; raises requests.RequestException when nothing answered."""
+
+    def query(self, promql: str, params: Mapping[str, str]) -> Answer: ...
+
+
+class HttpQueryClient:
+    """Prometheus' `/api/v1/query` over one requests session: an explicit timeout and no
+    library retries (the source retries transient query errors itself, the caller outages)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        self.endpoint = f"{url}/api/v1/query"
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers.update(dict(headers or {}))
+        self._session.auth = auth
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, HTTPAdapter(max_retries=0))
+
+    def query(self, promql: str, params: Mapping[str, str]) -> Answer:
+        response = self._session.get(
+            self.endpoint, params={"query": promql, **params}, timeout=self.timeout
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return Answer(response.status_code, body)
 
 
 def distinct_queries(specs: Sequence[FeatureSpec]) -> list[str]:
@@ -82,7 +125,7 @@ def parse_result(raw: Any) -> tuple[Series, ...]:
         return (Series({}, float(raw[1])),)  # a scalar: [time, "value"]
     try:
         return tuple(Series(dict(item.get("metric", {})), float(item["value"][1])) for item in raw)
-    except (KeyError, TypeError, IndexError, AttributeError):
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
         raise ValueError(
             "a range vector or a string, not an instant vector; wrap a range selector in a "
             "function such as increase()"
@@ -110,135 +153,172 @@ class QueryResults:
         return index
 
 
-def snapshot_for(
-    spec: FeatureSpec, results: QueryResults, at: datetime
-) -> SloSnapshot | ConfigError:
-    """One feature's readings picked out of the shared query outcomes, or its config error."""
-    try:
-        readings = {slo.name: _reading(spec, slo, results) for slo in spec.slos}
-    except ConfigError as error:
-        return error
-    return SloSnapshot(spec.name, readings, at)
+class _Unreadable(Exception):
+    """One query gave this SLO no reading; becomes the reading's QueryError."""
+
+    def __init__(self, query: str, rejected: Rejected, labels: tuple[Series, ...] = ()) -> None:
+        super().__init__(rejected.detail)
+        self.query, self.rejected = query, rejected
+        self.labels = tuple(item.labels for item in labels)
+
+
+def snapshot_for(spec: FeatureSpec, results: QueryResults, at: datetime) -> SloSnapshot:
+    """One feature's readings picked out of the shared query outcomes; an SLO whose query
+    failed carries its QueryError, and the other SLOs keep their values."""
+    return SloSnapshot(spec.name, {slo.name: _reading(spec, slo, results) for slo in spec.slos}, at)
 
 
 def _reading(spec: FeatureSpec, slo: SloSpec, results: QueryResults) -> SloReading:
+    try:
+        return _values(spec, slo, results)
+    except _Unreadable as problem:
+        rejected = problem.rejected
+        error = QueryError(
+            slo=slo.name,
+            query=problem.query,
+            kind=rejected.kind,
+            detail=rejected.detail,
+            transient=rejected.transient,
+            status=rejected.status,
+            labels=problem.labels,
+        )
+        return SloReading(slo.name, None, None, error)
+
+
+def _values(spec: FeatureSpec, slo: SloSpec, results: QueryResults) -> SloReading:
     if slo.ratio is not None:
-        total = _known(_pick(spec, slo, slo.ratio.total, results))
-        errors = _known(_pick(spec, slo, slo.ratio.errors, results))
-        if total is None or total <= 0 or errors is None:
+        total = _pick(spec, slo, slo.ratio.total, results)
+        errors = _pick(spec, slo, slo.ratio.errors, results)
+        if total is None or not math.isfinite(total):
+            return SloReading(slo.name, total, None)  # no series, or NaN/Inf: no data
+        if total <= 0 or errors is None:
             return SloReading(slo.name, None, total)
-        return SloReading(slo.name, errors / total, total)
+        return SloReading(slo.name, errors / total if math.isfinite(errors) else errors, total)
     assert slo.query is not None
-    value = _pick(spec, slo, slo.query, results)
-    if value is None and slo.kind == "count" and slo.absent_is_zero:
-        value = 0.0  # no series: no events counted (NaN stays missing)
-    samples = _known(_pick(spec, slo, slo.samples, results)) if slo.samples else None
-    return SloReading(slo.name, _known(value), samples)
-
-
-def _known(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
+    value = _pick(spec, slo, slo.query, results)  # None (no series) stays None: the policy
+    samples = _pick(spec, slo, slo.samples, results) if slo.samples else None
+    return SloReading(slo.name, value, samples)
 
 
 def _pick(spec: FeatureSpec, slo: SloSpec, query: str, results: QueryResults) -> float | None:
-    """This feature's value in the query's result: None when absent, NaN kept as NaN."""
+    """This feature's value in the query's result: None when absent, NaN/Inf as they are."""
     outcome = results.outcomes[query]
-    where = f"feature {spec.name!r} SLO {slo.name!r}: the query {query!r}"
-    if isinstance(outcome, Rejected) and outcome.status is None:
-        raise ConfigError(f"{where} returned {outcome.detail}")
     if isinstance(outcome, Rejected):
-        raise InvalidQuery(spec.name, slo.name, query, outcome.detail)
+        raise _Unreadable(query, outcome)
     label = slo.group_by
     if label is None:
         if len(outcome) > 1:
-            raise ConfigError(
-                f"{where} returned {len(outcome)} series; wrap it in sum(...) or set "
-                "group_by to the label that names the feature"
-            )
+            fix = "wrap it in sum(...) or set group_by to the label that names the feature"
+            raise _Unreadable(query, _shape(f"{len(outcome)} series; {fix}"), outcome)
         mine = list(outcome)
     else:
         index = results.grouped(query, outcome, label)
         if outcome and not index:
-            raise ConfigError(
-                f"{where} returned series without the label {label!r}; aggregate it with "
-                f"sum by ({label}) (...) or remove group_by"
+            fix = f"aggregate it with sum by ({label}) (...) or remove group_by"
+            raise _Unreadable(
+                query, _shape(f"series without the label {label!r}; {fix}", "no_group_label")
             )
         mine = index.get(spec.series_key, [])
         if len(mine) > 1:
-            raise ConfigError(
-                f"{where} returned {len(mine)} series with {label}={spec.series_key!r}; "
-                f"aggregate it with sum by ({label}) (...)"
-            )
+            fix = f"aggregate it with sum by ({label}) (...)"
+            detail = f"{len(mine)} series with {label}={spec.series_key!r}; {fix}"
+            raise _Unreadable(query, _shape(detail), tuple(mine))
     return mine[0].value if mine else None
+
+
+def _shape(detail: str, kind: str = "several_series") -> Rejected:
+    return Rejected(kind, detail)
 
 
 class PrometheusSource:
     """The MetricsSource over Prometheus' HTTP API, evaluated at the `at` of each fetch.
 
-    No library retries (retrying is the caller's job) and an explicit timeout, so an outage
-    raises MetricsUnavailable in about one timeout. `queries_sent` counts every query sent.
+    An explicit timeout and no library retries, so an outage raises MetricsUnavailable in
+    about one timeout (the caller retries that). A transient query error (422, 503) is retried
+    here, `query_retries` times with a backoff doubling from `retry_backoff` seconds, for the
+    failing queries only. `queries_sent` counts every query sent.
     """
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str,
         *,
         timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         client: QueryClient | None = None,
+        query_retries: int = 2,
+        retry_backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        url = base_url or os.environ.get("PROMETHEUS_BASE_URL", "")
-        if not url:
+        if not base_url:
             raise ConfigError(
                 "PROMETHEUS_BASE_URL is not set; export it (e.g. http://127.0.0.1:9090) "
                 "or pass base_url"
             )
-        plain, url_auth = split_credentials(url.rstrip("/"))
-        self.url = redact_url(url.rstrip("/"))
+        if query_retries < 0 or retry_backoff < 0:
+            raise ValueError(
+                f"query_retries {query_retries} and retry_backoff {retry_backoff} must be >= 0"
+            )
+        plain, url_auth = split_credentials(base_url.rstrip("/"))
+        self.url = redact_url(base_url.rstrip("/"))
         self.timeout = timeout
+        self.query_retries, self.retry_backoff = query_retries, retry_backoff
         self.queries_sent = 0
-        self._client = client or _connect(plain, timeout, headers, auth or url_auth)
+        self._sleep = sleep
+        self._client = client or HttpQueryClient(plain, timeout, headers, auth or url_auth)
 
     def fetch(
         self, specs: Sequence[FeatureSpec], at: datetime
     ) -> Mapping[str, SloSnapshot | RolloutError]:
         """Every feature's readings at `at` (naive means UTC); MetricsUnavailable if Prometheus
-        cannot answer; a rejected query is the error of each feature that uses it."""
+        cannot answer; a failed query is the QueryError of each SLO that uses it."""
         moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         params = {"time": f"{moment.timestamp():.3f}"}
-        results = QueryResults(
-            {query: self._run(query, params) for query in distinct_queries(specs)}
-        )
+        outcomes = {query: self._run(query, params) for query in distinct_queries(specs)}
+        for attempt in range(self.query_retries):
+            failing = [q for q, o in outcomes.items() if isinstance(o, Rejected) and o.transient]
+            if not failing:
+                break
+            self._sleep(self.retry_backoff * 2**attempt)
+            outcomes.update({query: self._run(query, params) for query in failing})
+        results = QueryResults(outcomes)
         return {spec.name: snapshot_for(spec, results, moment) for spec in specs}
 
-    def _run(self, query: str, params: dict[str, Any]) -> QueryOutcome:
-        from prometheus_api_client.exceptions import PrometheusApiClientException
-
+    def _run(self, query: str, params: Mapping[str, str]) -> QueryOutcome:
         self.queries_sent += 1
         try:
-            raw = self._client.custom_query(query, params=params)
-        except PrometheusApiClientException as exc:
-            status, detail = _api_error(str(exc))
-            if status in _QUERY_STATUSES:
-                return Rejected(detail, status)
-            hint = "check the credentials" if status in (401, 403) else "retry later"
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} answered HTTP {status}: {detail}; {hint}"
-            ) from None
+            answer = self._client.query(query, params)
         except requests.RequestException as exc:
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} is unreachable: {self._reason(exc)}; "
                 "check that it runs and PROMETHEUS_BASE_URL points at it"
             ) from None
-        except (KeyError, TypeError, ValueError):
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 200 and body.get("status") == "success":
+            try:
+                return parse_result(body["data"]["result"])
+            except (KeyError, TypeError):
+                pass  # not the API's shape: refused below
+            except ValueError as exc:
+                return Rejected("bad_result", str(exc))
+        elif body.get("status") == "error" and "errorType" in body and answer.status != 200:
+            if answer.status in (401, 403):
+                raise MetricsUnavailable(
+                    f"Prometheus at {self.url} answered HTTP {answer.status}: "
+                    f"{body.get('error')}; check the credentials"
+                )
+            kind, detail = str(body["errorType"]), str(body.get("error", ""))
+            return Rejected(kind, detail, answer.status, transient=answer.status != 400)
+        if answer.status != 200:
+            hint = "check the credentials" if answer.status in (401, 403) else "retry later"
             raise MetricsUnavailable(
-                f"{self.url} did not answer like a Prometheus API; check PROMETHEUS_BASE_URL"
-            ) from None
-        try:
-            return parse_result(raw)
-        except ValueError as exc:
-            return Rejected(str(exc))
+                f"Prometheus at {self.url} answered HTTP {answer.status} without a Prometheus "
+                f"error; {hint}"
+            )
+        raise MetricsUnavailable(
+            f"{self.url} did not answer like a Prometheus API; check PROMETHEUS_BASE_URL"
+        )
 
     def _reason(self, exc: requests.RequestException) -> str:
         text = str(exc).lower()
@@ -247,35 +327,6 @@ class PrometheusSource:
         if "refused" in text:
             return "connection refused"
         return type(exc).__name__
-
-
-def _connect(
-    url: str,
-    timeout: float,
-    headers: Mapping[str, str] | None,
-    auth: tuple[str, str] | None,
-) -> QueryClient:
-    from prometheus_api_client import PrometheusConnect
-    from urllib3.util.retry import Retry
-
-    client: QueryClient = PrometheusConnect(
-        url, headers=dict(headers or {}), retry=Retry(total=0), auth=auth, timeout=timeout
-    )
-    return client
-
-
-def _api_error(message: str) -> tuple[int, str]:
-    """(status, Prometheus' own error text) out of a PrometheusApiClientException message."""
-    match = _API_ERROR.match(message)
-    if match is None:
-        return 0, message
-    body = match[2]
-    try:
-        content = ast.literal_eval(body)
-        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
-        return int(match[1]), str(json.loads(text).get("error", text))
-    except (ValueError, SyntaxError, AttributeError):
-        return int(match[1]), body[:300]
 
 
 def __getattr__(name: str) -> Any:

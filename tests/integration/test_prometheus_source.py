@@ -7,18 +7,23 @@ after start, so the module fixture waits for it once. Queries use [15s] windows.
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
 from deployments.sample_service import SampleService
 from deployments.servers import RunningServer, start_prometheus
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
-from rollout_core.errors import InvalidQuery, MetricsUnavailable, RolloutError
-from rollout_core.model import SloSnapshot
+from rollout_core.controller import OutcomeStatus, run_pass, run_status
+from rollout_core.errors import MetricsUnavailable, RolloutError
+from rollout_core.flags import RedisFlagStore
+from rollout_core.model import Action, FlagState, SloSnapshot, Verdict
+from rollout_core.policy import evaluate_slos, propose
 from rollout_core.slo import PrometheusSource
 from tests.integration.traffic import poll
 
@@ -41,10 +46,27 @@ PROFILE = (
     SloSpec(name="oauth_refresh_failures", kind="count", query=OAUTH, max=5, group_by="provider"),
 )
 SCALE = [f"p{n:03d}" for n in range(1, 51)]
+BAD_PROMQL = "histogram_quantile(0.95, sum(rate("
 
 
 def feature(name: str, *slos: SloSpec) -> FeatureSpec:
-    return FeatureSpec(name=name, slos=slos or PROFILE)
+    slos = slos or PROFILE
+    counted = any((slo.min_samples or 0) > 0 for slo in slos)
+    return FeatureSpec(name=name, slos=slos, promote_without_traffic=not counted)
+
+
+def own_error_rate(provider: str) -> SloSpec:
+    """An ungrouped error ratio on one provider's series: a handful of samples per query."""
+    labels = f'provider="{provider}",action="gmail.send"'
+    return SloSpec(
+        name="error_rate",
+        ratio=RatioQueries(
+            errors=f"sum(increase(action_error_total{{{labels}}}[15s]))",
+            total=f"sum(increase(action_exec_total{{{labels}}}[15s]))",
+        ),
+        max=0.01,
+        min_samples=200,
+    )
 
 
 def now() -> datetime:
@@ -53,7 +75,7 @@ def now() -> datetime:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[SampleService]:
-    with SampleService(providers=["google", "spiky", *SCALE]) as running:
+    with SampleService(providers=["google", "spiky", "bigspike", "tired", *SCALE]) as running:
         yield running
 
 
@@ -116,18 +138,148 @@ def test_an_injected_error_spike_is_read_back_for_that_feature_only(
     assert (snapshot(results["google"]).reading("error_rate").value or 0) < 0.01
 
 
-def test_a_bad_query_is_an_invalid_query_for_that_feature_only(
+def test_a_bad_query_is_a_bad_data_error_on_that_slo_only(prometheus: RunningServer) -> None:
+    broken = SloSpec(name="latency_p95", query=BAD_PROMQL, max=0.5)
+    results = PrometheusSource(prometheus.url).fetch(
+        [feature("google"), feature("broken", PROFILE[0], broken)], now()
+    )
+    readings = snapshot(results["broken"])
+    error = readings.reading("latency_p95").error
+    assert error is not None
+    assert (error.slo, error.query, error.kind, error.status) == (
+        "latency_p95",
+        BAD_PROMQL,
+        "bad_data",
+        400,
+    )
+    assert not error.transient and "parse error" in error.detail
+    assert readings.reading("error_rate").error is None
+    assert isinstance(results["google"], SloSnapshot)
+
+
+def test_a_query_returning_two_series_is_that_slos_error_naming_their_labels(
     prometheus: RunningServer,
 ) -> None:
-    broken = SloSpec(name="latency_p95", query="histogram_quantile(0.95, sum(rate(", max=0.5)
-    results = PrometheusSource(prometheus.url).fetch(
-        [feature("google"), feature("broken", broken)], now()
+    two = 'sum by (provider) (rate(action_exec_total{provider=~"google|spiky"}[15s]))'
+    loose = SloSpec(name="latency_p95", query=two, max=0.5)
+    readings = snapshot(
+        PrometheusSource(prometheus.url).fetch([feature("google", PROFILE[0], loose)], now())[
+            "google"
+        ]
     )
-    error = results["broken"]
-    assert isinstance(error, InvalidQuery)
-    assert (error.feature, error.slo) == ("broken", "latency_p95")
-    assert "parse error" in str(error)
-    assert isinstance(results["google"], SloSnapshot)
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.kind == "several_series" and not error.transient
+    assert sorted(labels["provider"] for labels in error.labels) == ["google", "spiky"]
+    assert 'provider="spiky"' in str(error) and two in str(error)
+    assert not readings.reading("error_rate").is_missing
+
+
+def test_vector_0_over_vector_0_is_no_data_never_a_healthy_zero(
+    prometheus: RunningServer,
+) -> None:
+    nan_count = SloSpec(
+        name="oauth_refresh_failures", kind="count", query="vector(0)/vector(0)", max=5
+    )
+    spec = feature("google", PROFILE[0], nan_count)
+    readings = snapshot(PrometheusSource(prometheus.url).fetch([spec], now())["google"])
+    value = readings.reading("oauth_refresh_failures").value
+    assert value is not None and math.isnan(value)
+    verdicts = evaluate_slos(spec, readings)
+    assert verdicts[0].verdict is Verdict.HEALTHY
+    assert verdicts[1].message == "oauth_refresh_failures no data (NaN): inconclusive"
+    decision = propose(spec, FlagState("google", 10), verdicts)
+    assert decision.action is Action.HOLD
+
+
+def test_an_empty_result_is_zero_for_a_count_and_no_data_for_a_value(
+    prometheus: RunningServer,
+) -> None:
+    nothing = "sum(increase(no_such_metric_total[15s]))"
+    count = SloSpec(name="failures", kind="count", query=nothing, max=5)
+    value = SloSpec(name="latency_p95", query=nothing, max=0.5)
+    spec = feature("google", PROFILE[0], count, value)
+    readings = snapshot(PrometheusSource(prometheus.url).fetch([spec], now())["google"])
+    messages = [v.message for v in evaluate_slos(spec, readings)]
+    assert messages[1:] == [
+        "failures 0 (no series, read as 0) <= max 5: healthy",
+        "latency_p95 no data: inconclusive",
+    ]
+
+
+def breaching(source: PrometheusSource, spec: FeatureSpec) -> SloSnapshot:
+    """Wait until the feature's error ratio shows the injected 20% over 2,000+ requests."""
+
+    def is_breaching(result: SloSnapshot | RolloutError) -> bool:
+        reading = snapshot(result).reading("error_rate")
+        return (reading.samples or 0) >= 2000 and (reading.value or 0) > 0.15
+
+    return snapshot(poll(lambda: source.fetch([spec], now())[spec.name], is_breaching, timeout=40))
+
+
+def test_a_breach_rolls_back_from_100_although_the_latency_query_is_malformed(
+    prometheus: RunningServer, service: SampleService, redis_url: str
+) -> None:
+    spec = feature(
+        "bigspike",
+        own_error_rate("bigspike"),
+        SloSpec(name="latency_p95", query=BAD_PROMQL, max=0.5),
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisFlagStore(client)
+    store.init("bigspike", now())
+    store.set_percent("bigspike", 100, "fully rolled out", at=now())
+    service.inject(["bigspike"], rps=200, error_rate=0.2)
+    try:
+        source = PrometheusSource(prometheus.url)
+        breaching(source, spec)
+        outcomes = run_pass([spec], store, source, now(), dry_run=False)
+    finally:
+        service.inject(["bigspike"], rps=50, error_rate=0.002)
+    outcome = outcomes["bigspike"]
+    assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
+    assert outcome.applied and client.get("flags:bigspike:rollout_percent") == "10"
+    assert outcome.status is OutcomeStatus.CONFIG_ERROR and run_status(outcomes) == "error"
+    assert "SLO 'latency_p95'" in outcome.summary and "bad_data" in outcome.summary
+    client.close()
+
+
+def test_a_too_many_samples_query_is_retried_then_transient_and_the_breach_still_rolls_back(
+    prometheus_factory: Callable[..., RunningServer], service: SampleService, redis_url: str
+) -> None:
+    # one provider's error ratio loads ~30 samples; the grouped p95 over 54 providers thousands
+    limited = prometheus_factory(
+        scrape_targets={"sample": [service.host_port]},
+        scrape_interval="1s",
+        extra_args=["--query.max-samples=500"],
+    )
+    latency = SloSpec(name="latency_p95", query=P95, max=0.5, group_by="provider")
+    spec = feature("tired", own_error_rate("tired"), latency)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisFlagStore(client)
+    store.init("tired", now())
+    store.set_percent("tired", 100, "fully rolled out", at=now())
+    sleeps: list[float] = []
+    source = PrometheusSource(limited.url, retry_backoff=0.1, sleep=sleeps.append)
+    service.inject(["tired"], rps=200, error_rate=0.2)
+    try:
+        readings = breaching(source, spec)
+        sent = source.queries_sent
+        source.fetch([spec], now())
+        per_fetch = source.queries_sent - sent
+        outcomes = run_pass([spec], store, source, now(), dry_run=False)
+    finally:
+        service.inject(["tired"], rps=50, error_rate=0.002)
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.transient
+    assert (error.kind, error.status) == ("execution", 422)
+    assert "too many samples" in error.detail
+    assert per_fetch == 3 + 2  # three queries, then the failing one retried twice
+    assert sleeps[-2:] == [0.1, 0.2]
+    outcome = outcomes["tired"]
+    assert outcome.status is OutcomeStatus.OK and run_status(outcomes) == "ok"
+    assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
+    assert client.get("flags:tired:rollout_percent") == "10"
+    client.close()
 
 
 def test_the_query_count_does_not_grow_with_the_number_of_features(

@@ -31,6 +31,7 @@ CONFIG = """\
 defaults: {dwell: 30m, cooldown: 2h}
 features:
   google:
+    promote_without_traffic: true
     slos: [{name: latency, query: up, max: 1}]
 """
 

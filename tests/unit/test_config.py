@@ -126,6 +126,19 @@ def test_the_base_file_of_these_tests_is_valid(tmp_path: Path) -> None:
         (with_feature_field("freeze: [{start: '24:00'}]"), "freeze:", "freeze.0.start"),
         (with_feature_field("freeze: [{start: '08:00', end: '08:00'}]"), "freeze:", "freeze.0"),
         (with_feature_field("freeze: [{colour: red}]"), "freeze:", "freeze.0.colour"),
+        (edited("dwell: 15m", "dwell: .inf"), "dwell: .inf", "dwell"),
+        (edited("dwell: 15m", "dwell: .nan"), "dwell: .nan", "dwell"),
+        (edited("dwell: 15m", "dwell: 1e400"), "dwell: 1e400", "dwell"),
+        (edited("cooldown: 1h", "cooldown: 99999999999d"), "cooldown: 9999", "cooldown"),
+        (with_feature_field("cooldown: 3651d"), "cooldown: 3651d", "cooldown"),
+        (edited("[0, 10, 50, 100]", "[0, true, 100]"), "ladder:", "ladder.1"),
+        (edited("safe_percent: 10", "safe_percent: false"), "safe_percent", "safe_percent"),
+        (edited("max: 0.5", "max: true"), "max: true", "slos.1.max"),
+        (
+            edited("min_samples: 200", "min_samples: true"),
+            "min_samples: true",
+            "slos.0.min_samples",
+        ),
         (edited("    slos:\n", "    slos: 5\n").split("      - name")[0], "slos: 5", "slos"),
     ],
 )
@@ -173,8 +186,11 @@ def test_a_feature_listed_twice_is_an_error_not_silently_the_last_one(tmp_path: 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("colour: 1\n" + BASE, ":1: unknown top-level key(s) ['colour']"),
-        (edited("  dwell: 15m", "  dwel: 15m"), ":1: unknown key(s) ['dwel'] under 'defaults'"),
+        ("colour: 1\n" + BASE, ":1: unknown key 'colour' at the top level"),
+        (
+            edited("  dwell: 15m", "  dwel: 15m"),
+            ":4: unknown key 'dwel' under 'defaults'; did you mean 'dwell'?",
+        ),
         ("features: [\n", ":2: not valid YAML"),
         ("", ": expected a mapping with a 'features:' mapping"),
         ("features:\n  google: 5\n", ":2: feature 'google' must be a mapping"),
@@ -224,7 +240,84 @@ def test_a_profile_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> No
 
 def test_profiles_must_be_a_mapping(tmp_path: Path) -> None:
     message, path = load_error(tmp_path, "profiles: [1]\n" + BASE)
-    assert message == f"{path}:1: 'profiles' must be a mapping"
+    assert message.startswith(f"{path}:1: 'profiles' is [1]; expected a mapping")
+
+
+def test_empty_defaults_as_a_list_are_refused_not_read_as_no_defaults(tmp_path: Path) -> None:
+    text = "defaults: []\nfeatures:" + BASE.split("features:")[1]
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:1: 'defaults' is []; expected a mapping")
+    assert "remove 'defaults:'" in message
+
+
+def test_huge_durations_are_a_config_error_not_an_overflow_traceback(tmp_path: Path) -> None:
+    text = edited("cooldown: 1h", "cooldown: 99999999999d")
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, 'cooldown:')}: feature 'google' field cooldown:" in message
+    assert "too long; expected at most 3650d" in message and "99999999999d" in message
+    message, _ = load_error(tmp_path, edited("dwell: 15m", "dwell: .inf"))
+    assert "is not a finite number" in message
+
+
+def test_a_boolean_ladder_step_is_refused_rather_than_read_as_one(tmp_path: Path) -> None:
+    message, _ = load_error(tmp_path, edited("[0, 10, 50, 100]", "[0, true, 100]"))
+    assert "field ladder.1: true is a boolean, not a number" in message
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("featurs", "features"), ("defualts", "defaults")])
+def test_a_top_level_typo_is_named_with_its_line_and_the_closest_key(
+    tmp_path: Path, typo: str, meant: str
+) -> None:
+    text = BASE.replace(f"{meant}:", f"{typo}:")
+    message, path = load_error(tmp_path, text)
+    assert message == (
+        f"{path}:{line_of(text, typo)}: unknown key {typo!r} at the top level; "
+        f"did you mean {meant!r}?"
+    )
+
+
+def test_a_name_key_inside_a_feature_is_refused_not_silently_overridden(tmp_path: Path) -> None:
+    text = with_feature_field("name: outlook")
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(
+        f"{path}:{line_of(text, 'name: outlook')}: feature 'google' has a 'name:' key ('outlook')"
+    )
+    assert "remove 'name:'" in message
+
+
+LATENCY_ONLY = """\
+features:
+  google:
+    slos:
+      - name: latency_p95
+        query: histogram_quantile(0.95, latency)
+        max: 0.5
+"""
+
+
+def test_a_feature_without_an_slo_that_counts_traffic_is_refused_at_load(tmp_path: Path) -> None:
+    message, path = load_error(tmp_path, LATENCY_ONLY)
+    assert message.startswith(f"{path}:2: feature 'google' field (feature): feature 'google' has")
+    assert "no SLO with min_samples > 0" in message
+    assert "promote_without_traffic: true" in message
+    zero = edited("min_samples: 200", "min_samples: 0")
+    message, path = load_error(
+        tmp_path, edited("max: 0.5", "max: 0.5\n        min_samples: 0", zero)
+    )
+    assert "no SLO with min_samples > 0" in message
+
+
+def test_promote_without_traffic_is_an_explicit_opt_in_of_the_feature(tmp_path: Path) -> None:
+    text = LATENCY_ONLY.replace("    slos:", "    promote_without_traffic: true\n    slos:")
+    assert load(tmp_path, text).feature("google").promote_without_traffic is True
+    in_defaults = "defaults:\n  promote_without_traffic: true\n" + LATENCY_ONLY
+    message, _ = load_error(tmp_path, in_defaults)
+    assert "unknown key 'promote_without_traffic' under 'defaults'" in message
+    in_profile = "profiles:\n  quiet:\n    promote_without_traffic: true\n" + LATENCY_ONLY.replace(
+        "  google:\n", "  google:\n    profile: quiet\n"
+    )
+    message, path = load_error(tmp_path, in_profile)
+    assert message.startswith(f"{path}:3: profile 'quiet' sets 'promote_without_traffic'")
 
 
 def test_freeze_days_accept_abbreviations_and_full_names_in_any_case(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from rollout_core.controller import (
 )
 from rollout_core.errors import FlagStoreError, MetricsUnavailable, RolloutError
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
-from rollout_core.model import Action, FlagState, SloReading, SloSnapshot
+from rollout_core.model import Action, FlagState, QueryError, SloReading, SloSnapshot
 from rollout_core.ports import ApplyResult, FlagChange
 
 NOW = datetime(2025, 10, 8, 15, 0, tzinfo=UTC)
@@ -286,3 +286,65 @@ def test_the_summary_counts_failures_and_has_a_line_per_feature(
         "google: promote 0% -> 10% (Initial canary 0% -> 10%: all SLOs healthy; "
         "error_rate 0.1% (n=5000, 99% lower bound 0.037%) <= max 1.0%: healthy)",
     ]
+
+
+@dataclass
+class SnapshotSource:
+    """Hands back the given snapshots as they are."""
+
+    snapshots: Mapping[str, SloSnapshot]
+
+    def fetch(
+        self, specs: Sequence[FeatureSpec], at: datetime
+    ) -> Mapping[str, SloSnapshot | RolloutError]:
+        return dict(self.snapshots)
+
+
+def with_latency(name: str) -> FeatureSpec:
+    body = spec(name).model_dump()
+    body["slos"] = [*body["slos"], {"name": "latency_p95", "query": "p95", "max": 0.5}]
+    return FeatureSpec.model_validate(body)
+
+
+def broken_latency(transient: bool) -> SloReading:
+    kind, status = ("execution", 422) if transient else ("bad_data", 400)
+    error = QueryError("latency_p95", "p95", kind, "made up", transient, status)
+    return SloReading("latency_p95", None, None, error)
+
+
+def test_a_bad_query_on_one_slo_still_lets_another_slos_breach_roll_back_and_fails_the_run(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    seed(client, "google", "100")
+    readings = {
+        "error_rate": SloReading("error_rate", 0.2, 2000),
+        "latency_p95": broken_latency(False),
+    }
+    source = SnapshotSource({"google": SloSnapshot("google", readings, NOW)})
+
+    outcomes = run_pass([with_latency("google")], store, source, NOW, False)
+
+    outcome = outcomes["google"]
+    assert (outcome.result, outcome.applied) == (Action.ROLLBACK, True)
+    assert client.get("flags:google:rollout_percent") == "10"
+    assert outcome.status is OutcomeStatus.CONFIG_ERROR and outcome.is_failed
+    assert run_status(outcomes) == "error"
+    assert "config_error: SLO 'latency_p95': HTTP 400 bad_data: made up (query 'p95')" in (
+        outcome.summary
+    )
+
+
+def test_a_transient_query_error_holds_without_failing_the_run(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    seed(client, "google", "10")
+    readings = {"error_rate": HEALTHY, "latency_p95": broken_latency(True)}
+    source = SnapshotSource({"google": SloSnapshot("google", readings, NOW)})
+
+    outcomes = run_pass([with_latency("google")], store, source, NOW, False)
+
+    outcome = outcomes["google"]
+    assert outcome.result is Action.HOLD and outcome.status is OutcomeStatus.OK
+    assert "latency_p95 transient query error: HTTP 422 execution" in outcome.summary
+    assert run_status(outcomes) == "ok"
+    assert client.get("flags:google:rollout_percent") == "10"

@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.decision import decide
-from rollout_core.model import Action, Decision, FlagState, SloReading, SloSnapshot, Verdict
-from rollout_core.policy import evaluate_slo, safe_step
+from rollout_core.model import (
+    Action,
+    Decision,
+    FlagState,
+    QueryError,
+    SloReading,
+    SloSnapshot,
+    Verdict,
+)
+from rollout_core.policy import WITHOUT_TRAFFIC, evaluate_slo, safe_step
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 NOW = st.datetimes(
@@ -21,15 +29,26 @@ NOW = st.datetimes(
 )
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 CLOCKS = st.sampled_from(["00:00", "06:00", "09:30", "17:30", "22:00", "23:59"])
-MAYBE_NAN = st.one_of(
-    st.none(), st.just(math.nan), st.just(math.inf), st.floats(0, 2), st.floats(0, 2e4)
+NOT_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+MAYBE_NAN = st.one_of(st.none(), NOT_FINITE, st.floats(0, 2), st.floats(0, 2e4))
+SAMPLES = st.one_of(st.none(), NOT_FINITE, st.just(0.0), st.just(-5.0), st.floats(0, 1e5))
+QUERY_ERRORS = st.one_of(
+    st.none(),
+    st.builds(
+        QueryError,
+        slo=st.just("x"),
+        query=st.just("q"),
+        kind=st.sampled_from(["bad_data", "execution", "timeout", "several_series"]),
+        detail=st.just("made up"),
+        transient=st.booleans(),
+    ),
 )
-SAMPLES = st.one_of(st.none(), st.just(math.nan), st.just(0.0), st.floats(0, 1e5))
 ZONES = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
 MAX_RATIOS, MAX_LATENCIES, MAX_COUNTS = st.floats(0, 0.2), st.floats(0.01, 2), st.integers(0, 20)
 SECONDS_AGO = st.one_of(st.none(), st.integers(-600, 3 * 86400))
 ANY_PERCENT, INDEX = st.floats(0, 100), st.integers(0, 10)
 GUARDS_THAT_STOP_EVERYTHING = {"not_initialised", "disabled", "paused"}
+OPT_IN = {"promote_without_traffic": True}
 
 
 @st.composite
@@ -51,12 +70,13 @@ def freeze_windows(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def specs(draw: st.DrawFn) -> FeatureSpec:
     ladder = draw(ladders())
+    min_samples = draw(st.integers(0, 1000))
     slos = [
         {
             "name": "error_rate",
             "ratio": {"errors": "e", "total": "t"},
             "max": draw(MAX_RATIOS),
-            "min_samples": draw(st.integers(0, 1000)),
+            "min_samples": min_samples,
         },
         {"name": "latency_p95", "query": "p95", "max": draw(MAX_LATENCIES)},
         {
@@ -76,6 +96,7 @@ def specs(draw: st.DrawFn) -> FeatureSpec:
             "cooldown": draw(st.integers(0, 7200)),
             "freeze": draw(st.lists(freeze_windows(), max_size=2)),
             "slos": slos,
+            "promote_without_traffic": min_samples == 0 or draw(st.booleans()),
         }
     )
 
@@ -104,7 +125,7 @@ def scenarios(draw: st.DrawFn) -> tuple[FeatureSpec, FlagState, SloSnapshot, dat
         last_rollback_time=seconds_before(now, draw(SECONDS_AGO)),
     )
     readings = {
-        slo.name: SloReading(slo.name, draw(MAYBE_NAN), draw(SAMPLES))
+        slo.name: SloReading(slo.name, draw(MAYBE_NAN), draw(SAMPLES), draw(QUERY_ERRORS))
         for slo in spec.slos
         if draw(st.integers(0, 9)) > 0  # now and then a reading is absent altogether
     }
@@ -127,8 +148,44 @@ def test_no_promotion_unless_every_slo_is_healthy_and_every_guard_passes(
     decision = decide(*scenario)
     if decision.action is Action.PROMOTE:
         assert all(v.verdict is Verdict.HEALTHY for v in decision.verdicts)
+        assert len(decision.verdicts) == len(scenario[0].slos)
         assert blocking(decision) == set()
         assert decision.to_percent > decision.from_percent
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_no_promotion_without_traffic_evidence_unless_the_feature_opts_in_and_says_so(
+    scenario: tuple[FeatureSpec, FlagState, SloSnapshot, datetime],
+) -> None:
+    spec, _, snapshot, _ = scenario
+    decision = decide(*scenario)
+    if decision.action is not Action.PROMOTE:
+        return
+    error_rate = snapshot.reading("error_rate")
+    needed = spec.slos[0].min_samples or 0
+    has_traffic = (
+        needed > 0
+        and error_rate.error is None
+        and error_rate.samples is not None
+        and math.isfinite(error_rate.samples)
+        and error_rate.samples >= needed
+    )
+    assert has_traffic or (spec.promote_without_traffic and WITHOUT_TRAFFIC in decision.reasons)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_a_query_error_is_never_healthy_and_never_stops_a_rollback(
+    scenario: tuple[FeatureSpec, FlagState, SloSnapshot, datetime],
+) -> None:
+    _, state, snapshot, _ = scenario
+    decision = decide(*scenario)
+    for verdict in decision.verdicts:
+        if snapshot.reading(verdict.name).error is not None:
+            assert verdict.verdict is Verdict.INCONCLUSIVE
+    if decision.proposed is not Action.ROLLBACK and state.percent > 0:
+        assert not any(v.verdict is Verdict.BREACH for v in decision.verdicts)
 
 
 @settings(max_examples=150, deadline=None)
@@ -190,15 +247,19 @@ def test_nan_never_yields_healthy(
     else:
         fields.update(query="q", kind=slo_kind, samples="n" if min_samples else None)
     slo = SloSpec.model_validate(fields)
-    assert evaluate_slo(slo, SloReading("x", math.nan, samples)).verdict is not Verdict.HEALTHY
-    if slo_kind == "ratio" and min_samples > 0:
-        reading = SloReading("x", 0.0, math.nan)
-        assert evaluate_slo(slo, reading).verdict is not Verdict.HEALTHY
+    for value in (math.nan, math.inf, -math.inf):
+        verdict = evaluate_slo(slo, SloReading("x", value, samples))
+        assert verdict.verdict is Verdict.INCONCLUSIVE
+        assert "no data" in verdict.message or "no traffic" in verdict.message
+    if min_samples > 0:
+        for count in (math.nan, math.inf, -1.0, None):
+            reading = SloReading("x", 0.0, count)
+            assert evaluate_slo(slo, reading).verdict is not Verdict.HEALTHY
 
 
 def test_decide_rejects_a_naive_now() -> None:
     spec = FeatureSpec.model_validate(
-        {"name": "google", "slos": [{"name": "x", "query": "q", "max": 1}]}
+        {"name": "google", "slos": [{"name": "x", "query": "q", "max": 1}], **OPT_IN}
     )
     with pytest.raises(ValueError, match="no time zone"):
         decide(spec, FlagState("google"), SloSnapshot("google", {}), datetime(2025, 1, 1))
@@ -206,7 +267,7 @@ def test_decide_rejects_a_naive_now() -> None:
 
 def test_decide_rejects_a_state_of_another_feature() -> None:
     spec = FeatureSpec.model_validate(
-        {"name": "google", "slos": [{"name": "x", "query": "q", "max": 1}]}
+        {"name": "google", "slos": [{"name": "x", "query": "q", "max": 1}], **OPT_IN}
     )
     with pytest.raises(ValueError, match="'outlook'"):
         decide(spec, FlagState("outlook"), SloSnapshot("google", {}), START)
@@ -214,7 +275,7 @@ def test_decide_rejects_a_state_of_another_feature() -> None:
 
 def test_decide_composes_policy_and_guards() -> None:
     spec = FeatureSpec.model_validate(
-        {"name": "google", "slos": [{"name": "latency_p95", "query": "q", "max": 0.5}]}
+        {"name": "google", "slos": [{"name": "latency_p95", "query": "q", "max": 0.5}], **OPT_IN}
     )
     snapshot = SloSnapshot("google", {"latency_p95": SloReading("latency_p95", 0.2)})
     state = FlagState("google", 10, last_change_time=START - timedelta(minutes=5))
@@ -224,5 +285,6 @@ def test_decide_composes_policy_and_guards() -> None:
     assert (later.action, later.to_percent) == (Action.PROMOTE, 50)
     assert later.reasons == (
         "SLOs healthy, ramp 10% -> 50%",
+        WITHOUT_TRAFFIC,
         "latency_p95 0.2s <= max 0.5s: healthy",
     )

@@ -9,7 +9,14 @@ import pytest
 
 from rollout_core.config import load_config
 from rollout_core.model import FlagState, SloReading, SloSnapshot
-from rollout_core.policy import Recommendation, evaluate_slos, gmail_policy, gmail_spec, propose
+from rollout_core.policy import (
+    WITHOUT_TRAFFIC,
+    Recommendation,
+    evaluate_slos,
+    gmail_policy,
+    gmail_spec,
+    propose,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEALTHY: dict[str, Any] = {
@@ -132,3 +139,20 @@ def test_gmail_spec_matches_the_shipped_google_configuration() -> None:
     original = gmail_spec(has_request_counts=True)
     assert original.slos == shipped.slos
     assert (original.ladder, original.safe_percent) == (shipped.ladder, shipped.safe_percent)
+
+
+def test_without_request_counts_every_promotion_says_it_had_no_traffic_evidence() -> None:
+    assert gmail_spec(has_request_counts=False).promote_without_traffic is True
+    assert gmail_spec(has_request_counts=True).promote_without_traffic is False
+    result = gmail_policy(HEALTHY, 10)
+    assert result.target_percent == 50
+    assert WITHOUT_TRAFFIC in result.reason
+    counted = gmail_policy({**HEALTHY, "requests_5m": 5000}, 10)
+    assert counted.target_percent == 50 and WITHOUT_TRAFFIC not in counted.reason
+
+
+@pytest.mark.parametrize("key", ["error_rate_5m", "latency_p95_5m", "oauth_refresh_failures_15m"])
+def test_a_nan_metric_is_no_data_and_never_promotes(key: str) -> None:
+    result = gmail_policy({**HEALTHY, key: float("nan"), "requests_5m": 5000}, 10)
+    assert result.target_percent == 10
+    assert "no data (NaN)" in result.reason

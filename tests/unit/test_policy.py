@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from rollout_core.config import FeatureSpec, SloSpec
-from rollout_core.model import Action, FlagState, SloReading, SloSnapshot, SloVerdict, Verdict
+from rollout_core.model import (
+    Action,
+    FlagState,
+    QueryError,
+    SloReading,
+    SloSnapshot,
+    SloVerdict,
+    Verdict,
+)
 from rollout_core.policy import (
     evaluate_slo,
     evaluate_slos,
@@ -43,8 +51,8 @@ def feature(**overrides: Any) -> FeatureSpec:
     return FeatureSpec.model_validate({"name": "google", "slos": slos, **overrides})
 
 
-def verdict(name: str, outcome: Verdict) -> SloVerdict:
-    return SloVerdict(name, outcome, 0.0, 1.0, message=f"{name} made up: {outcome}")
+def verdict(name: str, outcome: Verdict, samples: float | None = 1000) -> SloVerdict:
+    return SloVerdict(name, outcome, 0.0, 1.0, samples, message=f"{name} made up: {outcome}")
 
 
 def test_ratio_breach_message_carries_value_samples_bound_and_limit() -> None:
@@ -86,11 +94,16 @@ def test_ratio_is_healthy_only_with_min_samples() -> None:
     assert starved.message == "error_rate 0.4% (n=3000 < min_samples 5000): inconclusive"
 
 
-@pytest.mark.parametrize("value", [None, math.nan])
-def test_ratio_without_data_is_inconclusive_and_says_no_data(value: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [(None, "no data"), (math.nan, "no data (NaN)"), (math.inf, "no data (+Inf)")],
+)
+def test_ratio_without_data_is_inconclusive_and_says_no_data(
+    value: float | None, said: str
+) -> None:
     result = evaluate_slo(ratio_slo(), SloReading("error_rate", value, 500))
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert result.message == "error_rate no data: inconclusive"
+    assert result.message == f"error_rate {said}: inconclusive"
 
 
 def test_ratio_at_zero_traffic_is_inconclusive() -> None:
@@ -124,15 +137,19 @@ def test_value_equal_to_max_is_healthy() -> None:
     assert evaluate_slo(value_slo(), SloReading("latency_p95", 0.5)).verdict is Verdict.HEALTHY
 
 
-def test_infinite_latency_is_a_breach() -> None:
-    result = evaluate_slo(value_slo(), SloReading("latency_p95", math.inf))
-    assert result.verdict is Verdict.BREACH
-
-
-@pytest.mark.parametrize("value", [None, math.nan])
-def test_value_slo_without_data_is_inconclusive(value: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (None, "no data"),
+        (math.nan, "no data (NaN)"),
+        (math.inf, "no data (+Inf)"),
+        (-math.inf, "no data (-Inf)"),
+    ],
+)
+def test_value_slo_without_data_is_inconclusive(value: float | None, said: str) -> None:
     result = evaluate_slo(value_slo(), SloReading("latency_p95", value))
-    assert result.message == "latency_p95 no data: inconclusive"
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.message == f"latency_p95 {said}: inconclusive"
 
 
 def test_value_slo_respects_min_samples_in_both_directions() -> None:
@@ -303,3 +320,64 @@ def test_ratios_render_as_percents_with_one_decimal() -> None:
 def test_slo_titles_spell_known_acronyms() -> None:
     assert slo_title("oauth_refresh_failures") == "OAuth refresh failures"
     assert slo_title("error_rate") == "error rate"
+
+
+def test_healthy_slos_without_traffic_evidence_hold_instead_of_promoting() -> None:
+    thin = [
+        verdict("error_rate", Verdict.HEALTHY, samples=150),
+        verdict("latency_p95", Verdict.HEALTHY),
+    ]
+    decision = propose(feature(), FlagState("google", 10), thin)
+    assert (decision.action, decision.to_percent) == (Action.HOLD, 10)
+    assert decision.reasons[0] == (
+        "Hold at 10%: SLOs healthy but no SLO with min_samples > 0 saw enough traffic to promote"
+    )
+    enough = [
+        verdict("error_rate", Verdict.HEALTHY, samples=200),
+        verdict("latency_p95", Verdict.HEALTHY),
+    ]
+    assert propose(feature(), FlagState("google", 10), enough).action is Action.PROMOTE
+
+
+def test_an_opted_in_feature_promotes_without_traffic_and_says_so() -> None:
+    spec = FeatureSpec.model_validate(
+        {"name": "google", "slos": [value_slo().model_dump()], "promote_without_traffic": True}
+    )
+    decision = propose(
+        spec, FlagState("google", 10), [verdict("latency_p95", Verdict.HEALTHY, None)]
+    )
+    assert decision.action is Action.PROMOTE
+    assert decision.reasons[:2] == (
+        "SLOs healthy, ramp 10% -> 50%",
+        "promoted without traffic evidence (promote_without_traffic)",
+    )
+
+
+def test_a_query_error_is_inconclusive_and_names_the_error() -> None:
+    error = QueryError("latency_p95", "p95", "execution", "too many samples", True, 422)
+    result = evaluate_slo(value_slo(), SloReading("latency_p95", 0.2, None, error))
+    assert result.verdict is Verdict.INCONCLUSIVE and result.error is error
+    assert result.message == (
+        "latency_p95 transient query error: HTTP 422 execution: too many samples (query 'p95'): "
+        "inconclusive"
+    )
+
+
+def test_a_breach_rolls_back_whatever_error_the_other_slos_have() -> None:
+    broken = QueryError("latency_p95", "p95", "bad_data", "parse error", False, 400)
+    verdicts = evaluate_slos(
+        feature(),
+        SloSnapshot(
+            "google",
+            {
+                "error_rate": SloReading("error_rate", 0.2, 2000),
+                "latency_p95": SloReading("latency_p95", None, None, broken),
+            },
+        ),
+    )
+    decision = propose(feature(), FlagState("google", 100), verdicts)
+    assert (decision.action, decision.to_percent) == (Action.ROLLBACK, 10)
+    assert decision.configuration_problems == (
+        "SLO 'latency_p95': HTTP 400 bad_data: parse error (query 'p95'); "
+        "fix the query in the configuration",
+    )

@@ -11,7 +11,8 @@ import pytest
 
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.errors import ConfigError, MetricsUnavailable
-from rollout_core.model import SloReading, SloSnapshot
+from rollout_core.model import SloReading, SloSnapshot, Verdict
+from rollout_core.policy import evaluate_slo
 from rollout_core.replay import ReplaySource
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
@@ -62,14 +63,36 @@ def test_a_time_before_the_first_row_is_a_missing_reading() -> None:
 
 
 def test_an_empty_value_is_missing_but_keeps_its_samples() -> None:
-    at_end = readings(ReplaySource(SERIES), T0 + timedelta(minutes=20))
-    assert at_end.reading("error_rate") == SloReading("error_rate", None, 0.0)
+    reading = readings(ReplaySource(SERIES), T0 + timedelta(minutes=20)).reading("error_rate")
+    assert reading.is_missing and reading.samples == 0.0
+
+
+@pytest.mark.parametrize(("value", "said"), [(np.nan, "NaN"), (np.inf, "+Inf"), (-np.inf, "-Inf")])
+def test_a_nan_or_infinite_count_row_is_no_data_never_read_as_zero(value: float, said: str) -> None:
+    series = frame(("2025-01-06T10:00:00Z", "google", "oauth", value, None))
+    reading = readings(ReplaySource(series), T0).reading("oauth")
+    assert reading.is_missing
+    verdict = evaluate_slo(SLOS[1], reading)
+    assert verdict.verdict is Verdict.INCONCLUSIVE
+    assert verdict.message == f"oauth no data ({said}): inconclusive"
+
+
+def test_a_nan_or_negative_sample_count_is_no_count() -> None:
+    for samples in (np.inf, -3.0):
+        series = frame(("2025-01-06T10:00:00Z", "google", "error_rate", 0.001, samples))
+        reading = readings(ReplaySource(series), T0).reading("error_rate")
+        verdict = evaluate_slo(SLOS[0], reading)
+        assert verdict.verdict is Verdict.INCONCLUSIVE
+        assert "no request count" in verdict.message
 
 
 def test_an_absent_count_reads_zero_like_an_empty_prometheus_result() -> None:
     source = ReplaySource(SERIES)
     assert readings(source, T0 + timedelta(minutes=1)).reading("oauth").value == 2
-    assert readings(source, T0 + timedelta(minutes=30)).reading("oauth").value == 0.0
+    absent = readings(source, T0 + timedelta(minutes=30)).reading("oauth")
+    assert absent == SloReading("oauth", None, None)
+    verdict = evaluate_slo(SLOS[1], absent)
+    assert verdict.message == "oauth 0 (no series, read as 0) <= max 5: healthy"
 
 
 def test_an_unknown_feature_gets_missing_readings_not_an_error() -> None:

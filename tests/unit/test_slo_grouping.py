@@ -1,13 +1,14 @@
-"""PrometheusSource: query economy, grouping, missing readings and error mapping.
+"""PrometheusSource: query economy, grouping, missing readings and per-SLO query errors.
 
-A stub client stands in for PrometheusConnect where only the results matter; a tiny loopback
-HTTP server stands in for Prometheus where the library's real HTTP behaviour matters.
+A stub client stands in for the HTTP client where only the answers matter; a tiny loopback
+HTTP server stands in for Prometheus where the real HTTP behaviour matters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
-from rollout_core.errors import ConfigError, InvalidQuery, MetricsUnavailable
-from rollout_core.model import SloReading, SloSnapshot
-from rollout_core.slo import PrometheusSource
+from rollout_core.errors import ConfigError, MetricsUnavailable
+from rollout_core.model import Action, FlagState, SloReading, SloSnapshot, Verdict
+from rollout_core.policy import evaluate_slos, propose
+from rollout_core.slo import Answer, PrometheusSource
 from rollout_core.urls import redact_url, split_credentials
 
 AT = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
@@ -45,7 +47,12 @@ def grouped_profile() -> tuple[SloSpec, ...]:
 
 
 def feature(name: str, *slos: SloSpec, metric_key: str | None = None) -> FeatureSpec:
-    return FeatureSpec(name=name, slos=slos or grouped_profile(), metric_key=metric_key)
+    """These tests read SLOs; a feature without a request count opts out of traffic evidence."""
+    slos = slos or grouped_profile()
+    counted = any((slo.min_samples or 0) > 0 for slo in slos)
+    return FeatureSpec(
+        name=name, slos=slos, metric_key=metric_key, promote_without_traffic=not counted
+    )
 
 
 def vector(*series: tuple[str, float], label: str = "provider") -> list[dict[str, Any]]:
@@ -53,23 +60,32 @@ def vector(*series: tuple[str, float], label: str = "provider") -> list[dict[str
 
 
 class StubPrometheus:
-    """Answers custom_query from a table; an exception in the table is raised."""
+    """Answers queries from a table: a result list (HTTP 200), an Answer as it is, or an
+    exception raised; a list of those is answered one per call."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
-        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.calls: list[tuple[str, dict[str, str]]] = []
 
-    def custom_query(self, query: str, params: dict[str, Any] | None = None) -> Any:
-        self.calls.append((query, params))
-        answer = self.answers[query]
+    def query(self, promql: str, params: Any) -> Answer:
+        self.calls.append((promql, dict(params)))
+        answer = self.answers[promql]
+        if isinstance(answer, tuple):
+            answer = answer[min(sum(q == promql for q, _ in self.calls), len(answer)) - 1]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        if isinstance(answer, Answer):
+            return answer
+        return Answer(200, {"status": "success", "data": {"result": answer}})
 
 
-def source_with(answers: dict[str, Any]) -> tuple[PrometheusSource, StubPrometheus]:
+def prometheus_error(status: int, kind: str, detail: str) -> Answer:
+    return Answer(status, {"status": "error", "errorType": kind, "error": detail})
+
+
+def source_with(answers: dict[str, Any], **options: Any) -> tuple[PrometheusSource, StubPrometheus]:
     stub = StubPrometheus(answers)
-    return PrometheusSource("http://127.0.0.1:9", client=stub), stub
+    return PrometheusSource("http://127.0.0.1:9", client=stub, retry_backoff=0, **options), stub
 
 
 def healthy_answers(providers: list[str]) -> dict[str, Any]:
@@ -134,14 +150,21 @@ def test_an_empty_result_is_a_missing_reading_never_zero() -> None:
     assert readings.reading("error_rate") == SloReading("error_rate", None, 1000.0)
 
 
-def test_nan_is_a_missing_reading() -> None:
+def test_nan_is_a_missing_reading_kept_as_nan_so_the_policy_can_say_so() -> None:
     answers = healthy_answers(["google"])
     answers[P95] = vector(("google", float("nan")))
     answers[TOTAL] = vector(("google", float("nan")))
     source, _ = source_with(answers)
     readings = snapshot(source.fetch([feature("google")], AT)["google"])
-    assert readings.reading("latency_p95") == SloReading("latency_p95", None, None)
-    assert readings.reading("error_rate") == SloReading("error_rate", None, None)
+    for name in ("latency_p95", "error_rate"):
+        reading = readings.reading(name)
+        assert reading.is_missing and reading.value is not None and math.isnan(reading.value)
+        assert reading.error is None
+    messages = [v.message for v in evaluate_slos(feature("google"), readings)]
+    assert messages[:2] == [
+        "error_rate no data (NaN): inconclusive",
+        "latency_p95 no data (NaN): inconclusive",
+    ]
 
 
 def test_a_ratio_without_traffic_is_missing_with_zero_samples() -> None:
@@ -157,8 +180,10 @@ def test_an_absent_count_is_zero_when_absent_is_zero() -> None:
     answers = healthy_answers(["google"])
     answers[OAUTH] = vector(("outlook", 3.0))
     source, _ = source_with(answers)
-    reading = snapshot(source.fetch([feature("google")], AT)["google"]).reading("oauth")
-    assert reading == SloReading("oauth", 0.0, None)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    assert readings.reading("oauth") == SloReading("oauth", None, None)
+    verdicts = evaluate_slos(feature("google"), readings)
+    assert verdicts[2].message == "oauth 0 (no series, read as 0) <= max 5: healthy"
 
 
 def test_an_absent_count_is_missing_when_absent_is_zero_is_off() -> None:
@@ -168,11 +193,14 @@ def test_an_absent_count_is_missing_when_absent_is_zero_is_off() -> None:
     assert reading.is_missing
 
 
-def test_a_nan_count_is_missing_even_when_absent_is_zero() -> None:
+@pytest.mark.parametrize(("text", "said"), [("NaN", "NaN"), ("+Inf", "+Inf"), ("-Inf", "-Inf")])
+def test_a_nan_or_infinite_count_is_no_data_even_when_absent_is_zero(text: str, said: str) -> None:
     count = SloSpec(name="oauth", kind="count", query=OAUTH, max=5)
-    source, _ = source_with({OAUTH: [1736157600, "NaN"]})
+    source, _ = source_with({OAUTH: [1736157600, text]})
     reading = snapshot(source.fetch([feature("google", count)], AT)["google"]).reading("oauth")
     assert reading.is_missing
+    (verdict,) = evaluate_slos(feature("google", count), SloSnapshot("google", {"oauth": reading}))
+    assert verdict.message == f"oauth no data ({said}): inconclusive"
 
 
 def test_a_value_slo_takes_its_samples_from_the_samples_query() -> None:
@@ -184,48 +212,114 @@ def test_a_value_slo_takes_its_samples_from_the_samples_query() -> None:
     assert reading == SloReading("latency_p95", 0.31, 420.0)
 
 
-def test_an_ungrouped_query_with_several_series_is_only_that_features_error() -> None:
+def test_an_ungrouped_query_with_several_series_is_only_that_slos_error() -> None:
     loose = SloSpec(name="latency_p95", query="p95 by provider", max=0.5)
-    answers = healthy_answers(["google"]) | {"p95 by provider": vector(("a", 1.0), ("b", 2.0))}
+    ratio = grouped_profile()[0]
+    answers = healthy_answers(["broken", "google"])
+    answers["p95 by provider"] = vector(("a", 1.0), ("b", 2.0))
     source, _ = source_with(answers)
-    results = source.fetch([feature("broken", loose), feature("google")], AT)
-    error = results["broken"]
-    assert isinstance(error, ConfigError)
-    assert "returned 2 series" in str(error) and "sum(" in str(error) and "group_by" in str(error)
+    results = source.fetch([feature("broken", ratio, loose), feature("google")], AT)
+    broken = snapshot(results["broken"])
+    error = broken.reading("latency_p95").error
+    assert error is not None and not error.transient
+    assert (error.slo, error.query, error.kind) == (
+        "latency_p95",
+        "p95 by provider",
+        "several_series",
+    )
+    assert error.labels == ({"provider": "a"}, {"provider": "b"})
+    assert "2 series" in str(error) and "sum(" in str(error) and 'provider="b"' in str(error)
+    assert broken.reading("error_rate") == SloReading("error_rate", 0.002, 1000.0)
     assert isinstance(results["google"], SloSnapshot)
 
 
-def test_a_grouped_query_without_the_group_label_is_a_config_error() -> None:
+def test_a_grouped_query_without_the_group_label_is_that_slos_config_error() -> None:
     answers = healthy_answers(["google"])
     answers[P95] = [1736157600, "0.2"]
     source, _ = source_with(answers)
-    error = source.fetch([feature("google")], AT)["google"]
-    assert isinstance(error, ConfigError)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.kind == "no_group_label"
     assert "without the label 'provider'" in str(error)
+    assert not readings.reading("error_rate").is_missing
 
 
-def test_two_series_for_one_feature_in_a_grouped_query_is_a_config_error() -> None:
+def test_two_series_for_one_feature_in_a_grouped_query_is_that_slos_config_error() -> None:
     answers = healthy_answers(["google"])
     answers[P95] = [
         {"metric": {"provider": "google", "action": a}, "value": [0, "0.2"]} for a in "xy"
     ]
     source, _ = source_with(answers)
-    error = source.fetch([feature("google")], AT)["google"]
-    assert isinstance(error, ConfigError)
-    assert "2 series with provider='google'" in str(error)
+    error = snapshot(source.fetch([feature("google")], AT)["google"]).reading("latency_p95").error
+    assert error is not None and "2 series with provider='google'" in str(error)
+    assert {labels["action"] for labels in error.labels} == {"x", "y"}
 
 
 def test_a_range_vector_result_is_a_config_error_naming_the_fix() -> None:
     answers = healthy_answers(["google"])
     answers[P95] = [{"metric": {"provider": "google"}, "values": [[0, "1"]]}]
     source, _ = source_with(answers)
-    error = source.fetch([feature("google")], AT)["google"]
-    assert isinstance(error, ConfigError)
+    error = snapshot(source.fetch([feature("google")], AT)["google"]).reading("latency_p95").error
+    assert error is not None and error.kind == "bad_result" and not error.transient
     assert "increase()" in str(error)
 
 
+def test_a_broken_latency_query_does_not_stop_the_rollback_the_error_rate_demands() -> None:
+    answers = healthy_answers([])
+    answers[ERRORS] = vector(("google", 400.0))
+    answers[TOTAL] = vector(("google", 2000.0))
+    answers[P95] = prometheus_error(400, "bad_data", "1:20: parse error: unexpected end")
+    answers[OAUTH] = []
+    source, _ = source_with(answers)
+    spec = feature("google")
+    readings = snapshot(source.fetch([spec], AT)["google"])
+    decision = propose(spec, FlagState("google", 100), evaluate_slos(spec, readings))
+    assert (decision.action, decision.to_percent) == (Action.ROLLBACK, 10)
+    (problem,) = decision.configuration_problems
+    assert "SLO 'latency_p95'" in problem and "bad_data" in problem and P95 in problem
+
+
+def test_a_transient_query_error_is_retried_for_that_query_only_then_reported() -> None:
+    answers = healthy_answers(["google"])
+    too_many = prometheus_error(422, "execution", "query processing would load too many samples")
+    answers[P95] = (too_many, too_many, too_many)
+    source, stub = source_with(answers)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    assert [q for q, _ in stub.calls].count(P95) == 3
+    assert [q for q, _ in stub.calls].count(ERRORS) == 1
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.transient and error.kind == "execution"
+    assert error.status == 422
+    verdicts = evaluate_slos(feature("google"), readings)
+    assert verdicts[1].verdict is Verdict.INCONCLUSIVE
+    assert verdicts[1].message.startswith("latency_p95 transient query error: HTTP 422 execution")
+    decision = propose(feature("google"), FlagState("google", 10), verdicts)
+    assert decision.action is Action.HOLD and decision.configuration_problems == ()
+
+
+def test_a_transient_error_that_clears_on_retry_gives_the_reading() -> None:
+    answers = healthy_answers(["google"])
+    answers[P95] = (prometheus_error(503, "timeout", "query timed out"), vector(("google", 0.2)))
+    sleeps: list[float] = []
+    stub = StubPrometheus(answers)
+    source = PrometheusSource("http://127.0.0.1:9", client=stub, sleep=sleeps.append)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    assert readings.reading("latency_p95") == SloReading("latency_p95", 0.2, None)
+    assert sleeps == [0.5]
+
+
+def test_retries_can_be_turned_off() -> None:
+    answers = healthy_answers(["google"])
+    answers[P95] = prometheus_error(503, "timeout", "query timed out")
+    source, stub = source_with(answers, query_retries=0)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    assert [q for q, _ in stub.calls].count(P95) == 1
+    assert readings.reading("latency_p95").error is not None
+
+
 class FakePrometheus(BaseHTTPRequestHandler):
-    """/api/v1/query answering per query: "ok", "bad" (400), "down" (503), "slow", "junk"."""
+    """/api/v1/query answering per query: "ok", "bad" (400), "tired" (422), "down" (a proxy's
+    503 without a Prometheus error), "slow", "junk"."""
 
     behaviour: ClassVar[dict[str, str]] = {}
     seen_auth: ClassVar[list[str | None]] = []
@@ -238,10 +332,11 @@ class FakePrometheus(BaseHTTPRequestHandler):
             time.sleep(1.0)
         status, body = {
             "bad": (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
-            "down": (503, {"status": "error", "error": "query timed out"}),
+            "tired": (422, {"status": "error", "errorType": "execution", "error": "too many"}),
+            "down": (503, "<html>Service Unavailable</html>"),
             "junk": (200, {"hello": "world"}),
         }.get(mode, (200, {"status": "success", "data": {"resultType": "vector", "result": []}}))
-        payload = json.dumps(body).encode()
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -265,22 +360,32 @@ def fake_prometheus() -> Iterator[str]:
     server.server_close()
 
 
-def test_a_rejected_shared_query_is_an_invalid_query_for_each_feature_using_it(
+def test_a_rejected_shared_query_is_a_query_error_on_each_slo_using_it(
     fake_prometheus: str,
 ) -> None:
-    FakePrometheus.behaviour = {P95: "bad"}
+    FakePrometheus.behaviour = {P95: "bad", OAUTH: "tired"}
     other = SloSpec(name="errors", kind="count", query="other", max=1)
-    source = PrometheusSource(fake_prometheus, timeout=2)
+    source = PrometheusSource(fake_prometheus, timeout=2, retry_backoff=0)
     results = source.fetch([feature("a"), feature("b"), feature("c", other)], AT)
     for name in ("a", "b"):
-        error = results[name]
-        assert isinstance(error, InvalidQuery)
-        assert (error.feature, error.slo, error.query) == (name, "latency_p95", P95)
-        assert "parse error" in str(error)
-    assert isinstance(results["c"], SloSnapshot)
+        readings = snapshot(results[name])
+        error = readings.reading("latency_p95").error
+        assert error is not None
+        assert (error.slo, error.query, error.kind, error.status) == (
+            "latency_p95",
+            P95,
+            "bad_data",
+            400,
+        )
+        assert not error.transient and "parse error" in str(error)
+        oauth = readings.reading("oauth").error
+        assert oauth is not None and oauth.transient and oauth.kind == "execution"
+    assert snapshot(results["c"]).reading("errors").error is None
 
 
-def test_a_5xx_answer_raises_metrics_unavailable(fake_prometheus: str) -> None:
+def test_a_5xx_answer_without_a_prometheus_error_raises_metrics_unavailable(
+    fake_prometheus: str,
+) -> None:
     FakePrometheus.behaviour = {OAUTH: "down"}
     with pytest.raises(MetricsUnavailable, match="HTTP 503"):
         PrometheusSource(fake_prometheus, timeout=2).fetch([feature("google")], AT)
@@ -317,10 +422,12 @@ def test_credentials_in_the_url_become_basic_auth(fake_prometheus: str) -> None:
     assert FakePrometheus.seen_auth[0] == "Basic YWRtaW46czNjcmV0"
 
 
-def test_a_missing_base_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROMETHEUS_BASE_URL", raising=False)
+def test_an_empty_base_url_is_a_config_error_even_with_the_variable_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", "http://127.0.0.1:9090")
     with pytest.raises(ConfigError, match="PROMETHEUS_BASE_URL is not set"):
-        PrometheusSource()
+        PrometheusSource("")
 
 
 def test_urls_are_redacted_and_split_for_basic_auth() -> None:

@@ -13,7 +13,8 @@ Redis keys:
     rollout:telemetry:last_run        string  Unix seconds of the last run
 
 Every run status (ok, prom_unreachable, redis_error, error) is pushed from 0, so the first
-failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing).
+failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing); so is
+every result (promote, rollback, hold) of a feature that has decided once.
 
 When Redis fails, this run's counts are added to the Pushgateway's own copy of the group
 (read from its /metrics) and pushed, so runs_total{status="redis_error"} shows; they also wait
@@ -128,7 +129,11 @@ class _TotalsCollector:
             "Rollout decisions by feature and result (promote, rollback, hold), all runs.",
             labels=["feature", "result"],
         )
-        for (feature, result), count in sorted(totals.changes.items()):
+        # every result of a feature that has decided once, from 0: the first rollback is a
+        # 0 -> 1 step too
+        features = {feature for feature, _ in totals.changes}
+        zeros = {(feature, str(action)): 0.0 for feature in features for action in Action}
+        for (feature, result), count in sorted((zeros | totals.changes).items()):
             changes.add_metric([feature, result], count)
         runs = CounterMetricFamily(
             _PREFIX + "runs",
@@ -171,7 +176,8 @@ def registry_for(totals: Totals) -> CollectorRegistry:
 def totals_from_exposition(text: str, job: str) -> Totals:
     """The group `job` (no other grouping labels) out of a Pushgateway's /metrics text.
 
-    Like the Redis totals, `runs` holds counted statuses only (the pushed 0s are implied)."""
+    Like the Redis totals, it holds counted statuses and decisions only (the pushed 0s are
+    implied)."""
     totals = Totals()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -181,7 +187,8 @@ def totals_from_exposition(text: str, job: str) -> Totals:
             name = sample.name.removeprefix(_PREFIX)
             feature, result, status = (labels.get(k) for k in ("feature", "result", "status"))
             if name == "changes_total" and feature is not None and result is not None:
-                totals.changes[(feature, result)] = sample.value
+                if sample.value:  # the pushed 0s are implied, as in Redis
+                    totals.changes[(feature, result)] = sample.value
             elif name == "runs_total" and status is not None and sample.value:
                 totals.runs[status] = sample.value  # the 0s of uncounted statuses are implied
             elif name == "percent" and feature is not None:

@@ -181,7 +181,7 @@ def test_an_unset_pushgateway_is_a_warning_and_redis_still_counts(
     assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"1"}
 
 
-def test_every_status_is_pushed_from_zero_on_the_first_run(
+def test_every_status_and_result_is_pushed_from_zero_on_the_first_run(
     worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
 ) -> None:
     """So the first failure of a kind is a 0 -> 1 step that increase() can see."""
@@ -191,6 +191,10 @@ def test_every_status_is_pushed_from_zero_on_the_first_run(
     for status in ("prom_unreachable", "redis_error", "error"):
         assert f'rollout_controller_runs_total{{status="{status}"}} 0.0' in text
     assert gateway.last.runs == {"ok": 1}
+    for result in ("promote", "rollback"):
+        assert f'changes_total{{feature="google",result="{result}"}} 0.0' in text
+    assert 'changes_total{feature="google",result="hold"} 1.0' in text
+    assert gateway.last.changes == {("google", "hold"): 1}
     worker().record_run({}, {}, "redis_error", T0 + timedelta(minutes=10))
     assert gateway.last.runs == {"ok": 1, "redis_error": 1}
 

@@ -412,8 +412,8 @@ class _Repair:
         self.resets += [(key, name, value) for name, value in fields.items()]
 
     def apply(self, client: redis.Redis) -> list[str]:
-        """Write the repairs in one transaction; the notes say what was found (and whether the
-        repair failed: the next run then finds and repairs the same values)."""
+        """Write the repairs in one transaction; the notes say what was found, and what was
+        pushed instead (and whether the repair failed: the next run finds the same values)."""
         if not self.notes:
             return []
         pipe = client.pipeline(transaction=True)
@@ -424,11 +424,13 @@ class _Repair:
                 pipe.hdel(key, hash_field)
         for key, name, value in self.resets:
             pipe.hset(key, name, value)
+        found = [f"corrupt total {note}" for note in self.notes]
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            return [*self.notes, f"repair failed ({type(exc).__name__}: {exc})"]
-        return [f"corrupt total {note}" for note in self.notes]
+            failed = f"the repair was not written ({type(exc).__name__}: {exc}); next run retries"
+            return [*found, failed]
+        return found
 
 
 def read_metrics_text(gateway: str, timeout: float, auth: tuple[str, str] | None) -> str:

@@ -408,3 +408,35 @@ def test_a_gateway_copy_with_a_missing_label_is_read_without_it(
         'rollout_controller_runs_total{job="rollout_controller",instance="",status="ok"} 2\n'
     )
     assert totals_from_exposition(text, JOB).runs == {"ok": 2}
+
+
+def test_a_repair_that_cannot_be_written_is_named_and_the_next_run_repairs_it(
+    gateway: StubGateway, server: fakeredis.FakeServer
+) -> None:
+    class RedisLostAfterTheRead(fakeredis.FakeRedis):
+        """Redis answers the totals' transaction, then is gone for the repair."""
+
+        def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+            pipe = super().pipeline(transaction, shard_hint)
+            if self.pipelines_made == 1:
+                server.connected = False
+            self.pipelines_made += 1
+            return pipe
+
+        pipelines_made = 0
+
+    fakeredis.FakeRedis(server=server).hset(RUNS_KEY, "error", "three")
+    sink = PushgatewayTelemetry(
+        "http://127.0.0.1:9091",
+        redis_client=RedisLostAfterTheRead(server=server),
+        push=gateway.push,
+        read_gateway=gateway.read,
+    )
+    status = sink.record_run({}, {}, "ok", T0)
+    assert f"corrupt total {RUNS_KEY} error was 'three', not a count; reset to 0" in status
+    assert "the repair was not written (ConnectionError" in status
+    assert gateway.last.runs == {"ok": 1}
+    server.connected = True
+    later = sink.record_run({}, {}, "ok", T0 + timedelta(minutes=10))
+    assert "error was 'three'" in later and later.endswith("; pushed")
+    assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"2", b"error": b"0"}

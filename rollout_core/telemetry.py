@@ -12,18 +12,29 @@ Redis keys:
     rollout:telemetry:last_success    string  Unix seconds of the last run with status ok
     rollout:telemetry:last_run        string  Unix seconds of the last run
 
+Every run status (ok, prom_unreachable, redis_error, error) is pushed from 0, so the first
+failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing); so is
+every result (promote, rollback, hold) of a feature that has decided once.
+
 When Redis fails, this run's counts are added to the Pushgateway's own copy of the group
 (read from its /metrics) and pushed, so runs_total{status="redis_error"} shows; they also wait
 in this object and join Redis on its next successful run. Counts of a process that ends
 before Redis returns live only in the Pushgateway and drop back at the next push from Redis
-(Prometheus reads that as a counter reset). A push that fails is a warning, never an error.
+(Prometheus reads that as a counter reset).
+
+`record_run` never raises: a push that fails is a warning; a persisted total that does not
+parse (a stray `HSET rollout:telemetry:runs_total ok abc`, a key of the wrong type) is repaired
+in Redis, named in the returned status and logged. A corrupt counter restarts from this run's
+count (Prometheus reads that as a counter reset); a corrupt percent or time is deleted.
+The sink reads no environment: the shell passes the URL (and basic auth) explicitly.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
-import os
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +77,7 @@ LAST_SUCCESS_KEY = KEY_PREFIX + "last_success"
 LAST_RUN_KEY = KEY_PREFIX + "last_run"
 RUN_STATUSES = ("ok", "prom_unreachable", "redis_error", "error")
 _PREFIX = "rollout_controller_"
+_MAX_COUNT = 2**63 - 1  # Redis' HINCRBY range
 
 PushFunction = Callable[..., None]  # prometheus_client.push_to_gateway's signature
 ReadFunction = Callable[[str, float, tuple[str, str] | None], str]
@@ -117,14 +129,20 @@ class _TotalsCollector:
             "Rollout decisions by feature and result (promote, rollback, hold), all runs.",
             labels=["feature", "result"],
         )
-        for (feature, result), count in sorted(totals.changes.items()):
+        # every result of a feature that has decided once, from 0: the first rollback is a
+        # 0 -> 1 step too
+        features = {feature for feature, _ in totals.changes}
+        zeros = {(feature, str(action)): 0.0 for feature in features for action in Action}
+        for (feature, result), count in sorted((zeros | totals.changes).items()):
             changes.add_metric([feature, result], count)
         runs = CounterMetricFamily(
             _PREFIX + "runs",
             "Controller runs by status (ok, prom_unreachable, redis_error, error).",
             labels=["status"],
         )
-        for status, count in sorted(totals.runs.items()):
+        # every status from 0, so increase() sees a status's first run (a 0 -> 1 step)
+        counts = {status: 0.0 for status in RUN_STATUSES} | totals.runs
+        for status, count in sorted(counts.items()):
             runs.add_metric([status], count)
         percent = GaugeMetricFamily(
             _PREFIX + "percent",
@@ -156,7 +174,10 @@ def registry_for(totals: Totals) -> CollectorRegistry:
 
 
 def totals_from_exposition(text: str, job: str) -> Totals:
-    """The group `job` (no other grouping labels) out of a Pushgateway's /metrics text."""
+    """The group `job` (no other grouping labels) out of a Pushgateway's /metrics text.
+
+    Like the Redis totals, it holds counted statuses and decisions only (the pushed 0s are
+    implied)."""
     totals = Totals()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -164,12 +185,14 @@ def totals_from_exposition(text: str, job: str) -> Totals:
             if labels.get("job") != job or labels.get("instance", "") != "":
                 continue
             name = sample.name.removeprefix(_PREFIX)
-            if name == "changes_total":
-                totals.changes[(labels["feature"], labels["result"])] = sample.value
-            elif name == "runs_total":
-                totals.runs[labels["status"]] = sample.value
-            elif name == "percent":
-                totals.percents[labels["feature"]] = sample.value
+            feature, result, status = (labels.get(k) for k in ("feature", "result", "status"))
+            if name == "changes_total" and feature is not None and result is not None:
+                if sample.value:  # the pushed 0s are implied, as in Redis
+                    totals.changes[(feature, result)] = sample.value
+            elif name == "runs_total" and status is not None and sample.value:
+                totals.runs[status] = sample.value  # the 0s of uncounted statuses are implied
+            elif name == "percent" and feature is not None:
+                totals.percents[feature] = sample.value
             elif name == "last_success_timestamp_seconds":
                 totals.last_success = sample.value
             elif name == "last_run_timestamp_seconds":
@@ -180,27 +203,24 @@ def totals_from_exposition(text: str, job: str) -> Totals:
 class PushgatewayTelemetry:
     """The TelemetrySink: totals in Redis, the whole set PUT to the Pushgateway.
 
-    `url` defaults to PUSHGATEWAY_URL; basic auth comes from `http://user:pass@host` or
-    PUSHGATEWAY_USERNAME / PUSHGATEWAY_PASSWORD and never reaches a log line.
+    `url` is the Pushgateway (empty: not configured, a warning per run). Basic auth comes from
+    `http://user:pass@host` or `auth=(user, password)` and never reaches a log line.
     """
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str,
         *,
         redis_client: redis.Redis,
+        auth: tuple[str, str] | None = None,
         job: str = "rollout_controller",
         timeout: float = 5.0,
         push: PushFunction = push_to_gateway,
         read_gateway: ReadFunction | None = None,
     ) -> None:
-        raw = (url if url is not None else os.environ.get("PUSHGATEWAY_URL", "")).rstrip("/")
+        raw = (url or "").rstrip("/")
         self._gateway, self._auth = split_credentials(raw)
-        if self._auth is None and os.environ.get("PUSHGATEWAY_USERNAME"):
-            self._auth = (
-                os.environ["PUSHGATEWAY_USERNAME"],
-                os.environ.get("PUSHGATEWAY_PASSWORD", ""),
-            )
+        self._auth = self._auth or auth
         self.url = redact_url(raw)
         self.job = job
         self.timeout = timeout
@@ -216,15 +236,39 @@ class PushgatewayTelemetry:
         status: str,
         at: datetime,
     ) -> str:
-        """Count the run, push every total; a short status for the run log, never an error."""
+        """Count the run, push every total; a short status for the run log, never an error.
+
+        "pushed" (or "pushed (redis down: ...)") when all went well; anything else names
+        what went wrong (an unreachable gateway, repaired totals) for the run's warning."""
+        try:
+            return self._record_run(results, percents, status, at)
+        except Exception as exc:  # the contract: a decision never depends on telemetry
+            log.exception("telemetry: run not recorded")
+            return f"telemetry not recorded: {type(exc).__name__}: {exc}"
+
+    def _record_run(
+        self,
+        results: Mapping[str, Action],
+        percents: Mapping[str, float],
+        status: str,
+        at: datetime,
+    ) -> str:
+        notes: list[str] = []
         if status not in RUN_STATUSES:
             log.warning("telemetry: unknown run status %r counted as 'error'", status)
             status = "error"
-        run = run_totals(results, percents, status, at)
-        totals = self._persist(run)
+        usable = {name: value for name, value in percents.items() if _finite(value) is not None}
+        for name in percents.keys() - usable.keys():
+            notes.append(f"percent of {name} is {percents[name]!r}, not a number; not reported")
+        run = run_totals(results, usable, status, at)
+        totals, repaired = self._persist(run)
+        notes += repaired
+        for note in notes:
+            log.warning("telemetry: %s", note)
+        warning = "; ".join(notes)
         if not self._gateway:
             log.warning("telemetry: PUSHGATEWAY_URL is not set; run metrics were not pushed")
-            return "pushgateway not configured"
+            return _joined("pushgateway not configured", warning)
         try:
             if totals is None:
                 totals = totals_from_exposition(
@@ -238,22 +282,28 @@ class PushgatewayTelemetry:
                 timeout=self.timeout,
                 handler=self._handler,
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = _reason(exc, self.timeout)
             log.warning("telemetry: pushgateway %s unreachable (%s); not pushed", self.url, reason)
-            return f"pushgateway unreachable: {reason}"
+            return _joined(f"pushgateway unreachable: {reason}", warning)
+        if warning:
+            return f"{warning}; pushed"
         return "pushed" if not self.pending.runs else "pushed (redis down: counts kept for later)"
 
-    def _persist(self, run: Totals) -> Totals | None:
-        """Add what is owed to the Redis totals and read them all back, in one round trip."""
+    def _persist(self, run: Totals) -> tuple[Totals | None, list[str]]:
+        """Add what is owed to the Redis totals and read them all back, in one round trip;
+        repair what does not parse. (None, []) when Redis fails: the counts stay owed."""
         owed = Totals()
         owed.add(self.pending)
         owed.add(run)
         pipe = self._redis.pipeline(transaction=True)
+        counted: list[tuple[str, str]] = []  # (key, field) of each HINCRBY, in order
         for (feature, result), count in owed.changes.items():
             pipe.hincrby(CHANGES_KEY, f"{feature}|{result}", int(count))
+            counted.append((CHANGES_KEY, f"{feature}|{result}"))
         for status, count in owed.runs.items():
             pipe.hincrby(RUNS_KEY, status, int(count))
+            counted.append((RUNS_KEY, status))
         if owed.percents:
             percent_fields: dict[Any, Any] = {f: repr(p) for f, p in owed.percents.items()}
             pipe.hset(PERCENT_KEY, mapping=percent_fields)
@@ -265,7 +315,7 @@ class PushgatewayTelemetry:
         pipe.hgetall(PERCENT_KEY)
         pipe.mget(LAST_SUCCESS_KEY, LAST_RUN_KEY)
         try:
-            *_, changes, runs, percents, (last_success, last_run) = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             log.warning(
                 "telemetry: Redis failed (%s: %s); totals come from the pushgateway",
@@ -273,21 +323,114 @@ class PushgatewayTelemetry:
                 exc,
             )
             self.pending = owed
-            return None
+            return None, []
         self.pending = Totals()
-        return Totals(
-            changes={_pair(_text(key)): float(value) for key, value in changes.items()},
-            runs={_text(key): float(value) for key, value in runs.items()},
-            percents={_text(key): float(value) for key, value in percents.items()},
-            last_success=float(last_success) if last_success is not None else None,
-            last_run=float(last_run) if last_run is not None else None,
+        failed = {field for field, reply in zip(counted, replies, strict=False) if _is_error(reply)}
+        changes, runs, percents, times = replies[-4:]
+        repair = _Repair()
+        change_counts = {f"{k[0]}|{k[1]}": v for k, v in owed.changes.items()}
+        totals = Totals(
+            changes={
+                _pair(name): value
+                for name, value in repair.counters(CHANGES_KEY, changes, change_counts, failed)
+            },
+            runs=dict(repair.counters(RUNS_KEY, runs, owed.runs, failed)),
+            percents=dict(repair.percents(percents, owed.percents)),
         )
+        last_success, last_run = times if isinstance(times, list) else (None, None)
+        totals.last_success = repair.time(LAST_SUCCESS_KEY, last_success)
+        totals.last_run = repair.time(LAST_RUN_KEY, last_run)
+        return totals, repair.apply(self._redis)
 
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: list[Any], data: bytes
     ) -> Callable[[], None]:
         user, password = self._auth or (None, None)
         return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+
+class _Repair:
+    """Parses the totals read back from Redis, collecting the writes that repair bad values."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.deletes: list[tuple[str, str | None]] = []  # (key, hash field or None)
+        self.resets: list[tuple[str, str, str]] = []  # (key, field, value)
+
+    def counters(
+        self,
+        key: str,
+        reply: Any,
+        owed: Mapping[str, float],
+        failed: set[tuple[str, str]],
+    ) -> Iterator[tuple[str, float]]:
+        """(field, count) of a counter hash; a bad count restarts at what this run owed."""
+        if not isinstance(reply, dict):
+            self._replace_key(key, reply, {name: repr(int(n)) for name, n in owed.items()})
+            yield from ((name, float(count)) for name, count in owed.items())
+            return
+        for raw_field, raw_value in reply.items():
+            name = _text(raw_field)
+            count = _count(raw_value)
+            if count is None or (key, name) in failed:
+                restart = int(owed.get(name, 0))
+                self.notes.append(
+                    f"{key} {name} was {_shown(raw_value)}, not a count; reset to {restart}"
+                )
+                self.resets.append((key, name, str(restart)))
+                count = restart
+            yield name, float(count)
+
+    def percents(self, reply: Any, owed: Mapping[str, float]) -> Iterator[tuple[str, float]]:
+        """(feature, percent); a bad percent is deleted (this run's own are always good)."""
+        if not isinstance(reply, dict):
+            self._replace_key(PERCENT_KEY, reply, {name: repr(p) for name, p in owed.items()})
+            yield from owed.items()
+            return
+        for raw_field, raw_value in reply.items():
+            name = _text(raw_field)
+            percent = _finite(_text(raw_value))
+            if percent is None:
+                self.notes.append(f"{PERCENT_KEY} {name} was {_shown(raw_value)}; deleted")
+                self.deletes.append((PERCENT_KEY, name))
+                continue
+            yield name, percent
+
+    def time(self, key: str, raw: Any) -> float | None:
+        """Unix seconds, or None (absent, or not a number: deleted)."""
+        if raw is None:
+            return None
+        seconds = _finite(_text(raw)) if isinstance(raw, bytes | str) else None
+        if seconds is None:
+            self.notes.append(f"{key} was {_shown(raw)}, not Unix seconds; deleted")
+            self.deletes.append((key, None))
+        return seconds
+
+    def _replace_key(self, key: str, reply: Any, fields: Mapping[str, str]) -> None:
+        self.notes.append(f"{key} could not be read as a hash ({_shown(reply)}); replaced")
+        self.deletes.append((key, None))
+        self.resets += [(key, name, value) for name, value in fields.items()]
+
+    def apply(self, client: redis.Redis) -> list[str]:
+        """Write the repairs in one transaction; the notes say what was found, and what was
+        pushed instead (and whether the repair failed: the next run finds the same values)."""
+        if not self.notes:
+            return []
+        pipe = client.pipeline(transaction=True)
+        for key, hash_field in self.deletes:
+            if hash_field is None:
+                pipe.delete(key)
+            else:
+                pipe.hdel(key, hash_field)
+        for key, name, value in self.resets:
+            pipe.hset(key, name, value)
+        found = [f"corrupt total {note}" for note in self.notes]
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            failed = f"the repair was not written ({type(exc).__name__}: {exc}); next run retries"
+            return [*found, failed]
+        return found
 
 
 def read_metrics_text(gateway: str, timeout: float, auth: tuple[str, str] | None) -> str:
@@ -300,13 +443,50 @@ def read_metrics_text(gateway: str, timeout: float, auth: tuple[str, str] | None
         return bytes(response.read()).decode("utf-8")
 
 
+def _count(raw: Any) -> int | None:
+    """A persisted counter: a non-negative integer in Redis' range, else None."""
+    text = _text(raw) if isinstance(raw, bytes | str) else ""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    count = int(text)
+    return count if count <= _MAX_COUNT else None
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float out of a number or its text, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, Exception)
+
+
+def _shown(raw: Any) -> str:
+    """A stored value (or the error reading it) for a message, quoted and cut short."""
+    if isinstance(raw, Exception):
+        text = str(raw)
+    elif isinstance(raw, bytes | str):
+        text = repr(_text(raw))
+    else:
+        text = f"<{type(raw).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _joined(status: str, warning: str) -> str:
+    return f"{status}; {warning}" if warning else status
+
+
 def _pair(field_name: str) -> tuple[str, str]:
     feature, _, result = field_name.partition("|")
     return feature, result
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _reason(exc: Exception, timeout: float) -> str:

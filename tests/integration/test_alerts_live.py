@@ -1,4 +1,6 @@
-"""The stall alert in a real Prometheus fed by a real Pushgateway, and on to a real Alertmanager.
+"""The alert rules in a real Prometheus fed by a real Pushgateway, and on to a real Alertmanager:
+the stall alert's life cycle, RolloutControllerFailing across a Prometheus restart, and the
+minimum-traffic guard of the Gmail error alerts.
 
 The rules are a test copy with durations of seconds (`rules_with_short_durations`), so the
 whole alert life cycle takes seconds; every wait is a poll with a deadline.
@@ -14,12 +16,13 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from prometheus_client import (
     CollectorRegistry,
@@ -29,13 +32,17 @@ from prometheus_client import (
     push_to_gateway,
 )
 
-from deployments.servers import RunningServer
+from deployments.servers import RunningServer, start_prometheus
+from rollout_core.model import Action
+from rollout_core.telemetry import RUNS_KEY, PushgatewayTelemetry
 from tests.integration.traffic import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "observability" / "prometheus-alerts.yml"
 ALERTMANAGER_FILE = REPO_ROOT / "observability" / "alertmanager.yml"
 STALL_ALERT = "RolloutControllerStalled"
+FAILING_ALERT = "RolloutControllerFailing"
+GMAIL_ALERTS = ("GmailErrorRateHigh", "GmailErrorBudgetFastBurn")
 STALL_THRESHOLD = ">= 1800"  # as written in the rules file
 STALL_LOOKBACK = "[15m]"  # how long a vanished last-success series is still remembered
 STALL_AFTER_SECONDS = 4
@@ -80,23 +87,32 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
+def alert_states(prometheus: RunningServer, name: str) -> list[dict[str, Any]]:
+    """The pending or firing alerts of the rule `name`, from /api/v1/alerts."""
+    alerts = get_json(f"{prometheus.url}/api/v1/alerts")["data"]["alerts"]
+    return [alert for alert in alerts if alert["labels"]["alertname"] == name]
+
+
 def stall_alert_state(prometheus: RunningServer) -> tuple[str, dict[str, Any] | None]:
     """("inactive" | "pending" | "firing", the alert) from /api/v1/alerts."""
-    alerts = get_json(f"{prometheus.url}/api/v1/alerts")["data"]["alerts"]
-    for alert in alerts:
-        if alert["labels"]["alertname"] == STALL_ALERT:
-            return alert["state"], alert
+    for alert in alert_states(prometheus, STALL_ALERT):
+        return alert["state"], alert
     return "inactive", None
 
 
-def stall_rule_evaluated_inactive_since(prometheus: RunningServer, since: float) -> bool:
-    """True when the stall rule was evaluated after `since` (epoch seconds) and is inactive."""
+def rule_evaluated_inactive_since(prometheus: RunningServer, name: str, since: float) -> bool:
+    """True when the alert rule `name` was evaluated after `since` (epoch seconds) and is
+    inactive."""
     groups = get_json(f"{prometheus.url}/api/v1/rules?type=alert")["data"]["groups"]
     for rule in (rule for group in groups for rule in group["rules"]):
-        if rule["name"] == STALL_ALERT:
+        if rule["name"] == name:
             evaluated = parse_rfc3339(rule["lastEvaluation"])
             return rule["state"] == "inactive" and evaluated > since
-    raise AssertionError(f"{STALL_ALERT} is not loaded in {prometheus.url}")
+    raise AssertionError(f"{name} is not loaded in {prometheus.url}")
+
+
+def stall_rule_evaluated_inactive_since(prometheus: RunningServer, since: float) -> bool:
+    return rule_evaluated_inactive_since(prometheus, STALL_ALERT, since)
 
 
 def parse_rfc3339(text: str) -> float:
@@ -108,9 +124,13 @@ def parse_rfc3339(text: str) -> float:
     return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
-def has_series(prometheus: RunningServer, query: str) -> bool:
+def instant(prometheus: RunningServer, query: str) -> list[dict[str, Any]]:
     url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    return bool(get_json(url)["data"]["result"])
+    return list(get_json(url)["data"]["result"])
+
+
+def has_series(prometheus: RunningServer, query: str) -> bool:
+    return bool(instant(prometheus, query))
 
 
 def knows_an_alertmanager(prometheus: RunningServer) -> bool:
@@ -272,3 +292,111 @@ def test_a_vanished_pushgateway_group_pages_through_alertmanager(
         f"deleted (lookback {LOOKBACK_SECONDS}s, for {FOR_SECONDS}s); "
         f"test body {time.monotonic() - started:.1f}s"
     )
+
+
+def stays_inactive(prometheus: RunningServer, name: str, evaluations: int = 3) -> None:
+    """Wait for `evaluations` evaluations of the rule `name` (1 s apart), failing if it is ever
+    pending or firing meanwhile."""
+    for _ in range(evaluations):
+        since = time.time()
+
+        def evaluated_inactive(since: float = since) -> bool:
+            assert alert_states(prometheus, name) == [], f"{name} is active"
+            return rule_evaluated_inactive_since(prometheus, name, since)
+
+        poll(evaluated_inactive, bool, 15, f"{name} evaluated inactive")
+
+
+def test_a_flat_error_counter_fires_nothing_across_a_prometheus_restart_but_a_new_failure_does(
+    pushgateway: RunningServer, redis_url: str, short_rules: Path, tmp_path: Path
+) -> None:
+    """Issue 10.10: a Pushgateway holding runs_total{status="error"} 3 from earlier runs, a
+    fresh Prometheus, then the same Prometheus restarted on its storage: no alert. Then one
+    more failed run: the alert fires."""
+    redis_client = redis.Redis.from_url(redis_url)
+    redis_client.hset(RUNS_KEY, mapping={"ok": 40, "error": 3})
+    telemetry = PushgatewayTelemetry(pushgateway.url, redis_client=redis_client)
+    pushed = telemetry.record_run({"google": Action.HOLD}, {"google": 10}, "ok", datetime.now(UTC))
+    assert pushed == "pushed"
+    data_dir = tmp_path / "prometheus-restarted"
+    targets = {"pushgateway": [pushgateway.host_port]}
+    errors = 'rollout_controller_runs_total{job="rollout_controller",status="error"}'
+    prometheus = start_prometheus(data_dir, scrape_targets=targets, rule_files=[short_rules])
+    try:
+        poll(lambda: has_series(prometheus, errors), bool, 15, "the error counter in Prometheus")
+        stays_inactive(prometheus, FAILING_ALERT)
+        port = prometheus.port
+        prometheus.stop()
+        prometheus = start_prometheus(
+            data_dir, scrape_targets=targets, rule_files=[short_rules], port=port
+        )
+        poll(lambda: has_series(prometheus, errors), bool, 15, "the error counter after restart")
+        stays_inactive(prometheus, FAILING_ALERT, evaluations=5)
+        [sample] = instant(prometheus, f"{errors}[1h]")
+        assert {value for _, value in sample["values"]} == {"3"}  # flat across the restart
+
+        telemetry.record_run({}, {}, "error", datetime.now(UTC))
+
+        def failing() -> list[dict[str, Any]]:
+            return alert_states(prometheus, FAILING_ALERT)
+
+        [alert] = poll(failing, lambda alerts: alerts != [], 15, f"{FAILING_ALERT} firing")
+    finally:
+        prometheus.stop()
+    assert alert["state"] == "firing"  # no `for`: a failure tickets at once
+    assert alert["labels"]["status"] == "error"
+    assert alert["annotations"]["description"].startswith("1 controller run(s) ended")
+
+
+class GmailTraffic:
+    """Gmail send counters pushed to the Pushgateway as the sample service would expose them."""
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+        self.registry = CollectorRegistry()
+        labels = ["provider", "action"]
+        self.calls = Counter("action_exec", "", labels, registry=self.registry)
+        self.errors = Counter("action_error", "", labels, registry=self.registry)
+
+    def send(self, calls: int, errors: int) -> None:
+        self.calls.labels("google", "gmail.send").inc(calls)
+        self.errors.labels("google", "gmail.send").inc(errors)
+        push_to_gateway(self.gateway, job="sample", registry=self.registry)
+
+
+def test_low_traffic_errors_fire_no_gmail_alert_and_enough_traffic_does(
+    prometheus_factory: Callable[..., RunningServer],
+    pushgateway: RunningServer,
+    short_rules: Path,
+) -> None:
+    """Issue 10.11: half the calls failing at a few calls a second stays silent while the ratio
+    is 50x the limit; the same ratio on 200 calls in the 5m window fires both alerts."""
+    traffic = GmailTraffic(pushgateway.host_port)
+    traffic.send(2, 1)
+    prometheus = prometheus_factory(
+        scrape_targets={"pushgateway": [pushgateway.host_port]}, rule_files=[short_rules]
+    )
+    over_the_limits = (
+        "provider_action:action_errors:ratio_rate5m > 0.144 and "
+        "provider_action:action_errors:ratio_rate1h > 0.144"
+    )
+
+    def ratio_over_the_limits() -> bool:
+        traffic.send(2, 1)
+        return has_series(prometheus, over_the_limits)
+
+    poll(ratio_over_the_limits, bool, 20, "a 50% error ratio in Prometheus")
+    for name in GMAIL_ALERTS:
+        traffic.send(2, 1)
+        stays_inactive(prometheus, name, evaluations=3)
+    [calls] = instant(prometheus, "provider_action:action_exec:increase5m")
+    assert float(calls["value"][1]) < 200
+
+    def both_firing() -> bool:
+        traffic.send(100, 50)
+        states = [alert_states(prometheus, name) for name in GMAIL_ALERTS]
+        return all(alerts and alerts[0]["state"] == "firing" for alerts in states)
+
+    poll(both_firing, bool, 30, f"{' and '.join(GMAIL_ALERTS)} firing")
+    [calls] = instant(prometheus, "provider_action:action_exec:increase5m")
+    assert float(calls["value"][1]) >= 200

@@ -150,8 +150,44 @@ def test_the_threshold_alerts_use_the_limits_of_the_policy_slos() -> None:
     rules = alert_rules()
     for slo in google.slos:
         expr = rules[ALERT_FOR_POLICY_SLO[slo.name]]["expr"]
-        threshold = float(re.findall(r">\s*([0-9.]+)\s*$", expr.strip())[-1])
+        # the first `> number` at the end of a line: the threshold (guards follow it)
+        threshold = float(re.findall(r">\s*([0-9.]+)\s*$", expr, flags=re.MULTILINE)[0])
         assert threshold == slo.max, f"{slo.name}: alert {threshold} != policy max {slo.max}"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """The recording rule `name`."""
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    [rule] = [rule for group in groups for rule in group["rules"] if rule.get("record") == name]
+    return dict(rule)
+
+
+def test_the_minimum_calls_per_window_is_the_policys_min_samples_for_the_error_rate() -> None:
+    """The alerts need the evidence the controller needs before it judges an error ratio."""
+    google = load_config(REPO_ROOT / "rollouts.yaml").feature("google")
+    [error_rate] = [slo for slo in google.slos if slo.name == "error_rate"]
+    assert recorded("provider_action:min_requests:count")["expr"] == (
+        f"vector({error_rate.min_samples})"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", sorted(name for name, rule in alert_rules().items() if "action_errors" in rule["expr"])
+)
+def test_every_error_ratio_window_of_an_alert_is_guarded_by_the_minimum_calls(name: str) -> None:
+    expr = " ".join(alert_rules()[name]["expr"].split())
+    windows = re.findall(r"provider_action:action_errors:ratio_rate(\w+)", expr)
+    assert windows, f"{name} reads no recorded error ratio"
+    for window in windows:
+        guard = (
+            f"provider_action:action_exec:increase{window} >= on (provider, action) "
+            "provider_action:min_requests:count"
+        )
+        assert guard in expr, (
+            f"{name}: its {window} ratio needs `and on (provider, action) {guard}`"
+        )
+        counted = recorded(f"provider_action:action_exec:increase{window}")["expr"]
+        assert re.search(rf"increase\(action_exec_total\{{.*\}}\[{window}\]\)", counted), counted
 
 
 def test_the_slo_target_is_set_in_exactly_one_place() -> None:
@@ -182,3 +218,9 @@ def parse_minutes(duration: str) -> float:
     parts = re.findall(r"(\d+)([hms])", str(duration))
     assert parts or str(duration) == "0", f"cannot read the duration {duration!r}"
     return sum(int(amount) * units[unit] for amount, unit in parts)
+
+
+def test_the_minimum_calls_is_set_in_exactly_one_place() -> None:
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+    assert [expr for expr in exprs if re.search(r"\b200\b", expr)] == ["vector(200)"]

@@ -18,6 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rollout_core.model import Action
 from rollout_core.telemetry import (
+    CHANGES_KEY,
+    LAST_RUN_KEY,
+    LAST_SUCCESS_KEY,
+    PERCENT_KEY,
     RUNS_KEY,
     PushgatewayTelemetry,
     Totals,
@@ -169,12 +173,30 @@ def test_an_unset_pushgateway_is_a_warning_and_redis_still_counts(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
-    sink = PushgatewayTelemetry(redis_client=fakeredis.FakeRedis(server=server))
+    monkeypatch.setenv("PUSHGATEWAY_URL", "http://127.0.0.1:9")  # the sink must not read it
+    sink = PushgatewayTelemetry("", redis_client=fakeredis.FakeRedis(server=server))
     with caplog.at_level(logging.WARNING):
         assert sink.record_run({}, {}, "ok", T0) == "pushgateway not configured"
     assert "PUSHGATEWAY_URL is not set" in caplog.text
     assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"1"}
+
+
+def test_every_status_and_result_is_pushed_from_zero_on_the_first_run(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    """So the first failure of a kind is a 0 -> 1 step that increase() can see."""
+    worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0)
+    text = gateway.pushed[-1]
+    assert 'rollout_controller_runs_total{status="ok"} 1.0' in text
+    for status in ("prom_unreachable", "redis_error", "error"):
+        assert f'rollout_controller_runs_total{{status="{status}"}} 0.0' in text
+    assert gateway.last.runs == {"ok": 1}
+    for result in ("promote", "rollback"):
+        assert f'changes_total{{feature="google",result="{result}"}} 0.0' in text
+    assert 'changes_total{feature="google",result="hold"} 1.0' in text
+    assert gateway.last.changes == {("google", "hold"): 1}
+    worker().record_run({}, {}, "redis_error", T0 + timedelta(minutes=10))
+    assert gateway.last.runs == {"ok": 1, "redis_error": 1}
 
 
 def test_with_redis_down_the_gateway_totals_plus_this_run_are_pushed(
@@ -260,3 +282,161 @@ def test_basic_auth_from_the_url_is_sent_but_never_logged(
     ]
     assert status == "pushgateway unreachable: HTTP 401"
     assert "s3cret" not in caplog.text and "***@127.0.0.1" in caplog.text
+
+
+def test_explicit_basic_auth_is_sent_and_the_environment_is_not_read(
+    server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSHGATEWAY_USERNAME", "from-env")
+    monkeypatch.setenv("PUSHGATEWAY_PASSWORD", "from-env")
+    http = ThreadingHTTPServer(("127.0.0.1", 0), CapturePush)
+    threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
+    CapturePush.requests = []
+    try:
+        url = f"http://127.0.0.1:{http.server_address[1]}"
+        redis_client = fakeredis.FakeRedis(server=server)
+        PushgatewayTelemetry(url, redis_client=redis_client, auth=("pusher", "s3cret")).record_run(
+            {}, {}, "ok", T0
+        )
+        PushgatewayTelemetry(url, redis_client=redis_client).record_run({}, {}, "ok", T0)
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert [authorization for _, _, authorization in CapturePush.requests] == [
+        "Basic cHVzaGVyOnMzY3JldA==",
+        None,
+    ]
+
+
+# A stray value in each persisted total, as `redis-cli` can leave it: (the command that
+# corrupts it, the words the status must carry, the key and what it holds once repaired).
+CORRUPTIONS = {
+    "a run count that is text": (
+        ["HSET", RUNS_KEY, "ok", "abc"],
+        f"{RUNS_KEY} ok was 'abc', not a count; reset to 1",
+        (RUNS_KEY, {b"ok": b"1"}),
+    ),
+    "a decision count that is a decimal": (
+        ["HSET", CHANGES_KEY, "google|hold", "1.5"],
+        f"{CHANGES_KEY} google|hold was '1.5', not a count; reset to 1",
+        (CHANGES_KEY, {b"google|hold": b"1"}),
+    ),
+    "a run count at the end of Redis' integer range": (
+        ["HSET", RUNS_KEY, "ok", "9223372036854775807"],
+        f"{RUNS_KEY} ok was '9223372036854775807', not a count; reset to 1",
+        (RUNS_KEY, {b"ok": b"1"}),
+    ),
+    "another feature's percent that is text": (
+        ["HSET", PERCENT_KEY, "outlook", "fifty"],
+        f"{PERCENT_KEY} outlook was 'fifty'; deleted",
+        (PERCENT_KEY, {b"google": b"10.0"}),
+    ),
+    "a run counts key that is not a hash": (
+        ["SET", RUNS_KEY, "3"],
+        f"{RUNS_KEY} could not be read as a hash",
+        (RUNS_KEY, {b"ok": b"1"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_a_corrupt_persisted_total_is_reported_and_repaired_never_raised(
+    case: str,
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    command, reported, (key, repaired) = CORRUPTIONS[case]
+    client = fakeredis.FakeRedis(server=server)
+    client.execute_command(*command)
+    status = worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0)
+    assert reported in status and status.endswith("; pushed")
+    assert client.hgetall(key) == repaired
+    assert "outlook" not in gateway.last.percents
+    assert gateway.last.runs == {"ok": 1}
+    later = T0 + timedelta(minutes=10)
+    assert worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", later) == "pushed"
+    assert gateway.last.runs == {"ok": 2}
+
+
+def test_a_corrupt_last_success_time_is_deleted_and_not_pushed(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    client = fakeredis.FakeRedis(server=server)
+    client.set(LAST_SUCCESS_KEY, "yesterday")
+    status = worker().record_run({}, {}, "error", T0)
+    assert f"{LAST_SUCCESS_KEY} was 'yesterday', not Unix seconds; deleted" in status
+    assert client.get(LAST_SUCCESS_KEY) is None
+    assert gateway.last.last_success is None
+    assert gateway.last.last_run == T0.timestamp()
+    assert client.get(LAST_RUN_KEY) == repr(T0.timestamp()).encode()
+
+
+def test_a_percent_that_is_not_a_number_is_left_out_and_named(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    percents: dict[str, Any] = {"google": float("nan"), "outlook": "abc", "yahoo": 50}
+    status = worker().record_run({}, percents, "ok", T0)
+    assert "percent of google is nan, not a number; not reported" in status
+    assert "percent of outlook is 'abc', not a number; not reported" in status
+    assert gateway.last.percents == {"yahoo": 50}
+
+
+def test_an_unexpected_error_in_the_push_is_a_status_not_an_exception(
+    server: fakeredis.FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_push(gateway: str, **_: Any) -> None:
+        raise RuntimeError("registry exploded")
+
+    sink = PushgatewayTelemetry(
+        "http://127.0.0.1:9091", redis_client=fakeredis.FakeRedis(server=server), push=broken_push
+    )
+    with caplog.at_level(logging.ERROR):
+        status = sink.record_run({}, {}, "ok", T0)
+    assert status == "telemetry not recorded: RuntimeError: registry exploded"
+    assert "registry exploded" in caplog.text
+
+
+def test_a_gateway_copy_with_a_missing_label_is_read_without_it(
+    server: fakeredis.FakeServer,
+) -> None:
+    text = (
+        "# TYPE rollout_controller_runs_total counter\n"
+        'rollout_controller_runs_total{job="rollout_controller",instance=""} 4\n'
+        'rollout_controller_runs_total{job="rollout_controller",instance="",status="ok"} 2\n'
+    )
+    assert totals_from_exposition(text, JOB).runs == {"ok": 2}
+
+
+def test_a_repair_that_cannot_be_written_is_named_and_the_next_run_repairs_it(
+    gateway: StubGateway, server: fakeredis.FakeServer
+) -> None:
+    class RedisLostAfterTheRead(fakeredis.FakeRedis):
+        """Redis answers the totals' transaction, then is gone for the repair."""
+
+        def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+            pipe = super().pipeline(transaction, shard_hint)
+            if self.pipelines_made == 1:
+                server.connected = False
+            self.pipelines_made += 1
+            return pipe
+
+        pipelines_made = 0
+
+    fakeredis.FakeRedis(server=server).hset(RUNS_KEY, "error", "three")
+    sink = PushgatewayTelemetry(
+        "http://127.0.0.1:9091",
+        redis_client=RedisLostAfterTheRead(server=server),
+        push=gateway.push,
+        read_gateway=gateway.read,
+    )
+    status = sink.record_run({}, {}, "ok", T0)
+    assert f"corrupt total {RUNS_KEY} error was 'three', not a count; reset to 0" in status
+    assert "the repair was not written (ConnectionError" in status
+    assert gateway.last.runs == {"ok": 1}
+    server.connected = True
+    later = sink.record_run({}, {}, "ok", T0 + timedelta(minutes=10))
+    assert "error was 'three'" in later and later.endswith("; pushed")
+    assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"2", b"error": b"0"}

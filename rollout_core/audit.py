@@ -6,7 +6,6 @@ Dry-run entries are recommendations (`recommend 0% -> 10% ... dry_run=true`), ne
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +23,13 @@ __all__ = [
     "DEFAULT_LOG_PATH",
     "MARKDOWN_HEADER",
     "AuditEntry",
+    "append_log_entry",
     "append_rollout_log",
     "entry_from_stream",
     "format_log_line",
     "log_path",
     "read_audit",
+    "read_entry",
     "rebuild_rollout_log",
     "render_markdown",
 ]
@@ -154,9 +155,34 @@ def _stream_order(entry_id: str | None) -> tuple[int, int]:
     return int(millis), int(sequence or 0)
 
 
+def read_entry(client: redis.Redis, entry_id: str) -> AuditEntry | None:
+    """The stream entry with this id, or None when it is gone (trimmed)."""
+    try:
+        found = cast(
+            "list[tuple[str, dict[str, str]]]",
+            client.xrange(AUDIT_STREAM, min=entry_id, max=entry_id),
+        )
+    except redis.RedisError as exc:
+        raise store_error(client, exc, f"reading {AUDIT_STREAM} {entry_id}") from exc
+    return entry_from_stream(*found[0]) if found else None
+
+
 def log_path(path: str | Path | None = None) -> Path:
-    """`path`, else ROLLOUT_AUDIT_LOG, else rollout_log.md."""
-    return Path(path or os.environ.get("ROLLOUT_AUDIT_LOG") or DEFAULT_LOG_PATH)
+    """`path`, else rollout_log.md. The caller passes the configured path (Settings'
+    `audit_log_path`, from ROLLOUT_AUDIT_LOG); nothing here reads the environment."""
+    return Path(path or DEFAULT_LOG_PATH)
+
+
+def append_log_entry(entry: AuditEntry, path: str | Path | None = None) -> str:
+    """Append one audited entry's line to the Markdown log (with a header when the file is
+    new); the line. Every audited write (set, pause, resume, audience, init, override, the
+    controller's changes) gets one."""
+    line = format_log_line(entry)
+    file = log_path(path)
+    is_new = not file.exists() or file.stat().st_size == 0
+    with file.open("a", encoding="utf-8") as log:
+        log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
+    return line
 
 
 def append_rollout_log(
@@ -172,12 +198,7 @@ def append_rollout_log(
 ) -> str:
     """Append one line to the Markdown log (with a header when the file is new); the line."""
     entry = AuditEntry(at or datetime.now(UTC), feature, old_pct, new_pct, reason, by, dry_run)
-    line = format_log_line(entry)
-    file = log_path(path)
-    is_new = not file.exists() or file.stat().st_size == 0
-    with file.open("a", encoding="utf-8") as log:
-        log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
-    return line
+    return append_log_entry(entry, path)
 
 
 def rebuild_rollout_log(client: redis.Redis, path: str | Path | None = None) -> int:

@@ -14,6 +14,15 @@
 -- Returns {status, audit entry id ('' = nothing written), old percent, new percent,
 --          written keys...} where status is ok | not_initialised.
 
+-- the percent grammar of rollout_sdk.flag_values: digits with an optional fraction, 0..100
+-- (Lua's tonumber would also take '1e1', '0x10' and ' 10')
+local function is_percent(text)
+  if not (string.match(text, '^%d+%.?%d*$') or string.match(text, '^%.%d+$')) then
+    return false
+  end
+  return tonumber(text) <= 100
+end
+
 local stream_type = redis.call('TYPE', KEYS[1])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then
   return redis.error_reply(KEYS[1] .. ' holds a ' .. stream_type .. ', not a stream')
@@ -42,7 +51,7 @@ if #written == 0 then
 end
 
 if mode ~= 'nx' and new_percent ~= old_percent then
-  if old_percent == '' or tonumber(old_percent) then  -- never copy an operator's typo along
+  if old_percent == '' or is_percent(old_percent) then  -- never copy an operator's typo along
     redis.call('SET', KEYS[3], old_percent == '' and '0' or old_percent)
   end
   redis.call('SET', KEYS[4], now)

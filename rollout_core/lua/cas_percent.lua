@@ -16,6 +16,15 @@
 -- where status is applied | conflict | recommended | not_initialised, and key names the
 -- first key that differed on a conflict.
 
+-- the percent grammar of rollout_sdk.flag_values: digits with an optional fraction, 0..100
+-- (Lua's tonumber would also take '1e1', '0x10' and ' 10')
+local function is_percent(text)
+  if not (string.match(text, '^%d+%.?%d*$') or string.match(text, '^%.%d+$')) then
+    return false
+  end
+  return tonumber(text) <= 100
+end
+
 local stream_type = redis.call('TYPE', KEYS[8])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then
   -- checked before any write: a failing XADD after the SETs would leave half a change
@@ -65,12 +74,12 @@ if dry_run == 'true' then
 end
 
 redis.call('SET', KEYS[1], new)
-if tonumber(old) then  -- never copy an operator's typo into the history
+if is_percent(old) then  -- never copy an operator's typo into the history
   redis.call('SET', KEYS[6], old)
 end
 redis.call('SET', KEYS[5], now)
 local decrease
-if tonumber(old) then
+if is_percent(old) then
   decrease = tonumber(new) < tonumber(old)
 else
   decrease = ARGV[15] == 'rollback'

@@ -135,7 +135,6 @@ def set_percent(
         from rollout_cli.formatting import set_message
         from rollout_cli.inputs import parse_percent_argument, require_reason
         from rollout_core.config import validate_feature_name
-        from rollout_core.flags import flag_key
 
         name = validate_feature_name(feature)
         target = parse_percent_argument(percent)
@@ -143,7 +142,7 @@ def set_percent(
         store = open_store()
         # only the percent is read here: a bad value in another key must not block an
         # emergency change, and a bad percent is what `set` repairs
-        before = store.client.get(flag_key(name, "rollout_percent"))
+        before = store.raw_values(name)["rollout_percent"]
         result = store.set_percent(name, target, why, actor(by), at=now())
         failed = result.conflict or result.unknown
         return _written(

@@ -233,6 +233,11 @@ class RedisFlagStore:
         return self._client
 
     @property
+    def writer(self) -> redis.Redis:
+        """The client every write goes through: same server, no retries."""
+        return self._writer
+
+    @property
     def audit_retention(self) -> int:
         return int(self._retention)
 
@@ -286,6 +291,23 @@ class RedisFlagStore:
                 )
         self._registry_checked = True
 
+    def _connect_writer(self, doing: str) -> None:
+        """Connect before sending a write, so a refused connection is a plain "nothing was
+        sent" error; only a write that was sent can have an unknown outcome."""
+        pool = self._writer.connection_pool
+        try:
+            connection = pool.get_connection()
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
+        pool.release(connection)
+
+    def raw_values(self, feature: str) -> dict[str, str | None]:
+        """The raw strings of a feature's flag keys (None = absent), unparsed."""
+        feature = validate_feature_name(feature)
+        keys = [flag_key(feature, field) for field in FIELDS]
+        values = self._call(f"reading {feature}", self._client.mget, keys)
+        return dict(zip(FIELDS, values, strict=True))
+
     def _not_initialised(self, feature: str) -> FeatureNotInitialised:
         try:
             known: list[str] | None = self.known_features()
@@ -298,6 +320,7 @@ class RedisFlagStore:
         write_id = uuid.uuid4().hex
         keys, args = self._cas_call(change, write_id)
         doing = f"applying {_describe_change(change)}"
+        self._connect_writer(doing)
         try:
             reply = self._cas(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -323,6 +346,7 @@ class RedisFlagStore:
         for keys, args in calls:
             self._cas(keys, args, client=pipe)
         doing = f"applying {len(changes)} change(s) ({', '.join(c.feature for c in changes)})"
+        self._connect_writer(doing)
         try:
             replies = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -514,6 +538,7 @@ class RedisFlagStore:
         args = [mode, format_time(at), feature, reason, by, action, write_id, self._retention]
         args += [CHANGES_CHANNEL, *values.values()]
         doing = f"writing {action} of {feature}"
+        self._connect_writer(doing)
         try:
             reply = self._audited_write(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:

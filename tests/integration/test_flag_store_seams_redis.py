@@ -1,13 +1,15 @@
-"""The flag store's seams against a real redis-server: a change an operator makes with
-redis-cli between the read and the write, a lost reply (through a proxy that drops exactly
-one), features that are not initialised, retention, the registry and the change channel."""
+"""The flag store's seams against a real redis-server: a corrupt history key (it holds
+promotions only), a change an operator makes with redis-cli between the read and the write,
+a lost reply (through a proxy that drops exactly one), features that are not initialised,
+retention, the registry and the change channel."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +17,11 @@ import pytest
 import redis
 
 from deployments.servers import RunningServer, require_binary
-from rollout_core.controller import OutcomeStatus, apply_decisions
+from rollout_core.config import FeatureSpec
+from rollout_core.controller import OutcomeStatus, apply_decisions, run_pass
 from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
-from rollout_core.model import Action, Decision, FlagState
+from rollout_core.guards import check_guards
+from rollout_core.model import Action, Decision, FlagState, SloReading, SloSnapshot
 from rollout_core.ports import FlagChange
 from rollout_core.redis_connection import connect
 from rollout_sdk.keys import CHANGES_CHANNEL, FEATURES_REGISTRY
@@ -223,3 +227,85 @@ def test_every_audited_change_publishes_the_feature_and_registers_it(
     listener.close()
     assert heard == ["slack", "google", "slack"]
     assert client.smembers(FEATURES_REGISTRY) == {"google", "slack"}
+
+
+@dataclass
+class BreachingSource:
+    """20% errors over 2,000 requests for every feature: a breach with evidence."""
+
+    def fetch(self, specs: Sequence[FeatureSpec], at: datetime) -> Mapping[str, SloSnapshot]:
+        reading = SloReading("error_rate", 0.2, 2000)
+        return {s.name: SloSnapshot(s.name, {"error_rate": reading}, at) for s in specs}
+
+
+def ratio_spec(name: str) -> FeatureSpec:
+    return FeatureSpec.model_validate(
+        {
+            "name": name,
+            "slos": [
+                {
+                    "name": "error_rate",
+                    "ratio": {"errors": f"errors_{name}", "total": f"total_{name}"},
+                    "max": 0.01,
+                    "min_samples": 100,
+                }
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("last_percent", "fifty"),
+        ("last_change_time", "yesterday"),
+        ("last_rollback_time", "2025-13-45"),
+        ("internal_only", "maybe"),
+    ],
+)
+def test_a_corrupt_history_key_does_not_block_a_rollback(
+    client: redis.Redis, redis_url: str, key: str, value: str
+) -> None:
+    store = RedisFlagStore(client)
+    store.init("google", AT)
+    store.set_percent("google", 100, "full rollout", "alice", at=AT)
+    redis_cli(redis_url, "SET", f"flags:google:{key}", value)
+
+    outcome = run_pass([ratio_spec("google")], store, BreachingSource(), AT, dry_run=False)[
+        "google"
+    ]
+
+    assert outcome.status is OutcomeStatus.OK and outcome.applied, outcome.summary
+    assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
+    assert client.get("flags:google:rollout_percent") == "10"
+    assert f"warning: flags:google:{key} is {value!r}" in outcome.decision.reason
+
+
+def test_a_corrupt_history_key_holds_a_promotion_naming_it(client: redis.Redis) -> None:
+    store = RedisFlagStore(client)
+    store.init("google", AT)
+    client.set("flags:google:last_percent", "fifty")
+    state = store.read(["google"])["google"]
+    decision = check_guards(
+        ratio_spec("google"),
+        state,
+        Decision("google", Action.PROMOTE, 0, 10, ("all SLOs healthy",)),
+        AT,
+    )
+    assert (decision.action, decision.guard) == (Action.HOLD, "history")
+    assert "flags:google:last_percent is 'fifty'" in decision.reasons[0]
+
+
+@pytest.mark.parametrize("key", ["rollout_percent", "enabled", "paused"])
+def test_a_corrupt_key_a_rollback_needs_holds_the_feature_as_a_config_error(
+    client: redis.Redis, key: str
+) -> None:
+    store = RedisFlagStore(client)
+    store.init("google", AT)
+    store.set_percent("google", 50, "ramp", "alice", at=AT)
+    client.set(f"flags:google:{key}", "garbled")
+    outcome = run_pass([ratio_spec("google")], store, BreachingSource(), AT, dry_run=False)[
+        "google"
+    ]
+    assert outcome.status is OutcomeStatus.CONFIG_ERROR
+    assert f"flags:google:{key} is 'garbled'" in (outcome.error or "")

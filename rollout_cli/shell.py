@@ -121,16 +121,14 @@ def actor(by: str | None) -> str:
 def log_audited(store: RedisFlagStore, audit_id: str | None) -> tuple[str, ...]:
     """Append the audited write's line to the Markdown log (ROLLOUT_AUDIT_LOG); notes for
     stderr. The stream is the durable record, so a failed copy is a warning, not a failure."""
-    from rollout_core.audit import append_log_entry, read_entry
+    from rollout_core.audit import log_audited_write
     from rollout_core.errors import RolloutError
 
     if audit_id is None:
         return ()
     path = settings().audit_log_path
     try:
-        entry = read_entry(store.client, audit_id)
-        if entry is not None:
-            append_log_entry(entry, path)
+        log_audited_write(store.client, audit_id, path)
     except (OSError, RolloutError) as error:
         return (
             f"warning: {path} not updated ({error}); the change is in rollout:audit, and "

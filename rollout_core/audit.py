@@ -27,6 +27,7 @@ __all__ = [
     "append_rollout_log",
     "entry_from_stream",
     "format_log_line",
+    "log_audited_write",
     "log_path",
     "read_audit",
     "read_entry",
@@ -183,6 +184,19 @@ def append_log_entry(entry: AuditEntry, path: str | Path | None = None) -> str:
     with file.open("a", encoding="utf-8") as log:
         log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
     return line
+
+
+def log_audited_write(
+    client: redis.Redis, entry_id: str | None, path: str | Path | None = None
+) -> str | None:
+    """Append the Markdown line of the stream entry an audited write just made (e.g.
+    `WriteResult.audit_id`, `ApplyResult.audit_id`); the line, or None when there was no entry.
+    Raises FlagStoreError or OSError; the change itself stands either way, so callers report
+    a failure here as a warning."""
+    if entry_id is None:
+        return None
+    entry = read_entry(client, entry_id)
+    return None if entry is None else append_log_entry(entry, path)
 
 
 def append_rollout_log(

@@ -69,7 +69,9 @@ def test_percent_parses_plain_decimals(raw: str, expected: float) -> None:
     assert parse_percent("k", raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["abc", "nan", "inf", "-1", "150", "1e1", "1_0", "", " 10", " 50 ", "10%"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "nan", "inf", "-1", "150", "1e1", "1_0", "", " 10", " 50 ", "10%"]
+)
 def test_percent_that_is_not_a_decimal_in_range_names_key_value_and_expectation(raw: str) -> None:
     with pytest.raises(InvalidFlagValue) as error:
         parse_percent("flags:google:rollout_percent", raw)

@@ -63,8 +63,6 @@ FIELDS = (
     "last_percent",
     "last_rollback_time",
 )
-# the keys a rollback itself needs; any other key that does not parse only holds promotions
-ROLLBACK_FIELDS = ("rollout_percent", "enabled", "paused")
 # the order of the compare-and-set script's KEYS[1..7]
 _CAS_FIELDS = (
     "rollout_percent",
@@ -162,20 +160,27 @@ def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
         text = raw.get(field)
         return default if text is None else parse(flag_key(feature, field), text)
 
-    state = FlagState(
+    # keys a rollback needs raise; the others are read leniently, collecting their problems
+    percent = strict("rollout_percent", parse_percent, 0.0)
+    enabled = strict("enabled", parse_bool, True)
+    paused = strict("paused", parse_bool, False)
+    internal_only = lenient("internal_only", parse_bool, False)
+    last_change_time = lenient("last_change_time", parse_time, None)
+    last_percent = lenient("last_percent", parse_percent, None)
+    last_rollback_time = lenient("last_rollback_time", parse_time, None)
+    return FlagState(
         feature=feature,
-        percent=strict("rollout_percent", parse_percent, 0.0),
-        enabled=strict("enabled", parse_bool, True),
-        paused=strict("paused", parse_bool, False),
-        internal_only=lenient("internal_only", parse_bool, False),
-        last_change_time=lenient("last_change_time", parse_time, None),
-        last_percent=lenient("last_percent", parse_percent, None),
-        last_rollback_time=lenient("last_rollback_time", parse_time, None),
+        percent=percent,
+        enabled=enabled,
+        internal_only=internal_only,
+        paused=paused,
+        last_change_time=last_change_time,
+        last_percent=last_percent,
+        last_rollback_time=last_rollback_time,
         exists=raw.get("rollout_percent") is not None,
         raw=tuple((field, raw.get(field)) for field in FIELDS),
-        problems=tuple(problems),  # filled by the lenient reads above
+        problems=tuple(problems),
     )
-    return state
 
 
 @dataclass(frozen=True)

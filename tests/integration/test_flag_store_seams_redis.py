@@ -309,3 +309,41 @@ def test_a_corrupt_key_a_rollback_needs_holds_the_feature_as_a_config_error(
     ]
     assert outcome.status is OutcomeStatus.CONFIG_ERROR
     assert f"flags:google:{key} is 'garbled'" in (outcome.error or "")
+
+
+def test_a_dry_run_controller_appends_an_unchanged_recommendation_once(
+    store: RedisFlagStore, client: redis.Redis
+) -> None:
+    spec = ratio_spec("google")
+    store.set_percent("google", 50, "ramp", "alice", at=AT)
+    entries = client.xlen(AUDIT_STREAM)
+    for _ in range(3):
+        outcome = run_pass([spec], store, BreachingSource(), AT, dry_run=True)["google"]
+        assert outcome.dry_run and outcome.decision is not None
+        assert outcome.decision.action is Action.ROLLBACK
+    assert client.xlen(AUDIT_STREAM) == entries + 1
+    assert client.get("flags:google:rollout_percent") == "50"
+
+
+def test_switching_an_absent_audience_to_public_changes_nothing(
+    store: RedisFlagStore, client: redis.Redis, redis_url: str
+) -> None:
+    store.set_percent("google", 50, "ramp", "alice", at=AT)
+    redis_cli(redis_url, "DEL", "flags:google:internal_only")
+    entries = client.xlen(AUDIT_STREAM)
+    result = rollout(redis_url, "audience", "google", "public")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "google: audience already public; nothing written\n"
+    assert client.get("flags:google:rollout_percent") == "50"
+    assert client.xlen(AUDIT_STREAM) == entries
+
+
+def test_rollout_set_repairs_a_percent_written_wrong_with_redis_cli(
+    store: RedisFlagStore, client: redis.Redis, redis_url: str
+) -> None:
+    redis_cli(redis_url, "SET", "flags:google:rollout_percent", "fifty")
+    result = rollout(redis_url, "set", "google", "10", "--reason", "repair")
+    assert result.returncode == 0, result.stderr
+    assert client.get("flags:google:rollout_percent") == "10"
+    fields = client.xrevrange(AUDIT_STREAM, count=1)[0][1]
+    assert (fields["old_percent"], fields["new_percent"], fields["by"]) == ("fifty", "10", "alice")

@@ -86,6 +86,8 @@ def status(
             if isinstance(state, Exception):
                 codes.append(exit_code(state))
                 notes.append(f"error: {state}")
+            else:  # a bad history or audience key holds promotions only
+                notes.extend(f"warning: {problem}; promotions hold" for problem in state.problems)
             rows.append(status_row(name, state, dwell, cooldown, source, moment))
         if not rows and not as_json:
             return Outcome("no features found; run `rollout init FEATURE`", 0, tuple(notes))

@@ -85,6 +85,7 @@ class StatusRow:
             "cooldown_remaining_seconds": self.cooldown_remaining.total_seconds(),
             "timing_from": self.timing_from,
             "error": self.error,
+            "problems": [] if state is None else list(state.problems),
         }
 
 
@@ -153,6 +154,8 @@ def audit_table(entries: Sequence[AuditEntry]) -> Table:
             "unset" if p is None else format_percent(p)
             for p in (entry.old_percent, entry.new_percent)
         )
+        if entry.old_percent is None and entry.old_raw:
+            old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
         change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
         cells = [format_time(entry.time), entry.feature, change, entry.action, entry.by]
         table.add_row(*(Text(cell) for cell in (*cells, entry.reason)))

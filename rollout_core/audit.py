@@ -58,6 +58,7 @@ class AuditEntry:
     dry_run: bool = False
     action: str = ""
     id: str | None = None  # the stream entry id
+    old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class AuditEntry:
             "by": self.by,
             "dry_run": self.dry_run,
             "action": self.action,
+            "old_percent_raw": self.old_raw,
         }
 
 
@@ -95,6 +97,7 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         dry_run=fields.get("dry_run") == "true",
         action=fields.get("action", ""),
         id=entry_id,
+        old_raw=fields.get("old_percent", ""),
     )
 
 
@@ -131,6 +134,8 @@ def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
     old, new = (_shown(p) for p in (entry.old_percent, entry.new_percent))
+    if entry.old_percent is None and entry.old_raw:
+        old = repr(entry.old_raw)  # an operator's typo, as it was overwritten
     change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
     reason = " ".join(entry.reason.split())  # one entry, one line
     line = f"{format_time(entry.time)}  {entry.feature}  {change}  reason={reason}  by={entry.by}"

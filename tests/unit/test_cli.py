@@ -367,3 +367,27 @@ def test_the_status_table_shows_audience_pause_and_time_left() -> None:
 def test_a_conflict_message_tells_what_the_store_holds_now() -> None:
     message = set_message("google", "10", 50, ApplyResult(False, True, 0, True))
     assert "now 0%, paused=true" in message and "nothing written" in message
+
+
+def test_status_warns_of_a_corrupt_history_key_without_failing(cli: Cli) -> None:
+    cli("init", "google")
+    cli.redis.set("flags:google:last_percent", "fifty")
+    result = cli("status", "google", "--json")
+    assert result.exit_code == 0
+    assert "warning: flags:google:last_percent is 'fifty'" in result.stderr
+    assert "promotions hold" in result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["problems"] and row["problems"][0].startswith("flags:google:last_percent")
+
+
+def test_a_repaired_typo_shows_as_it_was_in_the_audit_and_the_log(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "ops-log.md"
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(log))
+    cli("init", "google")
+    cli.redis.set("flags:google:rollout_percent", "fifty")
+    cli("set", "google", "10", "--reason", "repair")
+    assert log.read_text(encoding="utf-8").splitlines()[-1].split("  ")[2] == "'fifty' -> 10%"
+    (entry,) = json.loads(cli("audit", "google", "--json", "--limit", "1").stdout)
+    assert (entry["old_percent"], entry["old_percent_raw"]) == (None, "fifty")

@@ -74,7 +74,7 @@ def rollout_controller(
     outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings)
     status = run_status(outcomes)
     telemetry_warning = emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at)
-    write_audit(quote(outcomes), at)
+    write_audit(quote(outcomes), at, settings.audit_log_path)
     message = ("live: " if live else "dry run: ") + summarize(outcomes)
     if telemetry_warning:
         message += f"\nwarning: telemetry: {telemetry_warning}"

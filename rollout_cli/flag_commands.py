@@ -11,23 +11,41 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rollout_cli.shell import EXIT_FAILURE, Outcome, exit_code, now, open_store, run
+from rollout_cli.shell import (
+    EXIT_FAILURE,
+    Outcome,
+    actor,
+    exit_code,
+    log_audited,
+    now,
+    open_store,
+    run,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
     from rollout_core.config import RolloutsConfig
+    from rollout_core.flags import RedisFlagStore, WriteResult
+    from rollout_core.ports import ApplyResult
 
 __all__ = ["audience", "audit", "init", "pause", "resume", "set_percent", "status"]
 
 Feature = Annotated[str, typer.Argument(help="Feature name, e.g. google.", show_default=False)]
 Reason = Annotated[str | None, typer.Option(help="Why: recorded in the audit trail.")]
-By = Annotated[str, typer.Option(help="Who makes the change: recorded in the audit trail.")]
+By = Annotated[
+    str | None,
+    typer.Option(
+        help="Who makes the change, for the audit trail. Default: the OS user ($USER, else "
+        "the login name, else manual).",
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 ConfigPath = Annotated[Path, typer.Option(help="Rollouts file for dwell and cooldown.")]
 
 
-def init(feature: Feature, by: By = "manual") -> None:
+def init(feature: Feature, by: By = None) -> None:
     """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
 
     def command() -> Outcome:
@@ -35,7 +53,9 @@ def init(feature: Feature, by: By = "manual") -> None:
         from rollout_core.config import validate_feature_name
 
         name = validate_feature_name(feature)
-        return Outcome(init_message(name, open_store().init(name, now(), by)))
+        store = open_store()
+        result = store.init(name, now(), actor(by))
+        return _written(store, init_message(name, result), _code(result), result)
 
     run(command)
 
@@ -66,6 +86,8 @@ def status(
             if isinstance(state, Exception):
                 codes.append(exit_code(state))
                 notes.append(f"error: {state}")
+            else:  # a bad history or audience key holds promotions only
+                notes.extend(f"warning: {problem}; promotions hold" for problem in state.problems)
             rows.append(status_row(name, state, dwell, cooldown, source, moment))
         if not rows and not as_json:
             return Outcome("no features found; run `rollout init FEATURE`", 0, tuple(notes))
@@ -106,43 +128,50 @@ def set_percent(
     feature: Feature,
     percent: Annotated[str, typer.Argument(help="0..100, e.g. 10 or 0.5.", show_default=False)],
     reason: Reason = None,
-    by: By = "manual",
+    by: By = None,
 ) -> None:
-    """Set the rollout percent through the controller's compare-and-set (audited)."""
+    """Set the rollout percent through the controller's compare-and-set (audited). Works over
+    a corrupt percent too: the audit entry records the old raw value."""
 
     def command() -> Outcome:
         from rollout_cli.formatting import set_message
         from rollout_cli.inputs import parse_percent_argument, require_reason
         from rollout_core.config import validate_feature_name
-        from rollout_core.errors import ConfigError
-        from rollout_core.model import FlagState
 
         name = validate_feature_name(feature)
         target = parse_percent_argument(percent)
         why = require_reason(reason, f'rollout set {name} {percent} --reason "canary is healthy"')
         store = open_store()
-        state = store.read_each([name])[name]
-        if isinstance(state, FlagState) and not state.exists:
-            raise ConfigError(
-                f"{name} is not initialised (flags:{name}:rollout_percent is absent); "
-                f"run `rollout init {name}` first"
-            )
-        # a bad value in another key must not block an emergency change: set reads its own
-        before = state.percent if isinstance(state, FlagState) else None
-        result = store.set_percent(name, target, why, by, at=now())
-        return Outcome(set_message(name, before, target, result), EXIT_FAILURE * result.conflict)
+        # only the percent is read here: a bad value in another key must not block an
+        # emergency change, and a bad percent is what `set` repairs
+        before = store.raw_values(name)["rollout_percent"]
+        result = store.set_percent(name, target, why, actor(by), at=now())
+        failed = result.conflict or result.unknown
+        return _written(
+            store, set_message(name, before, target, result), EXIT_FAILURE * failed, result
+        )
 
     run(command)
 
 
-def pause(feature: Feature, reason: Reason = None, by: By = "manual") -> None:
+def _written(
+    store: RedisFlagStore,
+    message: str,
+    code: int = 0,
+    result: WriteResult | ApplyResult | None = None,
+) -> Outcome:
+    """The outcome of an audited write, with its Markdown log line appended."""
+    return Outcome(message, code, log_audited(store, None if result is None else result.audit_id))
+
+
+def pause(feature: Feature, reason: Reason = None, by: By = None) -> None:
     """Stop the controller changing this feature (rollbacks included) until resumed."""
-    run(lambda: _pause(feature, True, reason or "paused by operator", by))
+    run(lambda: _pause(feature, True, reason or "paused by operator", actor(by)))
 
 
-def resume(feature: Feature, reason: Reason = None, by: By = "manual") -> None:
+def resume(feature: Feature, reason: Reason = None, by: By = None) -> None:
     """Let the controller change this feature again."""
-    run(lambda: _pause(feature, False, reason or "resumed by operator", by))
+    run(lambda: _pause(feature, False, reason or "resumed by operator", actor(by)))
 
 
 def _pause(feature: str, paused: bool, reason: str, by: str) -> Outcome:
@@ -150,17 +179,19 @@ def _pause(feature: str, paused: bool, reason: str, by: str) -> Outcome:
     from rollout_core.config import validate_feature_name
 
     name = validate_feature_name(feature)
-    result = open_store().set_paused(name, paused, reason, by, now())
-    return Outcome(pause_message(name, paused, result))
+    store = open_store()
+    result = store.set_paused(name, paused, reason, by, now())
+    return _written(store, pause_message(name, paused, result), _code(result), result)
 
 
 def audience(
     feature: Feature,
     to: Annotated[str, typer.Argument(help="internal or public.", show_default=False)],
     reason: Reason = None,
-    by: By = "manual",
+    by: By = None,
 ) -> None:
-    """Switch the audience and reset the percent to 0, atomically (audited)."""
+    """Switch the audience and reset the percent to 0, atomically (audited). Switching to
+    the audience already set (an absent internal_only is public) changes nothing."""
 
     def command() -> Outcome:
         from rollout_cli.formatting import audience_message
@@ -170,10 +201,15 @@ def audience(
         name = validate_feature_name(feature)
         internal_only = parse_audience(to)
         why = reason or f"audience set to {to.strip().lower()} by operator"
-        result = open_store().set_audience(name, internal_only, why, by, now())
-        return Outcome(audience_message(name, internal_only, result))
+        store = open_store()
+        result = store.set_audience(name, internal_only, why, actor(by), now())
+        return _written(store, audience_message(name, internal_only, result), _code(result), result)
 
     run(command)
+
+
+def _code(result: WriteResult) -> int:
+    return EXIT_FAILURE if result.unknown else 0
 
 
 def audit(

@@ -14,6 +14,7 @@ from rollout_core.audit import AuditEntry
 from rollout_core.flags import SEED, WriteResult, format_time
 from rollout_core.model import FlagState, format_percent
 from rollout_core.ports import ApplyResult
+from rollout_sdk.flag_values import parse_percent_value
 
 __all__ = [
     "StatusRow",
@@ -84,6 +85,7 @@ class StatusRow:
             "cooldown_remaining_seconds": self.cooldown_remaining.total_seconds(),
             "timing_from": self.timing_from,
             "error": self.error,
+            "problems": [] if state is None else list(state.problems),
         }
 
 
@@ -152,46 +154,73 @@ def audit_table(entries: Sequence[AuditEntry]) -> Table:
             "unset" if p is None else format_percent(p)
             for p in (entry.old_percent, entry.new_percent)
         )
+        if entry.old_percent is None and entry.old_raw:
+            old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
         change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
         cells = [format_time(entry.time), entry.feature, change, entry.action, entry.by]
         table.add_row(*(Text(cell) for cell in (*cells, entry.reason)))
     return table
 
 
-def set_message(feature: str, before: float | None, target: float, result: ApplyResult) -> str:
+def set_message(feature: str, before: str | None, target: float, result: ApplyResult) -> str:
+    """`before` is the raw percent string read (None: absent); a corrupt one is shown quoted."""
+    if result.unknown:
+        return f"{feature}: {result.message}"
     if result.conflict:
         now = "unset" if result.current_percent is None else format_percent(result.current_percent)
         paused = "true" if result.current_paused else "false"
+        why = f" ({result.message})" if result.message else ""
         return (
-            f"{feature}: not changed: the flag changed while this command ran (now {now}, "
+            f"{feature}: not changed: the flag changed while this command ran{why} (now {now}, "
             f"paused={paused}); nothing written; check `rollout status {feature}` and retry"
         )
     if not result.applied:
         return f"{feature}: already at {format_percent(target)}; nothing written"
-    change = f"{format_percent(before)} -> " if before is not None else "set to "
-    return f"{feature}: {change}{format_percent(target)} (audit {result.audit_id})"
+    change = f"{_shown_raw(before)} -> " if before is not None else "set to "
+    text = f"{feature}: {change}{format_percent(target)} (audit {result.audit_id})"
+    return f"{text}; {result.message}" if result.recovered else text
+
+
+def _shown_raw(raw: str) -> str:
+    value = parse_percent_value(raw)
+    return format_percent(value) if value is not None else f"{raw!r} (unparsable)"
+
+
+def _written_note(result: WriteResult) -> str:
+    return f" ({result.message})" if result.recovered else ""
 
 
 def init_message(feature: str, result: WriteResult) -> str:
+    if result.unknown:
+        return f"{feature}: {result.message}"
     if not result.is_change:
         return f"{feature}: already initialised; nothing written"
     seeded = " ".join(f"{field}={SEED[field]}" for field in result.written)
     others = "" if len(result.written) == len(SEED) else " (the other seed keys were already set)"
-    return f"{feature}: initialised {seeded}{others}"
+    return f"{feature}: initialised {seeded}{others}{_written_note(result)}"
 
 
 def pause_message(feature: str, paused: bool, result: WriteResult) -> str:
+    if result.unknown:
+        return f"{feature}: {result.message}"
     verb = "paused" if paused else "resumed"
     if not result.is_change:
         return f"{feature}: already {verb}; nothing written"
     if paused:
-        return f"{feature}: paused; the controller makes no change until `rollout resume {feature}`"
-    return f"{feature}: resumed; the controller may change the percent again"
+        return (
+            f"{feature}: paused; the controller makes no change until `rollout resume {feature}`"
+            f"{_written_note(result)}"
+        )
+    return f"{feature}: resumed; the controller may change the percent again{_written_note(result)}"
 
 
 def audience_message(feature: str, internal_only: bool, result: WriteResult) -> str:
+    if result.unknown:
+        return f"{feature}: {result.message}"
     audience = "internal" if internal_only else "public"
     if not result.is_change:
         return f"{feature}: audience already {audience}; nothing written"
+    if result.recovered:
+        return f"{feature}: audience {audience}; rollout_percent -> 0%{_written_note(result)}"
     old = "unset" if result.old_percent is None else format_percent(result.old_percent)
     return f"{feature}: audience {audience}; rollout_percent {old} -> 0%"

@@ -5,23 +5,31 @@ from __future__ import annotations
 import math
 
 from rollout_core.errors import ConfigError
+from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_percent_value
 
 __all__ = ["parse_audience", "parse_limit", "parse_percent_argument", "require_reason"]
 
-_PERCENT_HINT = "expected a number from 0 to 100 such as 10 or 0.5"
+_PERCENT_HINT = f"expected {PERCENT_EXPECTED}"
 
 
 def parse_percent_argument(text: str) -> float:
-    """ "10", "0.5" or "10%"; "abc", "nan", "inf" and 150 are refused."""
+    """ "10", "0.5", "10%" or " 10 % "; then the store's and the gate's own parser
+    (`rollout_sdk.flag_values`), so "abc", "nan", "1e1", "1_0" and 150 are refused."""
+    cleaned = text.strip().removesuffix("%").strip()
+    value = parse_percent_value(cleaned)
+    if value is not None:
+        return value
     try:
-        value = float(text.strip().removesuffix("%"))
+        number = float(cleaned)
     except ValueError:
         raise ConfigError(f"percent {text!r} is not a number; {_PERCENT_HINT}") from None
-    if not math.isfinite(value):
+    if not math.isfinite(number):
         raise ConfigError(f"percent {text!r} is not a finite number; {_PERCENT_HINT}")
-    if not 0 <= value <= 100:
+    if not 0 <= number <= 100:
         raise ConfigError(f"percent {text!r} is out of range; {_PERCENT_HINT}")
-    return value
+    raise ConfigError(
+        f"percent {text!r} is not a plain decimal (no sign, exponent or '_'); {_PERCENT_HINT}"
+    )
 
 
 def require_reason(reason: str | None, example: str) -> str:

@@ -6,6 +6,7 @@ any other RolloutError (Redis down, Prometheus down) exits 1. One line each, on 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,21 @@ import typer
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from rollout_core.bootstrap import Settings
     from rollout_core.flags import RedisFlagStore
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "Outcome", "exit_code", "now", "open_store", "run"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "Outcome",
+    "actor",
+    "exit_code",
+    "log_audited",
+    "now",
+    "open_store",
+    "run",
+    "settings",
+]
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -73,9 +86,52 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def settings() -> Settings:
+    """The environment, read once by `rollout_core.bootstrap` (the one place that reads it)."""
+    from rollout_core.bootstrap import Settings
+
+    return Settings.from_env()
+
+
 def open_store() -> RedisFlagStore:
-    """The flag store on REDIS_URL (read from the environment)."""
-    from rollout_core.flags import RedisFlagStore
+    """The flag store on REDIS_URL, trimming the audit to ROLLOUT_AUDIT_RETENTION entries."""
+    from rollout_core.flags import DEFAULT_AUDIT_RETENTION, RedisFlagStore
     from rollout_core.redis_connection import connect
 
-    return RedisFlagStore(connect())
+    config = settings()
+    # the bootstrap engineer adds `audit_retention` (ROLLOUT_AUDIT_RETENTION) to Settings
+    retention = getattr(config, "audit_retention", None) or DEFAULT_AUDIT_RETENTION
+    return RedisFlagStore(connect(config.redis_url), audit_retention=retention)
+
+
+def actor(by: str | None) -> str:
+    """Who acts, for the audit: `--by`, else the OS user ($USER, else the login name), else
+    "manual"."""
+    if by is not None and by.strip():
+        return by.strip()
+    user = os.environ.get("USER", "").strip()
+    if not user:
+        try:
+            user = os.getlogin()
+        except OSError:
+            user = ""
+    return user or "manual"
+
+
+def log_audited(store: RedisFlagStore, audit_id: str | None) -> tuple[str, ...]:
+    """Append the audited write's line to the Markdown log (ROLLOUT_AUDIT_LOG); notes for
+    stderr. The stream is the durable record, so a failed copy is a warning, not a failure."""
+    from rollout_core.audit import log_audited_write
+    from rollout_core.errors import RolloutError
+
+    if audit_id is None:
+        return ()
+    path = settings().audit_log_path
+    try:
+        log_audited_write(store.client, audit_id, path)
+    except (OSError, RolloutError) as error:
+        return (
+            f"warning: {path} not updated ({error}); the change is in rollout:audit, and "
+            f"`rollout audit --rebuild-log {path}` rewrites the log from it",
+        )
+    return ()

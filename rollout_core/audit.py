@@ -6,7 +6,6 @@ Dry-run entries are recommendations (`recommend 0% -> 10% ... dry_run=true`), ne
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +23,14 @@ __all__ = [
     "DEFAULT_LOG_PATH",
     "MARKDOWN_HEADER",
     "AuditEntry",
+    "append_log_entry",
     "append_rollout_log",
     "entry_from_stream",
     "format_log_line",
+    "log_audited_write",
     "log_path",
     "read_audit",
+    "read_entry",
     "rebuild_rollout_log",
     "render_markdown",
 ]
@@ -56,6 +58,7 @@ class AuditEntry:
     dry_run: bool = False
     action: str = ""
     id: str | None = None  # the stream entry id
+    old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class AuditEntry:
             "by": self.by,
             "dry_run": self.dry_run,
             "action": self.action,
+            "old_percent_raw": self.old_raw,
         }
 
 
@@ -93,6 +97,7 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         dry_run=fields.get("dry_run") == "true",
         action=fields.get("action", ""),
         id=entry_id,
+        old_raw=fields.get("old_percent", ""),
     )
 
 
@@ -129,6 +134,8 @@ def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
     old, new = (_shown(p) for p in (entry.old_percent, entry.new_percent))
+    if entry.old_percent is None and entry.old_raw:
+        old = repr(entry.old_raw)  # an operator's typo, as it was overwritten
     change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
     reason = " ".join(entry.reason.split())  # one entry, one line
     line = f"{format_time(entry.time)}  {entry.feature}  {change}  reason={reason}  by={entry.by}"
@@ -154,9 +161,47 @@ def _stream_order(entry_id: str | None) -> tuple[int, int]:
     return int(millis), int(sequence or 0)
 
 
+def read_entry(client: redis.Redis, entry_id: str) -> AuditEntry | None:
+    """The stream entry with this id, or None when it is gone (trimmed)."""
+    try:
+        found = cast(
+            "list[tuple[str, dict[str, str]]]",
+            client.xrange(AUDIT_STREAM, min=entry_id, max=entry_id),
+        )
+    except redis.RedisError as exc:
+        raise store_error(client, exc, f"reading {AUDIT_STREAM} {entry_id}") from exc
+    return entry_from_stream(*found[0]) if found else None
+
+
 def log_path(path: str | Path | None = None) -> Path:
-    """`path`, else ROLLOUT_AUDIT_LOG, else rollout_log.md."""
-    return Path(path or os.environ.get("ROLLOUT_AUDIT_LOG") or DEFAULT_LOG_PATH)
+    """`path`, else rollout_log.md. The caller passes the configured path (Settings'
+    `audit_log_path`, from ROLLOUT_AUDIT_LOG); nothing here reads the environment."""
+    return Path(path or DEFAULT_LOG_PATH)
+
+
+def append_log_entry(entry: AuditEntry, path: str | Path | None = None) -> str:
+    """Append one audited entry's line to the Markdown log (with a header when the file is
+    new); the line. Every audited write (set, pause, resume, audience, init, override, the
+    controller's changes) gets one."""
+    line = format_log_line(entry)
+    file = log_path(path)
+    is_new = not file.exists() or file.stat().st_size == 0
+    with file.open("a", encoding="utf-8") as log:
+        log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
+    return line
+
+
+def log_audited_write(
+    client: redis.Redis, entry_id: str | None, path: str | Path | None = None
+) -> str | None:
+    """Append the Markdown line of the stream entry an audited write just made (e.g.
+    `WriteResult.audit_id`, `ApplyResult.audit_id`); the line, or None when there was no entry.
+    Raises FlagStoreError or OSError; the change itself stands either way, so callers report
+    a failure here as a warning."""
+    if entry_id is None:
+        return None
+    entry = read_entry(client, entry_id)
+    return None if entry is None else append_log_entry(entry, path)
 
 
 def append_rollout_log(
@@ -172,12 +217,7 @@ def append_rollout_log(
 ) -> str:
     """Append one line to the Markdown log (with a header when the file is new); the line."""
     entry = AuditEntry(at or datetime.now(UTC), feature, old_pct, new_pct, reason, by, dry_run)
-    line = format_log_line(entry)
-    file = log_path(path)
-    is_new = not file.exists() or file.stat().st_size == 0
-    with file.open("a", encoding="utf-8") as log:
-        log.write((MARKDOWN_HEADER if is_new else "") + line + "\n")
-    return line
+    return append_log_entry(entry, path)
 
 
 def rebuild_rollout_log(client: redis.Redis, path: str | Path | None = None) -> int:

@@ -56,6 +56,8 @@ class Settings:
     # ROLLOUT_SCHEDULE_INTERVAL_SECONDS: the deployment's interval; runs later than two of
     # them are skipped as stale
     schedule_interval_seconds: float = 600.0
+    # ROLLOUT_AUDIT_LOG: the Markdown copy of the audit stream
+    audit_log_path: str = "rollout_log.md"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +72,7 @@ class Settings:
                 env, "ROLLOUT_FETCH_BACKOFF_SECONDS", 0.5, allow_zero=True
             ),
             schedule_interval_seconds=_seconds_env(env, "ROLLOUT_SCHEDULE_INTERVAL_SECONDS", 600.0),
+            audit_log_path=env.get("ROLLOUT_AUDIT_LOG") or cls.audit_log_path,
         )
 
 

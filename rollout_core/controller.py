@@ -197,9 +197,10 @@ def apply_decisions(
     dry_run: bool,
     by: str = "controller",
 ) -> dict[str, FeatureOutcome]:
-    """Every change's compare-and-set, sent together in one round trip. A conflict becomes a
-    hold "concurrent change"; a Redis failure fails that feature only. Never retried blindly:
-    a CAS happened or it did not."""
+    """Every change's compare-and-set, sent together in one round trip. A conflict (any key
+    the decision read changed since) becomes a hold "concurrent change"; a Redis failure
+    fails that feature only. Never retried blindly: a lost reply is read back by write id,
+    and a change whose outcome stays unknown fails the feature, saying so."""
     outcomes: dict[str, FeatureOutcome] = {}
     changes: dict[str, tuple[Decision, FlagChange]] = {}
     for name, decision in decisions.items():
@@ -217,8 +218,11 @@ def apply_decisions(
     for (name, (decision, _)), result in zip(changes.items(), results, strict=True):
         if isinstance(result, RolloutError):
             outcomes[name] = FeatureOutcome(name, _status_of(result), decision, error=str(result))
+        elif result.unknown:
+            status = OutcomeStatus.REDIS_ERROR
+            outcomes[name] = FeatureOutcome(name, status, decision, error=result.message)
         elif result.conflict:
-            held = _held_by_concurrent_change(decision, result.current_percent)
+            held = _held_by_concurrent_change(decision, result.current_percent, result.message)
             outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, held, dry_run=dry_run)
         else:
             outcomes[name] = FeatureOutcome(
@@ -240,11 +244,15 @@ def _change_for(
         at=now,
         action=decision.action,
         dry_run=dry_run,
+        expected_raw=state.raw,  # every key the decision read, compared exactly
     )
 
 
-def _held_by_concurrent_change(decision: Decision, current: float | None) -> Decision:
-    now_at = f"{current:g}%" if current is not None else "absent"
+def _held_by_concurrent_change(
+    decision: Decision, current: float | None, detail: str = ""
+) -> Decision:
+    now_at = f"{current:g}%" if current is not None else "absent or unparsable"
+    what = f" ({detail})" if detail else ""
     return replace(
         decision,
         action=Action.HOLD,
@@ -254,7 +262,7 @@ def _held_by_concurrent_change(decision: Decision, current: float | None) -> Dec
         guard="concurrent change",
         reasons=(
             f"Hold: concurrent change: flag moved from {decision.from_percent:g}% to {now_at} "
-            "since it was read; not overwritten",
+            f"since it was read{what}; not overwritten",
             *decision.reasons,
         ),
     )

@@ -1,34 +1,48 @@
 """The flag store on Redis: DESIGN §4 keys, read in one round trip, changed by atomic Lua.
 
 Operators keep writing plain strings with `redis-cli SET flags:google:paused "true"`; every
-value is parsed strictly, and one that does not parse is an InvalidFlagValue naming the key.
-Percent changes go through one compare-and-set script; init, pause and audience through one
-audited-write script. Both append to the `rollout:audit` stream in the same atomic step.
+value is parsed strictly by `rollout_sdk.flag_values` (the gate's parser too). A bad percent,
+`enabled` or `paused` is an InvalidFlagValue naming the key; a bad history or audience key
+only holds promotions (`FlagState.problems`). Percent changes go through one compare-and-set
+script that compares every key the decision read; init, pause and audience through one
+audited-write script. Both append to the `rollout:audit` stream in the same atomic step,
+trim it approximately, record the write id, register the feature and publish its name.
+
+Writes are never retried blindly: they go through a client without retries, and a write whose
+reply was lost is read back on a fresh connection by its write id (applied, not applied, or,
+while Redis stays unreachable, unknown).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from rollout_core.config import FEATURE_NAME_PATTERN, validate_feature_name
-from rollout_core.errors import ConfigError, InvalidFlagValue, RolloutError
+from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, RolloutError
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
-from rollout_core.redis_connection import store_error
+from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
+from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
+from rollout_sdk.keys import AUDIT_STREAM, CHANGES_CHANNEL, FEATURES_REGISTRY, flag_key
 
 __all__ = [
     "AUDIT_STREAM",
+    "DEFAULT_AUDIT_RETENTION",
     "FIELDS",
+    "LAST_WRITE_HASH",
+    "RECOMMENDATIONS_HASH",
     "SEED",
+    "FeatureNotInitialised",
     "RedisFlagStore",
     "WriteResult",
     "flag_key",
@@ -40,7 +54,6 @@ __all__ = [
     "parse_time",
 ]
 
-AUDIT_STREAM = "rollout:audit"
 FIELDS = (
     "enabled",
     "internal_only",
@@ -50,27 +63,53 @@ FIELDS = (
     "last_percent",
     "last_rollback_time",
 )
-_PERCENT = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)$")
+# the order of the compare-and-set script's KEYS[1..7]
+_CAS_FIELDS = (
+    "rollout_percent",
+    "enabled",
+    "internal_only",
+    "paused",
+    "last_change_time",
+    "last_percent",
+    "last_rollback_time",
+)
+# controller-owned: feature -> "<write id> <audit entry id>" of its last audited write
+LAST_WRITE_HASH = "rollout:last_write"
+# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation
+RECOMMENDATIONS_HASH = "rollout:recommendations"
+DEFAULT_AUDIT_RETENTION = 100_000
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 # what `init` writes where absent: a new feature goes to internal actors first, at 0%
 SEED = {"enabled": "true", "internal_only": "true", "rollout_percent": "0", "paused": "false"}
+# how far back a read-back looks for a write id the last-write hash no longer holds
+_READ_BACK_ENTRIES = 1000
 
 
-def flag_key(feature: str, field: str) -> str:
-    return f"flags:{feature}:{field}"
+class FeatureNotInitialised(ConfigError):
+    """A write to a feature whose rollout_percent key is absent; nothing was written."""
+
+    def __init__(self, feature: str, known: Sequence[str] | None) -> None:
+        listed = "unknown (Redis did not answer)" if known is None else ", ".join(known) or "none"
+        super().__init__(
+            f"feature {feature!r} is not initialised (flags:{feature}:rollout_percent is "
+            f"absent); known: {listed}; run `rollout init {feature}` if it is new"
+        )
+        self.feature, self.known = feature, tuple(known or ())
 
 
 def parse_bool(key: str, raw: str) -> bool:
-    if raw in ("true", "false"):
-        return raw == "true"
-    raise InvalidFlagValue(key, raw, '"true" or "false"')
+    value = parse_bool_value(raw)
+    if value is None:
+        raise InvalidFlagValue(key, raw, '"true" or "false"')
+    return value
 
 
 def parse_percent(key: str, raw: str) -> float:
     """A finite decimal in 0..100; "10", "10.0" and "0.5" parse, "abc", "nan", "1e1" do not."""
-    if _PERCENT.fullmatch(raw) and 0 <= float(raw) <= 100:
-        return float(raw)
-    raise InvalidFlagValue(key, raw, "a number from 0 to 100 such as 10 or 0.5")
+    value = parse_percent_value(raw)
+    if value is None:
+        raise InvalidFlagValue(key, raw, PERCENT_EXPECTED)
+    return value
 
 
 def parse_time(key: str, raw: str) -> datetime:
@@ -88,7 +127,7 @@ def parse_time(key: str, raw: str) -> datetime:
 def format_percent_value(percent: float) -> str:
     """The canonical stored form: "10", "0.5", never "10.0" nor "1e-05"."""
     if not math.isfinite(percent) or not 0 <= percent <= 100:
-        raise ConfigError(f"percent {percent!r} is out of range; expected a number from 0 to 100")
+        raise ConfigError(f"percent {percent!r} is out of range; expected {PERCENT_EXPECTED}")
     return f"{percent:.6f}".rstrip("0").rstrip(".")
 
 
@@ -99,42 +138,66 @@ def format_time(at: datetime) -> str:
 
 
 def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
-    """A FlagState from the raw values by field name (None = absent), parsing each strictly."""
+    """A FlagState from the raw values by field name (None = absent), parsing each strictly.
 
-    def value(field: str) -> tuple[str, str | None]:
-        return flag_key(feature, field), raw.get(field)
+    A bad percent, `enabled` or `paused` raises InvalidFlagValue (the feature holds); a bad
+    history or audience key is recorded in `problems` and read as absent, so it holds
+    promotions only.
+    """
+    problems: list[str] = []
 
-    def boolean(field: str, default: bool) -> bool:
-        key, text = value(field)
-        return default if text is None else parse_bool(key, text)
+    def lenient(field: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+        text = raw.get(field)
+        if text is None:
+            return default
+        try:
+            return parse(flag_key(feature, field), text)
+        except InvalidFlagValue as error:
+            problems.append(str(error))
+            return default
 
-    def moment(field: str) -> datetime | None:
-        key, text = value(field)
-        return None if text is None else parse_time(key, text)
+    def strict(field: str, parse: Callable[[str, str], Any], default: Any) -> Any:
+        text = raw.get(field)
+        return default if text is None else parse(flag_key(feature, field), text)
 
-    percent_key, percent = value("rollout_percent")
-    last_key, last = value("last_percent")
+    # keys a rollback needs raise; the others are read leniently, collecting their problems
+    percent = strict("rollout_percent", parse_percent, 0.0)
+    enabled = strict("enabled", parse_bool, True)
+    paused = strict("paused", parse_bool, False)
+    internal_only = lenient("internal_only", parse_bool, False)
+    last_change_time = lenient("last_change_time", parse_time, None)
+    last_percent = lenient("last_percent", parse_percent, None)
+    last_rollback_time = lenient("last_rollback_time", parse_time, None)
     return FlagState(
         feature=feature,
-        percent=0.0 if percent is None else parse_percent(percent_key, percent),
-        enabled=boolean("enabled", True),
-        internal_only=boolean("internal_only", False),
-        paused=boolean("paused", False),
-        last_change_time=moment("last_change_time"),
-        last_percent=None if last is None else parse_percent(last_key, last),
-        last_rollback_time=moment("last_rollback_time"),
-        exists=percent is not None,
+        percent=percent,
+        enabled=enabled,
+        internal_only=internal_only,
+        paused=paused,
+        last_change_time=last_change_time,
+        last_percent=last_percent,
+        last_rollback_time=last_rollback_time,
+        exists=raw.get("rollout_percent") is not None,
+        raw=tuple((field, raw.get(field)) for field in FIELDS),
+        problems=tuple(problems),
     )
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What an audited write did: the fields it wrote (none: already so) and the percents."""
+    """What an audited write did: the fields it wrote (none: already so) and the percents.
+
+    `recovered`: the reply was lost and a read-back found the write applied (the fields are
+    then the ones asked for). `unknown`: Redis stayed unreachable; `message` says what to run.
+    """
 
     written: tuple[str, ...]
     audit_id: str | None
     old_percent: float | None
     new_percent: float | None
+    unknown: bool = False
+    recovered: bool = False
+    message: str = ""
 
     @property
     def is_change(self) -> bool:
@@ -147,16 +210,41 @@ def _script(name: str) -> str:
 
 
 class RedisFlagStore:
-    """The FlagStore port on Redis, plus the operator's audited writes."""
+    """The FlagStore port on Redis, plus the operator's audited writes.
 
-    def __init__(self, client: redis.Redis) -> None:
+    `client` serves reads (with its small retry budget); writes go through a copy of it
+    without retries. `audit_retention`: the stream is trimmed to about this many entries.
+    """
+
+    def __init__(
+        self, client: redis.Redis, *, audit_retention: int = DEFAULT_AUDIT_RETENTION
+    ) -> None:
+        if isinstance(audit_retention, bool) or not isinstance(audit_retention, int):
+            raise ConfigError(f"audit retention {audit_retention!r} is not a whole number")
+        if audit_retention < 1:
+            raise ConfigError(
+                f"audit retention {audit_retention} is invalid; expected a whole number of "
+                "entries of 1 or more, e.g. 100000"
+            )
         self._client = client
-        self._cas = client.register_script(_script("cas_percent.lua"))
-        self._audited_write = client.register_script(_script("audited_write.lua"))
+        self._writer = without_retries(client)
+        self._retention = str(audit_retention)
+        self._cas = self._writer.register_script(_script("cas_percent.lua"))
+        self._audited_write = self._writer.register_script(_script("audited_write.lua"))
+        self._registry_checked = False
 
     @property
     def client(self) -> redis.Redis:
         return self._client
+
+    @property
+    def writer(self) -> redis.Redis:
+        """The client every write goes through: same server, no retries."""
+        return self._writer
+
+    @property
+    def audit_retention(self) -> int:
+        return int(self._retention)
 
     def read(self, features: Sequence[str]) -> dict[str, FlagState]:
         states = self.read_each(features)
@@ -180,84 +268,238 @@ class RedisFlagStore:
         return states
 
     def known_features(self) -> list[str]:
-        """Every feature with a rollout_percent key, found with SCAN (never KEYS), sorted."""
+        """Every initialised feature, sorted: the `rollout:features` registry, or, while it is
+        empty (a store initialised before it existed), every rollout_percent key (SCAN)."""
+        members: set[str] = self._call(
+            "reading the feature registry", self._client.smembers, FEATURES_REGISTRY
+        )
+        names = members or self._scan_features()
+        return sorted(name for name in names if FEATURE_NAME_PATTERN.fullmatch(name))
+
+    def _scan_features(self) -> set[str]:
         pattern = flag_key("*", "rollout_percent")
         keys: list[str] = self._call(
             "listing features", lambda: list(self._client.scan_iter(match=pattern, count=1000))
         )
-        names = (key[len("flags:") : -len(":rollout_percent")] for key in keys)
-        return sorted({name for name in names if FEATURE_NAME_PATTERN.fullmatch(name)})
+        return {key[len("flags:") : -len(":rollout_percent")] for key in keys}
+
+    def _ensure_registry(self) -> None:
+        """Before the first write: a store from before the registry gets it filled from its
+        rollout_percent keys, so one new feature never hides the older ones."""
+        if self._registry_checked:
+            return
+        if not self._call("reading the feature registry", self._client.exists, FEATURES_REGISTRY):
+            found = sorted(n for n in self._scan_features() if FEATURE_NAME_PATTERN.fullmatch(n))
+            if found:
+                self._call(
+                    "filling the feature registry", self._writer.sadd, FEATURES_REGISTRY, *found
+                )
+        self._registry_checked = True
+
+    def _connect_writer(self, doing: str) -> None:
+        """Connect before sending a write, so a refused connection is a plain "nothing was
+        sent" error; only a write that was sent can have an unknown outcome."""
+        pool = self._writer.connection_pool
+        try:
+            connection = pool.get_connection()
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
+        pool.release(connection)
+
+    def raw_values(self, feature: str) -> dict[str, str | None]:
+        """The raw strings of a feature's flag keys (None = absent), unparsed."""
+        feature = validate_feature_name(feature)
+        keys = [flag_key(feature, field) for field in FIELDS]
+        values = self._call(f"reading {feature}", self._client.mget, keys)
+        return dict(zip(FIELDS, values, strict=True))
+
+    def _not_initialised(self, feature: str) -> FeatureNotInitialised:
+        try:
+            known: list[str] | None = self.known_features()
+        except FlagStoreError:
+            known = None
+        return FeatureNotInitialised(feature, known)
 
     def apply(self, change: FlagChange) -> ApplyResult:
-        keys, args = self._cas_call(change)
-        reply = self._call(
-            f"applying {change.feature} {change.expected_percent} -> {change.new_percent}",
-            self._cas,
-            keys,
-            args,
-        )
-        return _apply_result(keys[0], reply)
+        self._ensure_registry()
+        write_id = uuid.uuid4().hex
+        keys, args = self._cas_call(change, write_id)
+        doing = f"applying {_describe_change(change)}"
+        self._connect_writer(doing)
+        try:
+            reply = self._cas(keys, args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return self._apply_after_lost_reply(change, write_id, exc, doing)
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
+        return self._apply_result(change, reply)
 
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         """Every change's compare-and-set in one pipelined round trip (plus one SCRIPT EXISTS).
 
         Not a transaction: each script is atomic on its own, so a conflict or a bad value in
-        one feature leaves the others' writes alone. When the connection fails mid-way the
-        features are reported failed; any script Redis ran wrote its audit entry with its
-        flag, so the stream says which did happen and the next run reads the truth.
+        one feature leaves the others' writes alone. When the connection fails mid-way, each
+        change is read back by its write id on a fresh connection: applied, not applied (an
+        error for that feature) or, while Redis stays unreachable, unknown.
         """
         if not changes:
             return []
-        calls = [self._cas_call(change) for change in changes]
-        pipe = self._client.pipeline(transaction=False)
+        self._ensure_registry()
+        write_ids = [uuid.uuid4().hex for _ in changes]
+        calls = [self._cas_call(c, w) for c, w in zip(changes, write_ids, strict=True)]
+        pipe = self._writer.pipeline(transaction=False)
         for keys, args in calls:
             self._cas(keys, args, client=pipe)
         doing = f"applying {len(changes)} change(s) ({', '.join(c.feature for c in changes)})"
-        replies = self._call(doing, pipe.execute, False)
+        self._connect_writer(doing)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return [
+                self._apply_after_lost_reply(change, write_id, exc, f"applying {change.feature}")
+                for change, write_id in zip(changes, write_ids, strict=True)
+            ]
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
         results: list[ApplyResult | RolloutError] = []
-        for (keys, _), change, reply in zip(calls, changes, replies, strict=True):
+        for change, reply in zip(changes, replies, strict=True):
             if isinstance(reply, redis.RedisError):
                 results.append(store_error(self._client, reply, f"applying {change.feature}"))
-            else:
-                results.append(_apply_result(keys[0], reply))
+                continue
+            try:
+                results.append(self._apply_result(change, reply))
+            except RolloutError as error:
+                results.append(error)
         return results
 
-    def _cas_call(self, change: FlagChange) -> tuple[list[str], list[str]]:
+    def _cas_call(self, change: FlagChange, write_id: str) -> tuple[list[str], list[str]]:
         feature = validate_feature_name(change.feature)
-        fields = ("rollout_percent", "paused", "last_percent", "last_change_time")
-        keys = [*(flag_key(feature, f) for f in (*fields, "last_rollback_time")), AUDIT_STREAM]
-        expected = change.expected_percent
+        keys = [
+            *(flag_key(feature, field) for field in _CAS_FIELDS),
+            AUDIT_STREAM,
+            LAST_WRITE_HASH,
+            RECOMMENDATIONS_HASH,
+            FEATURES_REGISTRY,
+        ]
+        expected = _expectations(change)
+        raw_read = dict(change.expected_raw)
+        old = raw_read.get("rollout_percent") if "rollout_percent" in raw_read else None
+        if old is None:
+            old = format_percent_value(change.expected_percent or 0.0)
         args = [
-            "" if expected is None else repr(float(expected)),  # exact: compared numerically
-            _text(change.expected_paused),
+            *(expected[field] for field in _CAS_FIELDS),
             format_percent_value(change.new_percent),
-            format_percent_value(expected or 0.0),
+            old,  # the raw string read: an operator's typo is audited as it was
             format_time(change.at),
             _text(change.dry_run),
             feature,
             change.reason,
             change.by,
             str(change.action),
+            write_id,
+            self._retention,
+            CHANGES_CHANNEL,
         ]
         return keys, args
+
+    def _apply_result(self, change: FlagChange, reply: Sequence[str]) -> ApplyResult:
+        status, current, paused, audit_id, key = reply
+        if status == "not_initialised":
+            raise self._not_initialised(change.feature)
+        conflict = status == "conflict"
+        return ApplyResult(
+            applied=status == "applied",
+            conflict=conflict,
+            current_percent=parse_percent_value(current) if current else None,
+            current_paused=paused == "true",
+            audit_id=audit_id or None,
+            message=f"{key} changed since it was read; nothing written" if conflict else "",
+        )
+
+    def _apply_after_lost_reply(
+        self, change: FlagChange, write_id: str, exc: Exception, doing: str
+    ) -> ApplyResult:
+        """The reply of a compare-and-set was lost: what Redis holds, read on a new connection."""
+        found, audit_id = self._read_back(change.feature, write_id)
+        if found is None:
+            return ApplyResult(
+                applied=False,
+                conflict=False,
+                current_percent=None,
+                current_paused=change.expected_paused,
+                unknown=True,
+                message=self._unknown_message(change.feature, doing, exc),
+            )
+        if not found:
+            raise FlagStoreError(
+                f"Redis at {describe(self._client)}: the connection was lost while {doing} "
+                f"({exc}); read back on a new connection: not applied, nothing written; "
+                "run the command again"
+            ) from exc
+        return ApplyResult(
+            applied=not change.dry_run,
+            conflict=False,
+            current_percent=change.expected_percent if change.dry_run else change.new_percent,
+            current_paused=change.expected_paused,
+            audit_id=audit_id,
+            recovered=True,
+            message=f"the reply was lost; read back on a new connection: written ({audit_id})",
+        )
+
+    def _read_back(self, feature: str, write_id: str) -> tuple[bool | None, str | None]:
+        """(True, audit id) when the write with `write_id` is in Redis, (False, None) when it
+        is not, (None, None) when Redis cannot be reached to tell."""
+        probe = fresh_client(self._client)
+        try:
+            recorded = probe.hget(LAST_WRITE_HASH, feature)
+            if recorded:
+                recorded_id, _, audit_id = str(recorded).partition(" ")
+                if recorded_id == write_id:
+                    return True, audit_id
+            entries = cast(
+                "list[tuple[str, dict[str, str]]]",  # decode_responses=True: str, not bytes
+                probe.xrevrange(AUDIT_STREAM, count=_READ_BACK_ENTRIES),
+            )
+            for entry_id, fields in entries:
+                if fields.get("write_id") == write_id:
+                    return True, str(entry_id)
+            return False, None
+        except redis.RedisError:
+            return None, None
+        finally:
+            probe.close()
+
+    def _unknown_message(self, feature: str, doing: str, exc: Exception) -> str:
+        return (
+            f"outcome unknown: the connection to Redis at {describe(self._client)} was lost "
+            f"while {doing} ({exc}) and Redis is still unreachable, so whether it was written "
+            f"is not known; once Redis answers, `rollout audit {feature}` shows whether it was"
+        )
 
     def set_percent(
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
     ) -> ApplyResult:
         """A manual change through the controller's compare-and-set: read, then apply.
 
-        Already at `percent`: nothing is written (applied and conflict both False, no audit id).
+        Compared against the raw percent and paused strings it read, so a corrupt percent can
+        be repaired (the audit entry records the old raw value). Already at `percent`: nothing
+        is written (applied and conflict both False, no audit id). Not initialised:
+        FeatureNotInitialised, nothing written.
         """
         feature = validate_feature_name(feature)
         target = float(format_percent_value(percent))
         keys = [flag_key(feature, "rollout_percent"), flag_key(feature, "paused")]
         raw_percent, raw_paused = self._call(f"reading {feature}", self._client.mget, keys)
-        current = None if raw_percent is None else parse_percent(keys[0], raw_percent)
-        paused = raw_paused is not None and parse_bool(keys[1], raw_paused)
+        if raw_percent is None:
+            raise self._not_initialised(feature)
+        current = parse_percent_value(raw_percent)
+        paused = raw_paused == "true"
         if current == target:
             return ApplyResult(False, False, current, paused)
         action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
-        return self.apply(FlagChange(feature, current, paused, target, reason, by, at, action))
+        read = (("rollout_percent", raw_percent), ("paused", raw_paused))
+        change = FlagChange(feature, current, paused, target, reason, by, at, action)
+        return self.apply(replace(change, expected_raw=read))
 
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
@@ -272,7 +514,8 @@ class RedisFlagStore:
     def set_audience(
         self, feature: str, internal_only: bool, reason: str, by: str, at: datetime
     ) -> WriteResult:
-        """Switch internal_only and reset the percent to 0 together; same audience: no-op."""
+        """Switch internal_only and reset the percent to 0 together. Same audience (an absent
+        internal_only is public): nothing written, no audit entry, the percent kept."""
         values = {"internal_only": _text(internal_only), "rollout_percent": "0"}
         return self._write(feature, "switch", values, "audience", reason, by, at)
 
@@ -287,17 +530,51 @@ class RedisFlagStore:
         at: datetime,
     ) -> WriteResult:
         feature = validate_feature_name(feature)
+        self._ensure_registry()
+        write_id = uuid.uuid4().hex
         history = ("rollout_percent", "last_percent", "last_change_time")
-        keys = [AUDIT_STREAM, *(flag_key(feature, f) for f in (*history, *values))]
-        args = [mode, format_time(at), feature, reason, by, action, *values.values()]
-        reply = self._call(f"writing {action} of {feature}", self._audited_write, keys, args)
-        audit_id, old, new, *written = reply
+        keys = [
+            AUDIT_STREAM,
+            *(flag_key(feature, f) for f in history),
+            LAST_WRITE_HASH,
+            FEATURES_REGISTRY,
+            *(flag_key(feature, f) for f in values),
+        ]
+        args = [mode, format_time(at), feature, reason, by, action, write_id, self._retention]
+        args += [CHANGES_CHANNEL, *values.values()]
+        doing = f"writing {action} of {feature}"
+        self._connect_writer(doing)
+        try:
+            reply = self._audited_write(keys, args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return self._write_after_lost_reply(feature, write_id, values, exc, doing)
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
+        status, audit_id, old, new, *written = reply
+        if status == "not_initialised":
+            raise self._not_initialised(feature)
         return WriteResult(
             written=tuple(key.rpartition(":")[2] for key in written),
             audit_id=audit_id or None,
-            old_percent=_percent_or_none(old),
-            new_percent=_percent_or_none(new),
+            old_percent=parse_percent_value(old),
+            new_percent=parse_percent_value(new),
         )
+
+    def _write_after_lost_reply(
+        self, feature: str, write_id: str, values: Mapping[str, str], exc: Exception, doing: str
+    ) -> WriteResult:
+        found, audit_id = self._read_back(feature, write_id)
+        if found is None:
+            message = self._unknown_message(feature, doing, exc)
+            return WriteResult((), None, None, None, unknown=True, message=message)
+        if not found:
+            raise FlagStoreError(
+                f"Redis at {describe(self._client)}: the connection was lost while {doing} "
+                f"({exc}); read back on a new connection: not applied, nothing written; "
+                "run the command again"
+            ) from exc
+        message = f"the reply was lost; read back on a new connection: written ({audit_id})"
+        return WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
 
     def _call(self, doing: str, command: Any, *args: Any) -> Any:
         try:
@@ -306,20 +583,25 @@ class RedisFlagStore:
             raise store_error(self._client, exc, doing) from exc
 
 
-def _apply_result(percent_key: str, reply: Sequence[str]) -> ApplyResult:
-    status, current, paused, audit_id = reply
-    return ApplyResult(
-        applied=status == "applied",
-        conflict=status == "conflict",
-        current_percent=parse_percent(percent_key, current) if current else None,
-        current_paused=paused == "true",
-        audit_id=audit_id or None,
-    )
+def _expectations(change: FlagChange) -> dict[str, str]:
+    """What the script compares per key: '=raw' / '-' absent from the raw strings read;
+    without them (an older caller), the percent numerically and paused ('?')."""
+    if change.expected_raw:
+        read = dict(change.expected_raw)
+        return {
+            field: ("*" if field not in read else "-" if read[field] is None else f"={read[field]}")
+            for field in _CAS_FIELDS
+        }
+    expected = {field: "*" for field in _CAS_FIELDS}
+    percent = change.expected_percent
+    expected["rollout_percent"] = "-" if percent is None else f"#{float(percent)!r}"
+    expected["paused"] = f"?{_text(change.expected_paused)}"
+    return expected
 
 
-def _percent_or_none(raw: str) -> float | None:
-    """For reporting only: the write is done, so a stray operator value must not raise now."""
-    return float(raw) if _PERCENT.fullmatch(raw) else None
+def _describe_change(change: FlagChange) -> str:
+    before = "unset" if change.expected_percent is None else f"{change.expected_percent:g}%"
+    return f"{change.feature} {before} -> {change.new_percent:g}%"
 
 
 def _text(flag: bool) -> str:

@@ -1,7 +1,8 @@
 """Guards: pure checks that may hold a proposed decision, each reporting why with numbers.
 
-Not initialised, disabled and paused stop every change. Dwell, cooldown and freeze windows
-only delay promotions: a rollback is never delayed by them.
+Not initialised, disabled and paused stop every change. A history or audience key that does
+not parse, dwell, cooldown and freeze windows only delay promotions: a rollback is never
+delayed by them (a bad key is then a warning in its reasons).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "dwell_remaining",
     "format_duration",
     "freeze_guard",
+    "history_guard",
     "is_frozen",
     "not_initialised_guard",
     "paused_guard",
@@ -115,6 +117,20 @@ def paused_guard(
     return GuardResult("paused", True, message)
 
 
+def history_guard(
+    spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
+) -> GuardResult:
+    """Keys only promotions need (dwell and cooldown history, the audience) that do not parse
+    hold promotions; anything else goes through, with the problem as a warning."""
+    if not state.problems:
+        return GuardResult("history", False, "history: every history key parses")
+    problems = "; ".join(state.problems)
+    if decision.action is not Action.PROMOTE:
+        return GuardResult("history", False, f"warning: {problems}; fix the key(s)")
+    message = f"history: {problems}; no promotion until the key is fixed or deleted"
+    return GuardResult("history", True, message)
+
+
 def _wait_guard(
     name: str,
     since_what: str,
@@ -199,6 +215,7 @@ GUARDS: tuple[Guard, ...] = (
     not_initialised_guard,
     disabled_guard,
     paused_guard,
+    history_guard,
     dwell_guard,
     cooldown_guard,
     freeze_guard,
@@ -218,8 +235,13 @@ def check_guards(
     )
     blocker = next((result for result in results if result.blocks), None)
     if blocker is None:
+        warnings = tuple(r.message for r in results if r.message.startswith("warning: "))
         return replace(
-            decision, proposed=proposed, proposed_percent=proposed_percent, guards=results
+            decision,
+            reasons=(*decision.reasons, *warnings),
+            proposed=proposed,
+            proposed_percent=proposed_percent,
+            guards=results,
         )
     held = f"Hold at {format_percent(decision.from_percent)}: {blocker.message}"
     was_hold = decision.action is Action.HOLD

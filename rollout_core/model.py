@@ -157,6 +157,17 @@ class FlagState:
     last_percent: float | None = None
     last_rollback_time: datetime | None = None
     exists: bool = True  # False when the percent key is absent (feature never initialised)
+    # the raw strings it was parsed from, by field name (None = absent): the compare-and-set
+    # checks every one of them, so a change the decision did not see is a conflict
+    raw: tuple[tuple[str, str | None], ...] = ()
+    # keys only promotions need (history, audience) that do not parse: they hold promotions
+    # (the `history` guard) and are a warning on a rollback, e.g. "flags:google:last_percent
+    # is 'fifty'; expected ..."
+    problems: tuple[str, ...] = ()
+
+    def raw_value(self, field: str) -> str | None:
+        """The raw string a field was read as; None when it was absent (or not recorded)."""
+        return dict(self.raw).get(field)
 
 
 @dataclass(frozen=True)

@@ -38,18 +38,31 @@ class FlagChange:
     at: datetime
     action: Action
     dry_run: bool = False
+    # the raw string of every flag key the decision read (FlagState.raw; None = absent). When
+    # given, the script compares each exactly and any difference is a conflict; when empty,
+    # only the percent (numerically) and `paused` are compared.
+    expected_raw: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     """What the compare-and-set did. On a conflict nothing was written and `current_*` say
-    what the store holds now."""
+    what the store holds now.
+
+    `unknown`: the reply was lost and Redis stayed unreachable, so whether the change was
+    written is not known; `message` says so and names the command that checks it.
+    `recovered`: the reply was lost, and reading back on a fresh connection found the change
+    written (with `audit_id`).
+    """
 
     applied: bool
     conflict: bool
     current_percent: float | None
     current_paused: bool
     audit_id: str | None = None  # the audit stream entry id, when one was written
+    unknown: bool = False
+    recovered: bool = False
+    message: str = ""
 
 
 class FlagStore(Protocol):

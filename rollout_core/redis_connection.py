@@ -1,13 +1,16 @@
-"""The Redis edge: one place that reads REDIS_URL, sets timeouts and a small retry budget,
-and turns redis-py errors into FlagStoreError messages that never show a password.
+"""The Redis edge: timeouts, a small retry budget for reads, no retry at all for writes, and
+redis-py errors turned into FlagStoreError messages that never show a password.
+
+The URL comes from the caller (`rollout_core.bootstrap.Settings.redis_url`); nothing here
+reads the environment. Writes are never retried blindly: a compare-and-set whose reply was
+lost would see its own write as a conflict, so writes go through `without_retries(client)`
+and an interrupted write is read back on a `fresh_client` instead.
 """
 
 from __future__ import annotations
 
-import os
-
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from rollout_core.errors import ConfigError, FlagStoreError
@@ -20,20 +23,22 @@ __all__ = [
     "SOCKET_TIMEOUT_SEC",
     "connect",
     "describe",
+    "fresh_client",
     "store_error",
+    "without_retries",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONNECT_TIMEOUT_SEC = 2.0
 SOCKET_TIMEOUT_SEC = 5.0
 # redis-py retries 10 times by default (about 3.7 s on a refused connection); two retries
-# ride out a blip without making an outage look like a hang.
+# ride out a blip in a read without making an outage look like a hang. Writes get none.
 RETRIES = 2
 
 
 def connect(url: str | None = None) -> redis.Redis:
-    """A client for `url` (REDIS_URL, else the local default); nothing is sent until used."""
-    url = url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    """A client for `url` (None: the local default); nothing is sent until used."""
+    url = url or DEFAULT_REDIS_URL
     try:
         return redis.Redis.from_url(
             url,
@@ -47,6 +52,27 @@ def connect(url: str | None = None) -> redis.Redis:
             f"REDIS_URL {redact_url(url)!r} is not a Redis URL ({exc}); "
             "expected redis://[:password@]host:port/db"
         ) from None
+
+
+def _copy(client: redis.Redis, retry: Retry | None) -> redis.Redis:
+    """A client with its own connection pool on the same server and settings."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if retry is not None:
+        kwargs["retry"] = retry
+    fresh_pool = type(pool)(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=fresh_pool)
+
+
+def without_retries(client: redis.Redis) -> redis.Redis:
+    """A client for writes: same server and timeouts, but a lost reply is never resent."""
+    return _copy(client, Retry(NoBackoff(), 0))
+
+
+def fresh_client(client: redis.Redis) -> redis.Redis:
+    """A client on new connections (keeping the read retry budget), to read back after a
+    write whose connection failed."""
+    return _copy(client, None)
 
 
 def describe(client: redis.Redis) -> str:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from flows.controller import outcomes_of, rollout_controller
 from rollout_core.audit import log_path, rebuild_rollout_log
-from rollout_core.bootstrap import Adapters, use_adapters
+from rollout_core.bootstrap import Adapters, Settings, use_adapters
 from rollout_core.controller import action_label
 from rollout_core.flags import RedisFlagStore
 from rollout_core.replay import ReplaySource
@@ -61,7 +61,8 @@ class _Demo:
 def run_demo(output_dir: Path, console: Console, api: EphemeralApi, started: float) -> int:
     """All scenes, the summary, the audit log and the timeline; 0 when every scene ended as
     expected, else 1."""
-    audit_path, png_path = log_path(), output_dir / "timeline.png"
+    audit_path = log_path(Settings.from_env().audit_log_path)
+    png_path = output_dir / "timeline.png"
     for stale in (audit_path, png_path):
         stale.unlink(missing_ok=True)
     config_path = output_dir / "rollouts.yaml"

@@ -136,7 +136,9 @@ def emit_metrics(
 
 
 @task(cache_policy=NO_CACHE)
-def write_audit(outcomes: Mapping[str, FeatureOutcome], at: datetime) -> list[str]:
+def write_audit(
+    outcomes: Mapping[str, FeatureOutcome], at: datetime, log_path: str | None = None
+) -> list[str]:
     """The Markdown log lines and the Prefect artifacts. The Redis stream entry was already
     written atomically with the change; this is the human-readable copy."""
     lines = []
@@ -144,6 +146,8 @@ def write_audit(outcomes: Mapping[str, FeatureOutcome], at: datetime) -> list[st
         decision = outcome.decision
         if decision is None or not decision.is_change or not (outcome.applied or outcome.dry_run):
             continue
+        if outcome.dry_run and outcome.audit_id is None:
+            continue  # an unchanged recommendation: the stream did not append it again
         lines.append(
             append_rollout_log(
                 outcome.feature,
@@ -153,6 +157,7 @@ def write_audit(outcomes: Mapping[str, FeatureOutcome], at: datetime) -> list[st
                 by="controller",
                 dry_run=outcome.dry_run,
                 at=at,
+                path=log_path,
             )
         )
         create_markdown_artifact(

@@ -1,28 +1,45 @@
 -- Audited writes of a feature's flag keys (init, pause, resume, audience) in one atomic step.
 -- Mode 'nx' writes each key only where it is absent (init); 'set' overwrites; 'switch' writes
--- every key only when the first one's value changes (an audience switch and its percent reset).
--- When the percent changes, last_percent and last_change_time record it. An audit entry is
--- appended only when something was written.
+-- every key only when the first one's value changes (an audience switch and its percent
+-- reset; an absent value reads as 'false'). 'set' and 'switch' refuse a feature whose
+-- rollout_percent is absent (not initialised) and write nothing. When the percent changes,
+-- last_percent and last_change_time record it. An audit entry is appended, the write id
+-- recorded, the feature registered and its name published only when something was written.
 --
 -- KEYS: 1 the audit stream, 2 rollout_percent, 3 last_percent, 4 last_change_time,
---       5.. the keys to write
--- ARGV: 1 mode, 2 time, 3 feature, 4 reason, 5 by, 6 action, 7.. the values for KEYS[5..]
--- Returns {audit entry id ('' = nothing written), old percent, new percent, written keys...}
+--       5 the last-write hash, 6 the features registry, 7.. the keys to write
+-- ARGV: 1 mode, 2 time, 3 feature, 4 reason, 5 by, 6 action, 7 write id,
+--       8 audit retention (entries, trimmed approximately), 9 the changes channel,
+--       10.. the values for KEYS[7..]
+-- Returns {status, audit entry id ('' = nothing written), old percent, new percent,
+--          written keys...} where status is ok | not_initialised.
+
+-- the percent grammar of rollout_sdk.flag_values: digits with an optional fraction, 0..100
+-- (Lua's tonumber would also take '1e1', '0x10' and ' 10')
+local function is_percent(text)
+  if not (string.match(text, '^%d+%.?%d*$') or string.match(text, '^%.%d+$')) then
+    return false
+  end
+  return tonumber(text) <= 100
+end
 
 local stream_type = redis.call('TYPE', KEYS[1])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then
   return redis.error_reply(KEYS[1] .. ' holds a ' .. stream_type .. ', not a stream')
 end
 
-local mode, now = ARGV[1], ARGV[2]
+local mode, now, feature = ARGV[1], ARGV[2], ARGV[3]
 local old_percent = redis.call('GET', KEYS[2]) or ''
-if mode == 'switch' and redis.call('GET', KEYS[5]) == ARGV[7] then
-  return {'', old_percent, old_percent}
+if mode ~= 'nx' and old_percent == '' then
+  return {'not_initialised', '', '', ''}
+end
+if mode == 'switch' and (redis.call('GET', KEYS[7]) or 'false') == ARGV[10] then
+  return {'ok', '', old_percent, old_percent}
 end
 
 local written = {}
-for i = 5, #KEYS do
-  local value, current = ARGV[i + 2], redis.call('GET', KEYS[i])
+for i = 7, #KEYS do
+  local value, current = ARGV[i + 3], redis.call('GET', KEYS[i])
   if current ~= value and not (mode == 'nx' and current) then
     redis.call('SET', KEYS[i], value)
     written[#written + 1] = KEYS[i]
@@ -30,19 +47,23 @@ for i = 5, #KEYS do
 end
 local new_percent = redis.call('GET', KEYS[2]) or ''
 if #written == 0 then
-  return {'', old_percent, new_percent}
+  return {'ok', '', old_percent, new_percent}
 end
 
 if mode ~= 'nx' and new_percent ~= old_percent then
-  if old_percent == '' or tonumber(old_percent) then  -- never copy an operator's typo along
+  if old_percent == '' or is_percent(old_percent) then  -- never copy an operator's typo along
     redis.call('SET', KEYS[3], old_percent == '' and '0' or old_percent)
   end
   redis.call('SET', KEYS[4], now)
 end
-local id = redis.call('XADD', KEYS[1], '*', 'time', now, 'feature', ARGV[3],
-                      'old_percent', old_percent, 'new_percent', new_percent,
-                      'reason', ARGV[4], 'by', ARGV[5], 'dry_run', 'false', 'action', ARGV[6])
-local reply = {id, old_percent, new_percent}
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'time', now,
+                      'feature', feature, 'old_percent', old_percent,
+                      'new_percent', new_percent, 'reason', ARGV[4], 'by', ARGV[5],
+                      'dry_run', 'false', 'action', ARGV[6], 'write_id', ARGV[7])
+redis.call('HSET', KEYS[5], feature, ARGV[7] .. ' ' .. id)
+redis.call('SADD', KEYS[6], feature)
+redis.call('PUBLISH', ARGV[9], feature)
+local reply = {'ok', id, old_percent, new_percent}
 for _, key in ipairs(written) do
   reply[#reply + 1] = key
 end

@@ -1,47 +1,94 @@
 -- Compare-and-set of one feature's rollout percent, with its history and audit entry.
--- Nothing is written unless the percent and the paused flag are still what the caller read;
--- in dry run only a recommendation entry is appended. Redis runs a script atomically.
+-- Nothing is written unless every flag key the caller read still holds what it read; in dry
+-- run only a recommendation entry is appended, and not again while it is unchanged. Redis
+-- runs a script atomically.
 --
--- KEYS: 1 rollout_percent, 2 paused, 3 last_percent, 4 last_change_time,
---       5 last_rollback_time, 6 the audit stream
--- ARGV: 1 expected percent ('' = key absent), 2 expected paused ('true'|'false'),
---       3 new percent, 4 old percent as audited, 5 time, 6 dry run ('true'|'false'),
---       7 feature, 8 reason, 9 by, 10 action
--- Returns {status, current percent ('' = absent), current paused, audit entry id}
--- where status is applied | conflict | recommended.
+-- KEYS: 1 rollout_percent, 2 enabled, 3 internal_only, 4 paused, 5 last_change_time,
+--       6 last_percent, 7 last_rollback_time, 8 the audit stream, 9 the last-write hash,
+--       10 the last-recommendation hash, 11 the features registry
+-- ARGV: 1..7 what the caller read of KEYS[1..7]: '*' not compared, '-' absent,
+--       '=<raw>' exactly this string, '#<number>' numerically equal (an older caller's
+--       percent), '?<value>' this value or absent read as 'false' (an older caller's paused);
+--       8 new percent, 9 old percent as audited (the raw string read), 10 time,
+--       11 dry run ('true'|'false'), 12 feature, 13 reason, 14 by, 15 action, 16 write id,
+--       17 audit retention (entries, trimmed approximately), 18 the changes channel
+-- Returns {status, current percent ('' = absent), current paused, audit entry id, key}
+-- where status is applied | conflict | recommended | not_initialised, and key names the
+-- first key that differed on a conflict.
 
-local stream_type = redis.call('TYPE', KEYS[6])['ok']
+-- the percent grammar of rollout_sdk.flag_values: digits with an optional fraction, 0..100
+-- (Lua's tonumber would also take '1e1', '0x10' and ' 10')
+local function is_percent(text)
+  if not (string.match(text, '^%d+%.?%d*$') or string.match(text, '^%.%d+$')) then
+    return false
+  end
+  return tonumber(text) <= 100
+end
+
+local stream_type = redis.call('TYPE', KEYS[8])['ok']
 if stream_type ~= 'none' and stream_type ~= 'stream' then
   -- checked before any write: a failing XADD after the SETs would leave half a change
-  return redis.error_reply(KEYS[6] .. ' holds a ' .. stream_type .. ', not a stream')
+  return redis.error_reply(KEYS[8] .. ' holds a ' .. stream_type .. ', not a stream')
 end
 
 local current = redis.call('GET', KEYS[1])
-local paused = redis.call('GET', KEYS[2]) or 'false'
-local expected, new, now, dry_run = ARGV[1], ARGV[3], ARGV[5], ARGV[6]
-
-local percent_matches
-if expected == '' then
-  percent_matches = (current == false)
-else
-  -- numeric, so an operator's "10.0" still matches the 10 the controller read
-  percent_matches = current ~= false and tonumber(current) == tonumber(expected)
+local paused = redis.call('GET', KEYS[4]) or 'false'
+if not current then
+  return {'not_initialised', '', paused, '', KEYS[1]}
 end
 
-if not percent_matches or paused ~= ARGV[2] then
-  return {'conflict', current or '', paused, ''}
+local function matches(value, expected)
+  local mode, text = string.sub(expected, 1, 1), string.sub(expected, 2)
+  if mode == '*' then return true end
+  if mode == '-' then return value == false end
+  if mode == '=' then return value == text end
+  if mode == '#' then return value ~= false and tonumber(value) == tonumber(text) end
+  if mode == '?' then return (value or 'false') == text end
+  return false
 end
 
-local entry = {'time', now, 'feature', ARGV[7], 'old_percent', ARGV[4], 'new_percent', new,
-               'reason', ARGV[8], 'by', ARGV[9], 'dry_run', dry_run, 'action', ARGV[10]}
+for i = 1, 7 do
+  if not matches(redis.call('GET', KEYS[i]), ARGV[i]) then
+    return {'conflict', current, paused, '', KEYS[i]}
+  end
+end
+
+local new, old, now, dry_run, feature = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local entry = {'time', now, 'feature', feature, 'old_percent', old, 'new_percent', new,
+               'reason', ARGV[13], 'by', ARGV[14], 'dry_run', dry_run, 'action', ARGV[15],
+               'write_id', ARGV[16]}
+
+local function append()
+  local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[17], '*', unpack(entry))
+  redis.call('HSET', KEYS[9], feature, ARGV[16] .. ' ' .. id)
+  return id
+end
+
 if dry_run == 'true' then
-  return {'recommended', current or '', paused, redis.call('XADD', KEYS[6], '*', unpack(entry))}
+  local recommendation = ARGV[15] .. ' ' .. old .. ' ' .. new
+  if redis.call('HGET', KEYS[10], feature) == recommendation then
+    return {'recommended', current, paused, '', ''}  -- unchanged: not appended again
+  end
+  redis.call('HSET', KEYS[10], feature, recommendation)
+  return {'recommended', current, paused, append(), ''}
 end
 
 redis.call('SET', KEYS[1], new)
-redis.call('SET', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[4], now)
-if tonumber(new) < tonumber(ARGV[4]) then
-  redis.call('SET', KEYS[5], now)
+if is_percent(old) then  -- never copy an operator's typo into the history
+  redis.call('SET', KEYS[6], old)
 end
-return {'applied', new, paused, redis.call('XADD', KEYS[6], '*', unpack(entry))}
+redis.call('SET', KEYS[5], now)
+local decrease
+if is_percent(old) then
+  decrease = tonumber(new) < tonumber(old)
+else
+  decrease = ARGV[15] == 'rollback'
+end
+if decrease then
+  redis.call('SET', KEYS[7], now)
+end
+redis.call('HDEL', KEYS[10], feature)
+redis.call('SADD', KEYS[11], feature)
+local id = append()
+redis.call('PUBLISH', ARGV[18], feature)
+return {'applied', new, paused, id, ''}

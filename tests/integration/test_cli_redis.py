@@ -22,7 +22,7 @@ SECRET = "hunter2-Secret"
 
 
 def rollout(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": url}
+    env = {**os.environ, "REDIS_URL": url, "USER": "ops"}
     return subprocess.run(
         [str(ROLLOUT), *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -52,7 +52,7 @@ def test_an_operator_session_end_to_end(redis_url: str) -> None:
 
     trail = rollout(redis_url, "audit", "google", "--json")
     entries = json.loads(trail.stdout)
-    assert [(e["action"], e["by"]) for e in entries] == [("promote", "alice"), ("init", "manual")]
+    assert [(e["action"], e["by"]) for e in entries] == [("promote", "alice"), ("init", "ops")]
 
 
 def test_a_password_protected_server_never_shows_its_password(

@@ -139,6 +139,9 @@ def test_a_server_killed_mid_run_leaves_no_partial_change(tmp_path: Path) -> Non
                 except FlagStoreError as error:
                     failures.append(error)
                     return
+                if result.unknown:  # sent, then Redis died: the stream tells
+                    failures.append(FlagStoreError(result.message))
+                    return
                 assert result.applied
                 percent = target
                 acknowledged.append(step)
@@ -217,7 +220,7 @@ def test_applying_many_changes_is_one_pipelined_batch_of_scripts(redis_url: str)
     store.apply_many(changes[:1])  # the script is loaded once, as any long-lived worker has it
     store.client.config_resetstat()
     sent: list[int] = []
-    connection = store.client.connection_pool.get_connection()
+    connection = store.writer.connection_pool.get_connection()  # writes: no retries
     original = connection.send_packed_command
 
     def counting(command: object, check_health: bool = True) -> None:
@@ -225,7 +228,7 @@ def test_applying_many_changes_is_one_pipelined_batch_of_scripts(redis_url: str)
         original(command, check_health)
 
     connection.send_packed_command = counting  # type: ignore[method-assign]
-    store.client.connection_pool.release(connection)
+    store.writer.connection_pool.release(connection)
 
     results = store.apply_many(changes[1:])
 

@@ -66,9 +66,8 @@ def test_append_rollout_log_keeps_the_original_signature_and_writes_a_header_onc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "log.md"
-    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(log))
-    append_rollout_log("google", 0, 10, "Initial canary")
-    append_rollout_log("google", 10, 50, "ramp", "controller", at=AT)
+    append_rollout_log("google", 0, 10, "Initial canary", path=log)
+    append_rollout_log("google", 10, 50, "ramp", "controller", at=AT, path=log)
     text = log.read_text()
     assert text.count("# Rollout log") == 1
     lines = text.removeprefix(MARKDOWN_HEADER).splitlines()
@@ -76,13 +75,14 @@ def test_append_rollout_log_keeps_the_original_signature_and_writes_a_header_onc
     assert lines[1] == "2025-10-08T15:00:00Z  google  10% -> 50%  reason=ramp  by=controller"
 
 
-def test_append_rollout_log_defaults_to_rollout_log_md(
+def test_append_rollout_log_defaults_to_rollout_log_md_and_never_reads_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ROLLOUT_AUDIT_LOG", raising=False)
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(tmp_path / "elsewhere.md"))  # the caller's job
     append_rollout_log("google", 50, 10, "error_rate breach", dry_run=True, at=AT)
     assert "recommend 50% -> 10%" in (tmp_path / "rollout_log.md").read_text()
+    assert not (tmp_path / "elsewhere.md").exists()
 
 
 @pytest.fixture

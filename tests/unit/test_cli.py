@@ -22,6 +22,7 @@ from rollout_cli.formatting import (
 )
 from rollout_cli.main import app
 from rollout_core import redis_connection
+from rollout_core.audit import MARKDOWN_HEADER, read_audit, render_markdown
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
@@ -104,8 +105,139 @@ def test_init_twice_says_nothing_was_written(cli: Cli) -> None:
 
 def test_set_refuses_a_feature_that_was_never_initialised(cli: Cli) -> None:
     result = cli("set", "google", "10", "--reason", "canary")
-    assert result.exit_code == 2 and "run `rollout init google` first" in result.stderr
+    assert result.exit_code == 2 and "run `rollout init google` if it is new" in result.stderr
     assert cli.redis.get("flags:google:rollout_percent") is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["set", "googel", "0", "--reason", "incident"],
+        ["pause", "googel"],
+        ["resume", "googel"],
+        ["audience", "googel", "public"],
+    ],
+)
+def test_every_write_to_a_mistyped_feature_exits_2_naming_the_known_ones(
+    cli: Cli, args: list[str]
+) -> None:
+    cli("init", "google")
+    keys_before = sorted(cli.redis.keys("*"))
+    entries_before = cli.redis.xlen(AUDIT_STREAM)
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "feature 'googel' is not initialised" in result.stderr
+    assert "known: google; run `rollout init googel` if it is new" in result.stderr
+    assert sorted(cli.redis.keys("*")) == keys_before
+    assert cli.redis.xlen(AUDIT_STREAM) == entries_before
+
+
+def test_set_repairs_a_corrupt_percent_and_audits_the_old_raw_value(cli: Cli) -> None:
+    cli("init", "google")
+    cli.redis.set("flags:google:rollout_percent", "fifty")
+    result = cli("set", "google", "0", "--reason", "repair")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("google: 'fifty' (unparsable) -> 0% (audit ")
+    assert cli.redis.get("flags:google:rollout_percent") == "0"
+    entry = cli.redis.xrange(AUDIT_STREAM)[-1][1]
+    assert (entry["old_percent"], entry["new_percent"]) == ("fifty", "0")
+    assert cli.redis.get("flags:google:last_percent") is None  # the typo is not history
+
+
+@pytest.mark.parametrize(("typed", "stored"), [(" 10 % ", "10"), ("0.5%", "0.5"), ("10", "10")])
+def test_the_percent_argument_takes_a_trailing_percent_sign_and_spaces(
+    cli: Cli, typed: str, stored: str
+) -> None:
+    cli("init", "google")
+    assert cli("set", "google", typed, "--reason", "x").exit_code == 0
+    assert cli.redis.get("flags:google:rollout_percent") == stored
+
+
+@pytest.mark.parametrize("typed", ["1e1", "1_0", "+10", "nan%"])
+def test_the_percent_argument_refuses_what_the_gate_refuses(cli: Cli, typed: str) -> None:
+    result = cli("set", "google", typed, "--reason", "x")
+    assert result.exit_code == 2 and f"percent {typed!r}" in result.stderr
+    assert cli.redis.keys("*") == []
+
+
+def test_by_defaults_to_the_os_user(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "alice")
+    cli("init", "google")
+    cli("set", "google", "10", "--reason", "canary")
+    cli("pause", "google")
+    cli("audience", "google", "public")
+    by = [fields["by"] for _, fields in cli.redis.xrange(AUDIT_STREAM)]
+    assert by == ["alice", "alice", "alice", "alice"]
+
+
+def test_by_falls_back_to_manual_without_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollout_cli import shell
+
+    monkeypatch.delenv("USER", raising=False)
+
+    def no_login() -> str:
+        raise OSError("no controlling terminal")
+
+    monkeypatch.setattr(shell.os, "getlogin", no_login)
+    assert shell.actor(None) == "manual"
+    assert shell.actor(" bob ") == "bob"
+
+
+def test_every_audited_write_appends_its_line_to_the_markdown_log(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "ops-log.md"
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(log))
+    cli("init", "google", "--by", "alice")
+    cli("set", "google", "10", "--reason", "canary", "--by", "alice")
+    cli("pause", "google", "--by", "alice")
+    cli("resume", "google", "--by", "alice")
+    cli("audience", "google", "public", "--by", "alice")
+    cli("pause", "google", "--by", "alice")
+    cli("pause", "google", "--by", "alice")  # already paused: no entry, no line
+    lines = log.read_text(encoding="utf-8").removeprefix(MARKDOWN_HEADER).splitlines()
+    assert [line.split("  ")[-1] for line in lines] == [
+        "action=init",
+        "by=alice",
+        "action=pause",
+        "action=resume",
+        "action=audience",
+        "action=pause",
+    ]
+    assert (
+        lines
+        == render_markdown(read_audit(cli.redis, limit=None))
+        .removeprefix(MARKDOWN_HEADER)
+        .splitlines()
+    )
+
+
+def test_a_log_that_cannot_be_written_is_a_warning_and_the_change_stands(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(tmp_path / "missing-dir" / "log.md"))
+    cli("init", "google")
+    result = cli("set", "google", "10", "--reason", "canary")
+    assert result.exit_code == 0
+    assert "warning:" in result.stderr and "rollout audit --rebuild-log" in result.stderr
+    assert cli.redis.get("flags:google:rollout_percent") == "10"
+
+
+def test_an_unknown_outcome_exits_1_and_names_the_command_that_checks_it(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("init", "google")
+    message = (
+        "outcome unknown: ...; once Redis answers, `rollout audit google` shows whether it was"
+    )
+
+    def lost(*_: object, **__: object) -> ApplyResult:
+        return ApplyResult(False, False, None, False, unknown=True, message=message)
+
+    monkeypatch.setattr(RedisFlagStore, "set_percent", lost)
+    result = cli("set", "google", "10", "--reason", "canary")
+    assert result.exit_code == 1
+    assert result.stdout == f"google: {message}\n"
 
 
 def test_a_lost_race_exits_1_and_says_nothing_was_written(
@@ -234,5 +366,29 @@ def test_the_status_table_shows_audience_pause_and_time_left() -> None:
 
 
 def test_a_conflict_message_tells_what_the_store_holds_now() -> None:
-    message = set_message("google", 10, 50, ApplyResult(False, True, 0, True))
+    message = set_message("google", "10", 50, ApplyResult(False, True, 0, True))
     assert "now 0%, paused=true" in message and "nothing written" in message
+
+
+def test_status_warns_of_a_corrupt_history_key_without_failing(cli: Cli) -> None:
+    cli("init", "google")
+    cli.redis.set("flags:google:last_percent", "fifty")
+    result = cli("status", "google", "--json")
+    assert result.exit_code == 0
+    assert "warning: flags:google:last_percent is 'fifty'" in result.stderr
+    assert "promotions hold" in result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["problems"] and row["problems"][0].startswith("flags:google:last_percent")
+
+
+def test_a_repaired_typo_shows_as_it_was_in_the_audit_and_the_log(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "ops-log.md"
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(log))
+    cli("init", "google")
+    cli.redis.set("flags:google:rollout_percent", "fifty")
+    cli("set", "google", "10", "--reason", "repair")
+    assert log.read_text(encoding="utf-8").splitlines()[-1].split("  ")[2] == "'fifty' -> 10%"
+    (entry,) = json.loads(cli("audit", "google", "--json", "--limit", "1").stdout)
+    assert (entry["old_percent"], entry["old_percent_raw"]) == (None, "fifty")

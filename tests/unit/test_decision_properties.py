@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.decision import decide
+from rollout_core.guards import GUARDS
 from rollout_core.model import (
     Action,
     Decision,
@@ -228,7 +229,7 @@ def test_the_target_is_a_ladder_step_the_safe_step_or_unchanged(
     assert decision.proposed_percent in allowed
     if decision.action is Action.HOLD:
         assert decision.to_percent == state.percent
-    assert len(decision.guards) == 6
+    assert len(decision.guards) == len(GUARDS)
 
 
 @settings(max_examples=300, deadline=None)

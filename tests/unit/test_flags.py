@@ -13,6 +13,7 @@ from rollout_core.audit import read_audit
 from rollout_core.errors import ConfigError, FlagStoreError, InvalidFeatureName, InvalidFlagValue
 from rollout_core.flags import (
     AUDIT_STREAM,
+    FeatureNotInitialised,
     RedisFlagStore,
     format_percent_value,
     format_time,
@@ -68,7 +69,9 @@ def test_percent_parses_plain_decimals(raw: str, expected: float) -> None:
     assert parse_percent("k", raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["abc", "nan", "inf", "-1", "150", "1e1", "", " 10", "10%"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "nan", "inf", "-1", "150", "1e1", "1_0", "", " 10", " 50 ", "10%"]
+)
 def test_percent_that_is_not_a_decimal_in_range_names_key_value_and_expectation(raw: str) -> None:
     with pytest.raises(InvalidFlagValue) as error:
         parse_percent("flags:google:rollout_percent", raw)
@@ -172,6 +175,7 @@ def test_apply_writes_percent_history_and_audit_together(
     assert client.get("flags:google:last_change_time") == "2025-10-08T15:00:00Z"
     assert client.get("flags:google:last_rollback_time") is None  # an increase
     entry = audit_entries(client)[-1]
+    assert len(entry.pop("write_id")) == 32  # uuid4 hex, also in rollout:last_write
     assert entry == {
         "time": "2025-10-08T15:00:00Z",
         "feature": "google",
@@ -212,11 +216,15 @@ def test_apply_writes_nothing_when_the_feature_was_paused_since_it_was_read(
     assert client.get("flags:google:rollout_percent") == "10"
 
 
-def test_an_absent_percent_is_expected_as_none(
+def test_apply_to_an_uninitialised_feature_writes_nothing_and_names_the_known_ones(
     store: RedisFlagStore, client: CountingRedis
 ) -> None:
-    assert store.apply(change(None, 10)).applied
-    assert store.apply(change(None, 50)).conflict  # the key exists now
+    store.init("google", AT)
+    before = len(audit_entries(client))
+    with pytest.raises(FeatureNotInitialised, match=r"'googel' is not initialised.*known: google"):
+        store.apply(FlagChange("googel", None, False, 10, "t", "controller", AT, Action.PROMOTE))
+    assert client.get("flags:googel:rollout_percent") is None
+    assert len(audit_entries(client)) == before
 
 
 def test_an_operators_ten_point_zero_matches_the_ten_the_controller_read(
@@ -393,11 +401,11 @@ def test_redact_hides_every_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
 
-def test_connect_reads_redis_url_and_keeps_retries_and_timeouts_small(
+def test_connect_takes_the_url_and_keeps_retries_and_timeouts_small(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@127.0.0.1:6390/2")
-    client = connect()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/9")  # never read: the caller passes it
+    client = connect("redis://:hunter2@127.0.0.1:6390/2")
     settings = client.connection_pool.connection_kwargs
     assert (settings["port"], settings["db"], settings["password"]) == (6390, 2, "hunter2")
     assert settings["socket_connect_timeout"] <= 2 and settings["socket_timeout"] <= 5

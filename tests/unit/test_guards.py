@@ -93,7 +93,7 @@ def test_rollback_is_not_delayed_by_dwell_cooldown_or_freeze(state: FlagState) -
     frozen = spec(freeze=[{"days": ["fri"], "tz": "UTC"}])
     decision = check_guards(frozen, state, ROLLBACK, FRIDAY)
     assert (decision.action, decision.to_percent, decision.guard) == (Action.ROLLBACK, 10, None)
-    assert [result.blocks for result in decision.guards] == [False] * 6
+    assert [result.blocks for result in decision.guards] == [False] * 7
 
 
 def test_paused_makes_no_change_but_reports_the_would_be_rollback() -> None:
@@ -128,15 +128,43 @@ def test_every_guard_reports_in_a_fixed_order_and_the_first_blocker_names_the_ho
     state = FlagState("google", 10, paused=True, last_change_time=FRIDAY)
     decision = check_guards(spec(), state, PROMOTE, FRIDAY)
     names = [result.name for result in decision.guards]
-    assert names == ["not_initialised", "disabled", "paused", "dwell", "cooldown", "freeze"]
-    assert [result.blocks for result in decision.guards] == [False, False, True, True, False, False]
+    assert names == [
+        "not_initialised",
+        "disabled",
+        "paused",
+        "history",
+        "dwell",
+        "cooldown",
+        "freeze",
+    ]
+    blocks = [result.blocks for result in decision.guards]
+    assert blocks == [False, False, True, False, True, False, False]
     assert decision.guard == "paused"
 
 
 def test_passing_guards_leave_the_decision_as_proposed() -> None:
     decision = check_guards(spec(), FlagState("google", 10), PROMOTE, FRIDAY)
     assert replace(decision, guards=()) == PROMOTE
-    assert len(decision.guards) == 6
+    assert len(decision.guards) == 7
+
+
+BAD_HISTORY = (
+    "flags:google:last_percent is 'fifty'; expected a number from 0 to 100 such as 10 or 0.5",
+)
+
+
+def test_a_corrupt_history_key_holds_a_promotion_naming_the_key() -> None:
+    state = FlagState("google", 10, problems=BAD_HISTORY)
+    decision = check_guards(spec(), state, PROMOTE, FRIDAY)
+    assert (decision.action, decision.guard) == (Action.HOLD, "history")
+    assert "flags:google:last_percent is 'fifty'" in decision.reasons[0]
+
+
+def test_a_corrupt_history_key_lets_a_rollback_through_with_a_warning() -> None:
+    state = FlagState("google", 50, problems=BAD_HISTORY)
+    decision = check_guards(spec(), state, ROLLBACK, FRIDAY)
+    assert (decision.action, decision.to_percent, decision.guard) == (Action.ROLLBACK, 10, None)
+    assert decision.reasons[-1].startswith("warning: flags:google:last_percent is 'fifty'")
 
 
 def test_naive_now_is_rejected() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from deployments.stack import Component, StackState, start_ticks
+from deployments.stack import Component, StackState, start_time
 from rollout_cli.main import app
 
 
@@ -30,7 +30,7 @@ def test_stack_status_json_reports_each_process_and_exits_1_when_one_is_down(
             write_state(
                 tmp_path,
                 [
-                    Component("redis", sleeper.pid, start_ticks(sleeper.pid), "redis://x", "r.log"),
+                    Component("redis", sleeper.pid, start_time(sleeper.pid), "redis://x", "r.log"),
                     Component("worker", exited.pid, 1, "http://y", "w.log", "SIGINT"),
                 ],
             )

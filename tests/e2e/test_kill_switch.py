@@ -215,7 +215,7 @@ def test_a_failed_restore_raises_kill_switch_off_naming_the_deployment_and_the_f
 
     import deployments.deploy as deploy_module
 
-    set_switch(schedule_active=False)
+    set_switch(schedule_active=False, paused=True)
 
     def api_gone(client: Any, before: list[SwitchState]) -> list[str]:
         raise httpx.ConnectError("connection refused")
@@ -223,10 +223,13 @@ def test_a_failed_restore_raises_kill_switch_off_naming_the_deployment_and_the_f
     monkeypatch.setattr(deploy_module, "restore_pauses", api_gone)
     with pytest.raises(deploy_module.KillSwitchOff) as raised:
         deploy_module.deploy_all(REPO_ROOT)
+    report = rollout("deploy", "--project-dir", str(REPO_ROOT))
 
     message = str(raised.value)
     assert message.startswith(f"THE KILL SWITCH IS OFF: {CONTROLLER_DEPLOYMENT}")
     assert f"rollout controller pause --deployment {CONTROLLER_DEPLOYMENT}" in message
+    assert report.exit_code == 1 and "error: THE KILL SWITCH IS OFF" in report.output
+    assert not switch().deployment_paused  # the deploy lifted the pause: what it warns of
     set_switch(schedule_active=False)  # what the operator does next
 
 

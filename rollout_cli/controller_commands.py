@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -184,7 +185,9 @@ def pause(
             f"`rollout controller resume`"
         )
         why = f"{switch.name} paused" + (f": {reason}" if reason else "")
-        return _audit_outcome(text, "controller-pause", why, by)
+        outcome = _audit_outcome(text, "controller-pause", why, by)
+        stalled = "note: RolloutControllerStalled pages after 30 minutes without a run: silence it"
+        return replace(outcome, notes=(*outcome.notes, stalled))
 
     run(command)
 

@@ -252,12 +252,22 @@ def test_deploy_finds_the_paused_controller_on_a_server_with_more_than_a_page_of
     assert [s.active for s in switch().schedules] == [False]
 
 
-def test_rollout_serve_keeps_a_paused_controller_paused_across_a_restart(
-    operator_env: redis.Redis, prefect_client_env: str, stack: Stack
+@pytest.mark.parametrize(
+    ("schedule_active", "paused"),
+    [(False, True), (True, False)],
+    ids=["switched-off-stays-off", "switched-on-stays-on"],
+)
+def test_rollout_serve_keeps_the_switch_as_it_was_across_a_start_and_a_sigterm(
+    operator_env: redis.Redis,
+    prefect_client_env: str,
+    stack: Stack,
+    schedule_active: bool,
+    paused: bool,
 ) -> None:
-    """A real `rollout serve` process: it starts against a paused controller, serves, and is
-    stopped by SIGTERM as systemd stops it; the schedule stays inactive, same slug and id."""
-    before = set_switch(schedule_active=False, paused=True)
+    """A real `rollout serve` process: it starts, serves, and is stopped by SIGTERM as systemd
+    stops it. A paused controller stays paused; a running one is not paused by the stop (a
+    restart must not switch it off either). Same schedule, slug and id throughout."""
+    before = set_switch(schedule_active=schedule_active, paused=paused)
     updated_before = switch_with_update()[1]
     env = {**os.environ, **stack.env, "PREFECT_API_URL": prefect_client_env}
     serve = subprocess.Popen(
@@ -269,16 +279,24 @@ def test_rollout_serve_keeps_a_paused_controller_paused_across_a_restart(
         start_new_session=True,
     )
     try:
-        served = poll(switch_with_update, lambda s: s[1] > updated_before, 120, "serve to apply")[0]
+        # serving: the runner has registered the deployment and polls it for runs (only then
+        # does it handle SIGTERM; earlier, the signal's default action would end it unseen)
+        served = poll(
+            switch_with_update,
+            lambda s: s[1] > updated_before and s[2] is not None and s[2] > updated_before,
+            120,
+            "serve to apply and poll",
+        )[0]
     finally:
         serve.send_signal(signal.SIGTERM)
         output = serve.communicate(timeout=60)[0].decode(errors="replace")
     stopped = switch()
+    set_switch(schedule_active=False)  # leave no schedule running for the other tests
     assert "serving rollout-controller" in output, output
     for state in (served, stopped):
-        assert state.deployment_paused, output
+        assert state.deployment_paused is paused, output
         assert [(s.id, s.slug, s.active) for s in state.schedules] == [
-            (before.schedules[0].id, SCHEDULE_SLUG, False)
+            (before.schedules[0].id, SCHEDULE_SLUG, schedule_active)
         ]
 
 
@@ -304,9 +322,10 @@ def test_serve_builds_an_active_schedule_when_the_switch_is_on_and_keeps_it_acti
     set_switch(schedule_active=False)  # leave no schedule running for the other tests
 
 
-def switch_with_update() -> tuple[SwitchState, Any]:
+def switch_with_update() -> tuple[SwitchState, Any, Any]:
+    """The switch, when the deployment was last updated, and when a runner last polled it."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(CONTROLLER_DEPLOYMENT)
-        return read_switch(client), deployment.updated
+        return read_switch(client), deployment.updated, deployment.last_polled

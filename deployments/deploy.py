@@ -53,8 +53,8 @@ class DeployReport:
 
 
 def deployment_names(project_dir: Path) -> list[str]:
-    """ "flow/deployment" for each deployment prefect.yaml declares (the flow name read from
-    its entrypoint, as `prefect deploy` reads it)."""
+    """The name, `flow/deployment`, of each deployment prefect.yaml declares (the flow name
+    read from its entrypoint, as `prefect deploy` reads it)."""
     from prefect.flows import load_flow_from_entrypoint
 
     prefect_yaml = project_dir / "prefect.yaml"
@@ -86,17 +86,17 @@ def restore_pauses(client: Any, before: list[SwitchState]) -> list[str]:
     by id) inactive. The names restored."""
     restored = []
     for state in before:
-        now = read_switch(client, state.name)
-        if state.deployment_paused and not now.deployment_paused:
-            client.pause_deployment(now.deployment_id)
+        current = read_switch(client, state.name)
+        if state.deployment_paused and not current.deployment_paused:
+            client.pause_deployment(current.deployment_id)
         inactive = [s for s in state.schedules if not s.active]
-        for schedule in now.schedules:
+        for schedule in current.schedules:
             was_off = any(
                 (old.slug is not None and old.slug == schedule.slug) or old.id == schedule.id
                 for old in inactive
             )
             if was_off and schedule.active:
-                client.update_deployment_schedule(now.deployment_id, schedule.id, active=False)
+                client.update_deployment_schedule(current.deployment_id, schedule.id, active=False)
         restored.append(state.name)
     return restored
 

@@ -2,7 +2,9 @@
 
 Prefect 3.9's `prefect deploy` sets a paused deployment back to unpaused. An operator who
 paused the controller (the kill switch) must not find it running again after a routine
-redeploy, so this records every pause before deploying and re-applies it afterwards.
+redeploy, so this reads every prefect.yaml deployment by name before deploying and re-applies
+its pause afterwards, in a `finally`: also when the deploy failed or was interrupted (Ctrl-C).
+When that restore fails, KillSwitchOff says loudly that the controller is running again.
 """
 
 from __future__ import annotations
@@ -13,32 +15,35 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import yaml
 
+from deployments.kill_switch import SwitchState, read_switch
+
 __all__ = [
     "DeployReport",
-    "PauseState",
+    "KillSwitchOff",
     "deploy_all",
+    "deployment_names",
     "ensure_work_pool",
     "prefect_executable",
     "read_pause_states",
+    "restore_pauses",
 ]
 
 
-@dataclass(frozen=True)
-class PauseState:
-    """What an operator had switched off on one deployment."""
+class KillSwitchOff(RuntimeError):
+    """A deployment the operator had switched off could not be switched off again after the
+    deploy: it is RUNNING. The message names each one and the command that pauses it."""
 
-    name: str  # "flow/deployment"
-    deployment_id: UUID
-    paused: bool
-    inactive_schedule_ids: tuple[UUID, ...] = ()
-
-    @property
-    def is_switched_off(self) -> bool:
-        return self.paused or bool(self.inactive_schedule_ids)
+    def __init__(self, names: list[str], cause: BaseException) -> None:
+        self.names = names
+        commands = "; ".join(f"rollout controller pause --deployment {n}" for n in names)
+        super().__init__(
+            f"THE KILL SWITCH IS OFF: {', '.join(names)} had been paused before the deploy and "
+            f"could not be paused again ({type(cause).__name__}: {cause}); its schedule may "
+            f"start runs now. Pause it at once: {commands}"
+        )
 
 
 @dataclass
@@ -47,25 +52,53 @@ class DeployReport:
     restored: list[str] = field(default_factory=list)
 
 
-def _yaml_entrypoints(prefect_yaml: Path) -> dict[str, str]:
-    """Deployment name -> entrypoint, as prefect.yaml declares them."""
+def deployment_names(project_dir: Path) -> list[str]:
+    """The name, `flow/deployment`, of each deployment prefect.yaml declares (the flow name
+    read from its entrypoint, as `prefect deploy` reads it)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    prefect_yaml = project_dir / "prefect.yaml"
     document = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
-    return {d["name"]: d["entrypoint"] for d in document.get("deployments", [])}
+    names = []
+    for item in document.get("deployments", []):
+        path, _, function = item["entrypoint"].rpartition(":")
+        flow: Any = load_flow_from_entrypoint(f"{project_dir / path}:{function}")
+        names.append(f"{flow.name}/{item['name']}")
+    return names
 
 
-def read_pause_states(client: Any, prefect_yaml: Path) -> list[PauseState]:
-    """The pause state of every existing deployment that prefect.yaml declares."""
-    wanted = _yaml_entrypoints(prefect_yaml)
+def read_pause_states(client: Any, names: list[str]) -> list[SwitchState]:
+    """The switch of each named deployment that exists, read by name (never from a page of
+    every deployment, which a busy server truncates)."""
+    from prefect.exceptions import ObjectNotFound
+
     states = []
-    for deployment in client.read_deployments():
-        if wanted.get(deployment.name) != deployment.entrypoint:
-            continue
-        flow = client.read_flow(deployment.flow_id)
-        inactive = tuple(s.id for s in deployment.schedules or () if not s.active)
-        states.append(
-            PauseState(f"{flow.name}/{deployment.name}", deployment.id, deployment.paused, inactive)
-        )
+    for name in names:
+        try:
+            states.append(read_switch(client, name))
+        except ObjectNotFound:
+            continue  # a first deploy: nothing was switched off
     return states
+
+
+def restore_pauses(client: Any, before: list[SwitchState]) -> list[str]:
+    """Switch off again what was off: the deployment paused, the same schedules (by slug, else
+    by id) inactive. The names restored."""
+    restored = []
+    for state in before:
+        current = read_switch(client, state.name)
+        if state.deployment_paused and not current.deployment_paused:
+            client.pause_deployment(current.deployment_id)
+        inactive = [s for s in state.schedules if not s.active]
+        for schedule in current.schedules:
+            was_off = any(
+                (old.slug is not None and old.slug == schedule.slug) or old.id == schedule.id
+                for old in inactive
+            )
+            if was_off and schedule.active:
+                client.update_deployment_schedule(current.deployment_id, schedule.id, active=False)
+        restored.append(state.name)
+    return restored
 
 
 def ensure_work_pool(client: Any, name: str = "rollout-pool") -> bool:
@@ -88,29 +121,31 @@ def prefect_executable() -> str:
 
 
 def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployReport:
-    """Run `prefect --no-prompt deploy --all` in project_dir and restore every recorded pause."""
+    """Run `prefect --no-prompt deploy --all` in project_dir and restore every recorded pause,
+    whatever happens to the deploy; KillSwitchOff when a restore fails."""
     from prefect.client.orchestration import get_client
 
-    prefect_yaml = project_dir / "prefect.yaml"
+    names = deployment_names(project_dir)
     with get_client(sync_client=True) as client:
         ensure_work_pool(client, work_pool)
-        before = [s for s in read_pause_states(client, prefect_yaml) if s.is_switched_off]
-    completed = subprocess.run(
-        [prefect_executable(), "--no-prompt", "deploy", "--all"],
-        cwd=project_dir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    output = completed.stdout + completed.stderr
+        before = [s for s in read_pause_states(client, names) if s.is_switched_off]
     restored: list[str] = []
-    with get_client(sync_client=True) as client:
-        for state in before:  # re-apply even when the deploy failed half-way
-            if state.paused:
-                client.pause_deployment(state.deployment_id)
-            for schedule_id in state.inactive_schedule_ids:
-                client.update_deployment_schedule(state.deployment_id, schedule_id, active=False)
-            restored.append(state.name)
+    try:
+        completed = subprocess.run(
+            [prefect_executable(), "--no-prompt", "deploy", "--all"],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:  # re-apply even when the deploy failed half-way or was interrupted
+        if before:
+            try:
+                with get_client(sync_client=True) as client:
+                    restored = restore_pauses(client, before)
+            except BaseException as error:
+                raise KillSwitchOff([s.name for s in before], error) from error
+    output = completed.stdout + completed.stderr
     if completed.returncode != 0:
         raise RuntimeError(f"prefect deploy --all failed (exit {completed.returncode}):\n{output}")
     return DeployReport(output, restored)

@@ -187,11 +187,24 @@ def wait_for_http(url: str) -> Callable[[], bool]:
     return probe
 
 
-def _redis_ping(port: int) -> Callable[[], bool]:
+def _redis_ping(port: int, password: str | None) -> Callable[[], bool]:
+    """A readiness probe through redis-py: PING answers (with the password, when set)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     def probe() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+        client = redis.Redis(
+            port=port,
+            password=password,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),  # the launcher's own loop retries
+        )
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
 
     return probe
 
@@ -206,19 +219,11 @@ def start_redis(
     argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
     if password:
         argv += ["--requirepass", password]
-    probe = _redis_ping(port) if not password else _tcp_open(port)
+    probe = _redis_ping(port, password)
     auth = f":{password}@" if password else ""
     return start_process(
         "redis", argv, port, data_dir, probe, f"redis://{auth}127.0.0.1:{port}/0", timeout=15
     )
-
-
-def _tcp_open(port: int) -> Callable[[], bool]:
-    def probe() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-
-    return probe
 
 
 def start_pushgateway(data_dir: Path, port: int | None = None) -> RunningServer:

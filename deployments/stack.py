@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from deployments.deploy import prefect_executable
 from deployments.servers import (
     RunningServer,
@@ -53,6 +55,7 @@ __all__ = [
     "alive",
     "down",
     "inject",
+    "prefect_client",
     "read_state",
     "resolve_stack_dir",
     "start_prefect_server",
@@ -85,42 +88,50 @@ QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_L
 # --- processes by id ------------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time in clock ticks) from /proc, or None when gone."""
+def _process(pid: int) -> psutil.Process | None:
+    """The live process `pid` (a zombie has exited: nothing reaps orphans in some containers)."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process
+    except psutil.Error:
         return None
-    rest = text[text.rfind(")") + 2 :].split()
-    return rest[0], int(rest[2]), int(rest[19])
 
 
-def start_ticks(pid: int) -> int:
-    """The process' start time: with the pid it names one process, never a reused pid."""
-    stat = _proc_stat(pid)
-    return stat[2] if stat else 0
+def start_time(pid: int) -> float:
+    """The process' start time (psutil's create_time): with the pid it names one process, never
+    a reused pid; 0 when it is gone."""
+    process = _process(pid)
+    try:
+        return process.create_time() if process else 0.0
+    except psutil.Error:
+        return 0.0
 
 
-def alive(pid: int, started: int = 0) -> bool:
-    """The process runs (a zombie has exited: nothing reaps orphans in some containers)."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z" and (not started or stat[2] == started)
+def alive(pid: int, started: float = 0) -> bool:
+    """The process runs, and is the one that started at `started` (when given)."""
+    process = _process(pid)
+    if process is None:
+        return False
+    try:
+        return not started or abs(process.create_time() - started) < 0.01
+    except psutil.Error:
+        return False
 
 
 def _group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
+    """Live processes of process group `pgid` (psutil has no process-group field: os.getpgid)."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[1] == pgid and stat[0] != "Z":
-                members.append(int(entry.name))
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
     return members
 
 
 def stop_group(pid: int, first: signal.Signals, grace: float = STOP_GRACE_SECONDS) -> bool:
     """`first` to the process group led by `pid` (started with start_new_session), SIGKILL to
-    whatever is left after `grace` seconds; True when the group had live processes."""
+    whatever is left after `grace` seconds; True when the group had live processes.
+    (psutil.wait_procs would wait out the grace on a zombie no one reaps, so this polls.)"""
     if not _group_members(pid):
         return False
     for sig, wait in ((first, grace), (signal.SIGKILL, 5.0)):
@@ -190,8 +201,10 @@ def start_worker(
     }
     argv = [PREFECT, "worker", "start", "--pool", pool, "--type", "process"]
     launched = datetime.now(UTC)  # the database may remember workers of an earlier stack
-    ready = _unless(give_up, lambda: worker_online(api_url, pool, since=launched))
-    return start_process("worker", argv, 0, home, ready, api_url, timeout, worker_env)
+    with prefect_client(api_url) as client:  # one client for every readiness probe
+        online = lambda: worker_online(api_url, pool, since=launched, client=client)  # noqa: E731
+        ready = _unless(give_up, online)
+        return start_process("worker", argv, 0, home, ready, api_url, timeout, worker_env)
 
 
 def _unless(give_up: threading.Event | None, probe: Callable[[], bool]) -> Callable[[], bool]:
@@ -200,6 +213,7 @@ def _unless(give_up: threading.Event | None, probe: Callable[[], bool]) -> Calla
 
 
 def _post_json(url: str, body: dict[str, Any]) -> Any:
+    """POST to the sample service (not Prefect: Prefect goes through Prefect's client)."""
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -210,25 +224,40 @@ def _post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def worker_online(api_url: str, pool: str = POOL, since: datetime | None = None) -> bool:
-    """A worker polls `pool` (with a heartbeat after `since`, when given); over HTTP, so the CLI
-    does not import Prefect for this."""
-    body: dict[str, Any] = {}
+def prefect_client(api_url: str) -> Any:
+    """Prefect's own sync client (what `get_client(sync_client=True)` returns) for the server
+    at `api_url`, whatever this process's PREFECT_API_URL says; use it in a `with` block."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api_url)
+
+
+def worker_online(
+    api_url: str, pool: str = POOL, since: datetime | None = None, client: Any = None
+) -> bool:
+    """A worker polls `pool` (with a heartbeat after `since`, when given)."""
+    import httpx
+    from prefect.client.schemas.filters import WorkerFilter, WorkerFilterLastHeartbeatTime
+    from prefect.exceptions import ObjectNotFound
+
+    heard = None
     if since is not None:
-        body = {"workers": {"last_heartbeat_time": {"after_": since.isoformat()}}}
+        after = WorkerFilterLastHeartbeatTime(after_=since)  # type: ignore[arg-type]
+        heard = WorkerFilter(last_heartbeat_time=after)
     try:
-        return bool(_post_json(f"{api_url}/work_pools/{pool}/workers/filter", body))
-    except (urllib.error.URLError, OSError, ValueError):
+        with client or prefect_client(api_url) as prefect:
+            return bool(prefect.read_workers_for_work_pool(pool, worker_filter=heard))
+    except (httpx.HTTPError, ObjectNotFound, OSError):
         return False
 
 
 def _ensure_pool(api_url: str, pool: str) -> None:
     """The process work pool, created before the worker and the deploy start side by side."""
-    try:
-        _post_json(f"{api_url}/work_pools/", {"name": pool, "type": "process"})
-    except urllib.error.HTTPError as error:
-        if error.code != 409:  # 409: it exists
-            raise
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with prefect_client(api_url) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
 
 
 @contextlib.contextmanager
@@ -250,7 +279,7 @@ class Component:
 
     name: str
     pid: int
-    started: int
+    started: float  # psutil's create_time
     url: str
     log: str
     stop_signal: str = "SIGTERM"
@@ -320,7 +349,7 @@ def _port(name: str, usual_ports: bool) -> int:
 def _component(server: RunningServer, stop_signal: str = "SIGTERM") -> Component:
     pid = server.process.pid
     return Component(
-        server.name, pid, start_ticks(pid), server.url, str(server.log_path), stop_signal
+        server.name, pid, start_time(pid), server.url, str(server.log_path), stop_signal
     )
 
 
@@ -489,9 +518,10 @@ def _collect(
 
 
 def _deployment_names(api_url: str) -> list[str]:
-    deployments = _post_json(f"{api_url}/deployments/filter", {})
-    flows = {f["id"]: f["name"] for f in _post_json(f"{api_url}/flows/filter", {})}
-    return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deployments)
+    with prefect_client(api_url) as client:
+        deployments = client.read_deployments()  # the stack's own server: two deployments
+        flows = {flow.id: flow.name for flow in client.read_flows()}
+    return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
 
 
 def down(directory: Path) -> list[Component] | None:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import typer
 
-from rollout_cli import demo_command, flag_commands, flow_commands, stack_commands
+from rollout_cli import (
+    controller_commands,
+    demo_command,
+    flag_commands,
+    flow_commands,
+    stack_commands,
+)
 
 __all__ = ["app"]
 
@@ -34,6 +40,7 @@ app.command("serve")(flow_commands.serve)
 app.command("notify")(flow_commands.notify)
 app.command("demo")(demo_command.demo)
 app.add_typer(stack_commands.app, name="stack")
+app.add_typer(controller_commands.app, name="controller")
 
 if __name__ == "__main__":
     app()

@@ -7,9 +7,10 @@ Exit codes: 0 ok (also `up` when already up and `down` when not up), 1 a failure
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +19,7 @@ from rollout_cli.shell import EXIT_BAD_INPUT, EXIT_FAILURE, Outcome, run
 if TYPE_CHECKING:
     from deployments.stack import StackState
 
-__all__ = ["app"]
+__all__ = ["app", "stack_json"]
 
 app = typer.Typer(
     help="The whole product on loopback ports: Redis, Prometheus, Pushgateway, Alertmanager, "
@@ -170,7 +171,10 @@ def _bad_traffic(error_rate: float | None, latency: float | None, reset: bool) -
 
 
 @app.command("status")
-def status(directory: StackDir = None) -> None:
+def status(
+    directory: StackDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
     """Each process of the stack (running or not) and the URLs. Exit 1 when one of its
     processes is down; 0 when every one runs, or when no stack is up there."""
 
@@ -183,19 +187,43 @@ def status(directory: StackDir = None) -> None:
         except RuntimeError as error:
             return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         if state is None:
-            return Outcome(f"No stack is up in {where}.")
+            text = json.dumps(stack_json(where, None)) if as_json else f"No stack is up in {where}."
+            return Outcome(text)
+        dead = state.dead()
+        notes = ("run `rollout stack up`: it restarts a stack that is partly down",) if dead else ()
+        code = EXIT_FAILURE if dead else 0
+        if as_json:
+            return Outcome(json.dumps(stack_json(where, state), indent=2), code, notes)
         width = max(len(c.name) for c in state.components)
         rows = [
             f"  {c.name:<{width}}  pid {c.pid:<7}  {'running' if c.is_alive() else 'NOT RUNNING'}"
             f"  {c.url}"
             for c in state.components
         ]
-        dead = state.dead()
         heading = f"The stack in {where}: " + (
             "every process is running." if not dead else f"{len(dead)} process(es) not running"
         )
         text = "\n".join([heading, *rows, "", _describe(state, "URLs:")])
-        notes = ("run `rollout stack up`: it restarts a stack that is partly down",) if dead else ()
-        return Outcome(text, EXIT_FAILURE if dead else 0, notes)
+        return Outcome(text, code, notes)
 
     run(command)
+
+
+def stack_json(where: Path, state: StackState | None) -> dict[str, Any]:
+    """`stack status --json`: whether a stack is up, each process with `running`, the URLs
+    and the environment to export."""
+    if state is None:
+        return {"directory": str(where), "up": False, "all_running": False, "components": []}
+    components = [
+        {"name": c.name, "pid": c.pid, "running": c.is_alive(), "url": c.url, "log": c.log}
+        for c in state.components
+    ]
+    return {
+        "directory": str(where),
+        "up": True,
+        "all_running": all(c["running"] for c in components),
+        "components": components,
+        "urls": state.urls,
+        "env": state.env,
+        "deployments": state.deployments,
+    }

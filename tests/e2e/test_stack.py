@@ -153,6 +153,14 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
         again = rollout("up", stack_dir=stack_dir)
         assert (again.returncode, "already up" in again.stdout) == (0, True), again.stderr
         assert rollout("status", stack_dir=stack_dir).returncode == 0
+        status = rollout("status", "--json", stack_dir=stack_dir)
+        assert status.returncode == 0, status.stderr
+        reported = json.loads(status.stdout)
+        assert (reported["up"], reported["all_running"]) == (True, True)
+        assert {(c["name"], c["pid"], c["running"]) for c in reported["components"]} == {
+            (c.name, c.pid, True) for c in state.components
+        }
+        assert reported["env"] == state.env and reported["urls"] == state.urls
 
         check_every_component_answers(state)
 
@@ -213,6 +221,8 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
     ports = {c.url for c in state.components if c.name != "worker"}
     assert [url for url in ports if port_open(url)] == []
     assert "No stack is up" in rollout("down", stack_dir=stack_dir).stdout
+    gone = rollout("status", "--json", stack_dir=stack_dir)
+    assert (gone.returncode, json.loads(gone.stdout)["up"]) == (0, False)
     print(
         f"\nrollout stack up: {up_seconds:.1f} s, controller run through the worker: "
         f"{run_seconds:.1f} s, injected errors visible in Prometheus: {inject_seconds:.1f} s, "

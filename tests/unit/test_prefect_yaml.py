@@ -104,3 +104,15 @@ def test_each_entrypoint_imports_a_flow_with_the_expected_name_and_parameters(
     flow = getattr(module, function)
     assert flow.name == flow_name
     assert set(item.get("parameters", {})) <= set(inspect.signature(flow.fn).parameters)
+
+
+def test_deploy_serve_and_the_kill_switch_name_the_deployments_and_the_slug_of_prefect_yaml(
+    document: dict[str, Any],
+) -> None:
+    from deployments.deploy import deployment_names
+    from deployments.kill_switch import CONTROLLER_DEPLOYMENT, SCHEDULE_SLUG
+    from deployments.serve import OVERRIDE_DEPLOYMENT
+
+    [schedule] = deployment(document, "every-10-minutes")["schedules"]
+    assert schedule["slug"] == SCHEDULE_SLUG
+    assert deployment_names(PREFECT_YAML.parent) == [CONTROLLER_DEPLOYMENT, OVERRIDE_DEPLOYMENT]

@@ -15,12 +15,7 @@ def serve_all(
     dry_run: bool = True, interval_seconds: int = 600, config_path: str = "rollouts.yaml"
 ) -> None:
     """Serve rollout-controller/every-10-minutes and rollout-override/manual until stopped."""
-    import os
-
     from prefect import serve
-
-    # the runs (child processes) judge lateness against the interval they are served at
-    os.environ["ROLLOUT_SCHEDULE_INTERVAL_SECONDS"] = str(interval_seconds)
 
     from flows.controller import rollout_controller
     from flows.override import rollout_override

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from rollout_core.controller import FeatureOutcome
 
-__all__ = ["deploy", "notify", "outcome_table", "run_once", "serve"]
+__all__ = ["deploy", "notify", "outcome_table", "run_json", "run_once", "serve"]
 
 ConfigPath = Annotated[
     Path, typer.Option("--config", help="Rollouts file (features, ladders, SLO profiles).")
@@ -41,6 +41,7 @@ def run_once(
     ] = None,
     live: LiveOrDry = None,
     config: ConfigPath = Path("rollouts.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """One pass of the controller flow now; prints its decisions. Exit 1 when the run Failed."""
 
@@ -61,14 +62,53 @@ def run_once(
         )
         outcomes = outcomes_of(state)
         failed = state.is_failed() or state.is_crashed()
+        code = EXIT_FAILURE if failed else 0
+        if as_json:
+            return Outcome(run_json(str(state.name), failed, state.message or "", outcomes), code)
         head = f"run {state.name}: {state.message or ''}".splitlines()[0]
         notes = tuple(
             line for line in (state.message or "").splitlines() if line.startswith("warning")
         )
         output: Any = outcome_table(outcomes, head) if outcomes else head
-        return Outcome(output, EXIT_FAILURE if failed else 0, notes)
+        return Outcome(output, code, notes)
 
     run(command)
+
+
+def run_json(state: str, failed: bool, message: str, outcomes: list[FeatureOutcome]) -> str:
+    """`rollout run --json`: the run's state and a record per feature, numbers as numbers."""
+    import json
+
+    from rollout_core.controller import action_label
+
+    def feature(outcome: FeatureOutcome) -> dict[str, Any]:
+        d = outcome.decision
+        return {
+            "feature": outcome.feature,
+            "status": str(outcome.status),
+            "action": action_label(outcome),
+            "from_percent": None if d is None else d.from_percent,
+            "to_percent": None if d is None else d.to_percent,
+            "percent": outcome.percent,
+            "applied": outcome.applied,
+            "dry_run": outcome.dry_run,
+            "guard": None if d is None else d.guard,
+            "reason": outcome.error if d is None else d.reason,
+            "slos": [] if d is None else [str(v) for v in d.verdicts],
+            "audit_id": outcome.audit_id,
+        }
+
+    lines = message.splitlines()
+    document = {
+        "state": state,
+        "failed": failed,
+        "message": lines[0] if lines else "",
+        "warnings": [
+            line.removeprefix("warning: ") for line in lines if line.startswith("warning")
+        ],
+        "features": [feature(outcome) for outcome in outcomes],
+    }
+    return json.dumps(document, indent=2)
 
 
 def _require_prefect_api() -> str:

@@ -149,8 +149,9 @@ def _script(name: str) -> str:
 class RedisFlagStore:
     """The FlagStore port on Redis, plus the operator's audited writes."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, audit_retention: int = 100_000) -> None:
         self._client = client
+        self.audit_retention = audit_retention  # the store's engineer trims the stream by it
         self._cas = client.register_script(_script("cas_percent.lua"))
         self._audited_write = client.register_script(_script("audited_write.lua"))
 

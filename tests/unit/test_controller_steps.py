@@ -273,7 +273,7 @@ def test_a_run_more_than_two_intervals_late_is_stale_and_an_on_time_one_is_not()
     assert reason is not None and "0:21:00 late" in reason and reason.startswith("skipped")
 
 
-def test_the_summary_counts_failures_and_has_a_line_per_feature(
+def test_the_summary_counts_results_and_lists_the_changed_feature(
     client: fakeredis.FakeRedis, store: RedisFlagStore
 ) -> None:
     seed(client, "google", "0")
@@ -282,7 +282,54 @@ def test_the_summary_counts_failures_and_has_a_line_per_feature(
     outcomes = run_pass([spec("google")], store, source, NOW, False)
 
     assert summarize(outcomes).splitlines() == [
-        "1 feature(s), 0 failed",
+        "1 feature(s): 1 promote",
         "google: promote 0% -> 10% (Initial canary 0% -> 10%: all SLOs healthy; "
         "error_rate 0.1% (n=5000, 99% lower bound 0.037%) <= max 1.0%: healthy)",
     ]
+
+
+def thousand_features_outcomes() -> dict[str, FeatureOutcome]:
+    """1,000 features: 30 failed, 60 rolled back, 110 promoted, 800 held, with long reasons."""
+    from rollout_core.model import Decision
+
+    outcomes: dict[str, FeatureOutcome] = {}
+    for i in range(1000):
+        name = f"feature-{i:04d}"
+        if i < 30:
+            outcomes[name] = FeatureOutcome(
+                name, OutcomeStatus.REDIS_ERROR, error="Redis at redis://127.0.0.1:6379 refused"
+            )
+            continue
+        action = Action.ROLLBACK if i < 90 else Action.PROMOTE if i < 200 else Action.HOLD
+        to = 10.0 if action is Action.ROLLBACK else 50.0 if action is Action.PROMOTE else 25.0
+        reason = f"{action}: error_rate {i / 100:.2f}% (n=812, 99% lower bound 1.6%) " + "x" * 80
+        decision = Decision(name, action, 25.0, to, (reason,))
+        outcomes[name] = FeatureOutcome(
+            name, OutcomeStatus.OK, decision, applied=action is not Action.HOLD
+        )
+    return outcomes
+
+
+def test_the_summary_of_a_thousand_features_fits_a_chat_message() -> None:
+    outcomes = thousand_features_outcomes()
+
+    message = summarize(outcomes)
+    lines = message.splitlines()
+
+    assert len(message) <= 2000
+    assert lines[0] == "1000 feature(s): 30 failed, 60 rollback, 110 promote, 800 hold"
+    assert lines[1].startswith("feature-0000: redis_error (Redis at")  # failures come first
+    listed = len(lines) - 2  # the head and the "... and N more" line
+    assert lines[-1] == (
+        f"... and {200 - listed} more (every feature is in the rollout-decisions artifact)"
+    )
+    assert not any("feature-0900" in line for line in lines)  # a hold is counted, not listed
+
+
+def test_the_summary_lists_every_failed_and_changed_feature_when_they_fit() -> None:
+    outcomes = dict(list(thousand_features_outcomes().items())[25:35])  # 5 failed, 5 rollbacks
+
+    lines = summarize(outcomes).splitlines()
+
+    assert lines[0] == "10 feature(s): 5 failed, 5 rollback"
+    assert [line.split(":")[0] for line in lines[1:]] == [f"feature-{i:04d}" for i in range(25, 35)]

@@ -74,13 +74,13 @@ def rollout_controller(
     status = run_status(outcomes)
     # the human-readable copy and the events come before telemetry: whatever they report is a
     # warning in the same run whose status telemetry counts, so the two always agree
-    warnings = [
-        write_audit(quote(outcomes), at, settings.audit_log_path),
-        announce_changes(quote(outcomes)),
-        emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
-    ]
+    warnings = {
+        "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
+        "events": announce_changes(quote(outcomes)),
+        "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
+    }
     message = ("live: " if live else "dry run: ") + summarize(outcomes)
-    message += "".join(f"\nwarning: {warning}" for warning in warnings if warning)
+    message += "".join(f"\nwarning: {part}: {text}" for part, text in warnings.items() if text)
     for outcome in outcomes.values():
         (logger.error if outcome.is_failed else logger.info)(outcome.summary)
     data = list(outcomes.values())

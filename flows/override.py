@@ -40,7 +40,7 @@ def rollout_override(feature: str, percent: float, reason: str) -> State[Any]:
 def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
     validate_feature_name(feature)
     if not math.isfinite(percent) or not 0 <= percent <= 100:
-        raise ConfigError(f"percent {percent!r} is out of range; expected 0..100")
+        raise ConfigError(f"percent {percent:g} is out of range; expected 0..100")
     if not reason.strip():
         raise ConfigError("reason is empty; say why the percent changes (it goes to the audit)")
     store = current_adapters(Settings.from_env()).store

@@ -185,11 +185,11 @@ def write_audit(
     if not problems:
         return None
     warning = (
-        f"audit copy incomplete ({'; '.join(problems[:5])}"
+        f"incomplete ({'; '.join(problems[:5])}"
         + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         + "); the Redis stream holds every entry: `rollout audit --rebuild-log` rewrites the log"
     )
-    get_run_logger().warning(warning)
+    get_run_logger().warning("audit copy: %s", warning)
     return warning
 
 
@@ -211,7 +211,7 @@ def announce_changes(outcomes: Mapping[str, FeatureOutcome]) -> str | None:
             unsent.append(outcome.feature)
     if not unsent:
         return None
-    return f"events not sent for {len(unsent)} feature(s): {', '.join(unsent[:10])}"
+    return f"not sent for {len(unsent)} feature(s): {', '.join(unsent[:10])}"
 
 
 def feature_event(outcome: FeatureOutcome) -> dict[str, Any]:

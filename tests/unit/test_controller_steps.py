@@ -333,3 +333,34 @@ def test_the_summary_lists_every_failed_and_changed_feature_when_they_fit() -> N
 
     assert lines[0] == "10 feature(s): 5 failed, 5 rollback"
     assert [line.split(":")[0] for line in lines[1:]] == [f"feature-{i:04d}" for i in range(25, 35)]
+
+
+def test_each_applied_change_and_recommendation_has_its_event() -> None:
+    from tasks.controller import feature_event
+
+    outcomes = thousand_features_outcomes()
+    rollback, promote = outcomes["feature-0030"], outcomes["feature-0100"]
+    assert rollback.decision is not None
+    rollback = FeatureOutcome(
+        rollback.feature, OutcomeStatus.OK, rollback.decision, True, audit_id="17-0"
+    )
+    recommended = FeatureOutcome(promote.feature, OutcomeStatus.OK, promote.decision, dry_run=True)
+
+    event = feature_event(rollback)
+
+    assert event["event"] == "rollout.feature.rolled-back"
+    assert event["resource"]["prefect.resource.id"] == "rollout.feature.feature-0030"
+    assert event["payload"] == {
+        "feature": "feature-0030",
+        "action": "rollback",
+        "from_percent": 25.0,
+        "to_percent": 10.0,
+        "reason": rollback.decision.reason,
+        "guard": None,
+        "dry_run": False,
+        "applied": True,
+        "audit_id": "17-0",
+    }
+    assert feature_event(promote)["event"] == "rollout.feature.promoted"
+    assert feature_event(recommended)["event"] == "rollout.feature.recommended"
+    assert feature_event(recommended)["payload"]["dry_run"] is True

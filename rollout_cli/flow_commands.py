@@ -220,37 +220,73 @@ def serve(
 
 def notify(
     webhook: Annotated[
-        str, typer.Option(help="URL that receives a POST when a controller run fails.")
-    ],
-    slack: Annotated[bool, typer.Option(help="The URL is a Slack incoming webhook.")] = False,
+        str | None,
+        typer.Option(help="A generic webhook URL: receives a JSON POST (subject, text, body)."),
+    ] = None,
+    webhook_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ROLLOUT_NOTIFY_WEBHOOK_TOKEN",
+            help="Sent as `Authorization: Bearer ...` to --webhook; kept in the block's secrets.",
+        ),
+    ] = None,
+    slack: Annotated[str | None, typer.Option(help="A Slack incoming-webhook URL.")] = None,
+    teams: Annotated[
+        str | None, typer.Option(help="A Microsoft Teams (Workflows) webhook URL.")
+    ] = None,
+    pagerduty_integration_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ROLLOUT_NOTIFY_PAGERDUTY_INTEGRATION_KEY",
+            help="PagerDuty Events API v2 routing key (failures and rollbacks only).",
+        ),
+    ] = None,
+    pagerduty_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="ROLLOUT_NOTIFY_PAGERDUTY_API_KEY", help="PagerDuty API key."),
+    ] = None,
 ) -> None:
-    """Create or update, idempotently, the failure notification block and automation."""
+    """Create or update, idempotently, the notification blocks and the automations: a failed
+    run and a rollback notify every destination; a promotion or recommendation every chat."""
 
     def command() -> Outcome:
-        from urllib.parse import urlsplit
-
+        from deployments.notify import (
+            ensure_notifications,
+            pagerduty_destination,
+            slack_destination,
+            teams_destination,
+            webhook_destination,
+        )
         from rollout_core.errors import ConfigError
-        from rollout_core.urls import url_origin
 
-        parts = urlsplit(webhook)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        destinations = []
+        if webhook:
+            destinations.append(webhook_destination(webhook, webhook_token))
+        if slack:
+            destinations.append(slack_destination(slack))
+        if teams:
+            destinations.append(teams_destination(teams))
+        if pagerduty_integration_key or pagerduty_api_key:
+            destinations.append(
+                pagerduty_destination(pagerduty_integration_key or "", pagerduty_api_key or "")
+            )
+        if not destinations:
             raise ConfigError(
-                f"--webhook {url_origin(webhook)!r} is not an http(s) URL; "
-                "pass e.g. https://hooks.slack.com/services/... with --slack"
+                "no destination; pass --webhook, --slack, --teams or the --pagerduty-* keys"
             )
         import httpx
 
-        from deployments.notify import AUTOMATION_NAME, ensure_failure_notification
-
         api = _require_prefect_api()
         try:
-            setup = ensure_failure_notification(webhook, slack=slack)
+            setup = ensure_notifications(destinations)
         except (httpx.HTTPError, OSError) as error:
             return _unreachable(api, error)
-        verb = "created" if setup.created else "updated"
-        return Outcome(
-            f"{verb} automation {AUTOMATION_NAME} ({setup.automation_id}): a Failed or Crashed "
-            f"rollout-controller run posts to {url_origin(webhook)}"
-        )
+        shown = ", ".join(d.shown for d in destinations)
+        lines = [
+            f"{'created' if created else 'updated'} automation {name} ({automation_id})"
+            for name, automation_id, created in setup.automations
+        ]
+        lines.append(f"notifying: {shown}")
+        return Outcome("\n".join(lines))
 
     run(command)

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 DECISIONS_ARTIFACT_KEY = "rollout-decisions"
+FEATURE_EVENT_PREFIX = "rollout.feature."  # + rolled-back, promoted, recommended
+_EVENT_BY_ACTION = {Action.ROLLBACK: "rolled-back", Action.PROMOTE: "promoted"}
 
 
 def _only_metrics_unavailable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -239,10 +241,6 @@ def feature_event(outcome: FeatureOutcome) -> dict[str, Any]:
             "audit_id": outcome.audit_id,
         },
     }
-
-
-FEATURE_EVENT_PREFIX = "rollout.feature."
-_EVENT_BY_ACTION = {Action.ROLLBACK: "rolled-back", Action.PROMOTE: "promoted"}
 
 
 def _reported_changes(outcomes: Mapping[str, FeatureOutcome]) -> list[FeatureOutcome]:

@@ -525,8 +525,12 @@ def test_the_override_refuses_a_mistyped_feature_naming_the_known_ones_and_write
 
 @pytest.mark.parametrize(
     ("percent", "reason", "said"),
-    [(150, "typo", "percent 150 is out of range"), (10, "  ", "reason is empty")],
-    ids=["percent out of range", "empty reason"],
+    [
+        (150, "typo", "percent 150 is out of range"),
+        (float("nan"), "typo", "percent nan is out of range"),
+        (10, "  ", "reason is empty"),
+    ],
+    ids=["percent out of range", "percent not a number", "empty reason"],
 )
 def test_the_override_turns_a_bad_parameter_into_a_failed_run_not_an_exception(
     flags: redis.Redis, prefect_test_server: None, percent: float, reason: str, said: str
@@ -539,6 +543,19 @@ def test_the_override_turns_a_bad_parameter_into_a_failed_run_not_an_exception(
 
     assert state.is_failed() and state.message.startswith("google: not changed: " + said)
     assert state.type.value == "FAILED" and state.name == "Failed"
+    assert audit_entries(flags, "google") == []
+
+
+def test_the_override_with_a_percent_that_is_not_a_number_fails_before_running(
+    flags: redis.Redis, prefect_test_server: None
+) -> None:
+    from flows.override import rollout_override
+
+    seed_flag(flags, "google", 50)
+
+    state = rollout_override("google", "ten", "typo", return_state=True)  # type: ignore[arg-type]
+
+    assert state.is_failed() and "percent: Input should be a valid number" in state.message
     assert audit_entries(flags, "google") == []
 
 

@@ -37,13 +37,15 @@ def controller_deployment() -> Any:
         return client.read_deployment_by_name(CONTROLLER)
 
 
-def run_deployment(parameters: dict[str, Any], timeout: float = 120) -> Any:
+def run_deployment(
+    parameters: dict[str, Any], timeout: float = 120, deployment: str = CONTROLLER
+) -> Any:
     """A manual run through the worker (as `prefect deployment run --watch`); its final run."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run_from_deployment(
-            controller_deployment().id, parameters=parameters
+            client.read_deployment_by_name(deployment).id, parameters=parameters
         )
         return poll(
             lambda: client.read_flow_run(flow_run.id),
@@ -148,6 +150,28 @@ def test_an_applied_rollback_notifies_the_webhook_with_the_percents_and_the_reas
     subject = delivery.body["subject"]
     assert subject == "Rollout: google rolled back 50.0% -> 10.0%"
     assert "breach" in delivery.body["body"] and entry_id in delivery.body["body"]
+
+
+def test_the_manual_deployment_refuses_a_mistyped_feature_and_writes_nothing(
+    stack_ready: Stack, worker: Any
+) -> None:
+    flags = redis.Redis.from_url(stack_ready.redis.url, decode_responses=True)
+    seed_flag(flags, "google", 50)
+    entries_before = flags.xlen("rollout:audit")
+
+    run = run_deployment(
+        {"feature": "googel", "percent": 0, "reason": "incident 7"},
+        deployment="rollout-override/manual",
+    )
+
+    assert run.state.is_failed()
+    assert run.state.message == (
+        "googel: not changed: feature 'googel' is not initialised; known: google; "
+        "run `rollout init googel` if it is new"
+    )
+    assert flags.keys("flags:googel:*") == []
+    assert flags.xlen("rollout:audit") == entries_before
+    assert flag_keys(flags, "google")["rollout_percent"] == "50"
 
 
 def deliveries_about(webhook: WebhookReceiver, words: str) -> list[Any]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from rollout_core.bootstrap import Settings, current_adapters
+from rollout_core.bootstrap import Adapters, Settings, current_adapters, error_telemetry
 from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, load_config
 from rollout_core.controller import (
     FeatureOutcome,
@@ -28,6 +29,7 @@ from rollout_core.controller import (
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
 from rollout_core.ports import FlagStore, MetricsSource
 from tasks.controller import (
+    announce_changes,
     apply_flag,
     check_guards,
     emit_metrics,
@@ -37,9 +39,7 @@ from tasks.controller import (
     write_audit,
 )
 
-__all__ = ["SCHEDULE_INTERVAL", "outcomes_of", "rollout_controller"]
-
-SCHEDULE_INTERVAL = timedelta(seconds=600)
+__all__ = ["outcomes_of", "rollout_controller"]
 
 
 @flow(name="rollout-controller", log_prints=True)
@@ -53,31 +53,34 @@ def rollout_controller(
     (backtests, the demo); `dry_run=None` reads ROLLOUT_DRY_RUN and defaults to a dry run."""
     logger = get_run_logger()
     at = _as_utc(now or datetime.now(UTC))
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:  # e.g. ROLLOUT_DRY_RUN=maybe: nothing can be wired or judged
-        logger.error("configuration error: %s", error)
-        return Failed(message=f"configuration error: {error}")
-    skip = _stale_run_reason(timedelta(seconds=settings.schedule_interval_seconds))
+    skip = _stale_run_reason()
     if skip is not None:
         logger.warning(skip)
         return Completed(name="Skipped", message=skip)
-    adapters = current_adapters(settings)
-    try:
+    adapters: Adapters | None = None
+    try:  # every configuration problem, the environment and adapter wiring included
+        settings = Settings.from_env()
+        adapters = current_adapters(settings)
         live = not resolve_dry_run(dry_run, settings.dry_run)
         specs = load_config(config_path).select(features)
     except ConfigError as error:
         # nothing was read or written; the run counts as runs_total{status="error"}
         logger.error("configuration error: %s", error)
-        emit_metrics(quote(adapters.telemetry), {}, "error", at)
+        telemetry = adapters.telemetry if adapters is not None else error_telemetry()
+        if telemetry is not None:
+            emit_metrics(quote(telemetry), {}, "error", at)
         return Failed(message=f"configuration error: {error}")
     outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings)
     status = run_status(outcomes)
-    telemetry_warning = emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at)
-    write_audit(quote(outcomes), at, settings.audit_log_path)
+    # the human-readable copy and the events come before telemetry: whatever they report is a
+    # warning in the same run whose status telemetry counts, so the two always agree
+    warnings = {
+        "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
+        "events": announce_changes(quote(outcomes)),
+        "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
+    }
     message = ("live: " if live else "dry run: ") + summarize(outcomes)
-    if telemetry_warning:
-        message += f"\nwarning: telemetry: {telemetry_warning}"
+    message += "".join(f"\nwarning: {part}: {text}" for part, text in warnings.items() if text)
     for outcome in outcomes.values():
         (logger.error if outcome.is_failed else logger.info)(outcome.summary)
     data = list(outcomes.values())
@@ -129,17 +132,47 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _stale_run_reason(interval: timedelta) -> str | None:
-    """Compare the run's scheduled start with the wall clock (not the injected `now`).
+def _stale_run_reason() -> str | None:
+    """Compare the run's scheduled start with the wall clock (not the injected `now`), against
+    the interval of the run's own deployment schedule: prefect.yaml is the one source of it.
+    A run without a deployment, or a deployment without an interval, is never stale.
 
     Read from the run context: Prefect 3.9's env mock of `prefect.runtime.flow_run.
     scheduled_start_time` raises ValueError, so that path is avoided."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
+    if context is None or context.flow_run is None or context.flow_run.deployment_id is None:
         return None
     expected = context.flow_run.expected_start_time
+    if expected is None:
+        return None
+    interval = _schedule_interval(context.flow_run.deployment_id)
+    if interval is None:
+        return None
     # a plain datetime: Prefect's DateTime subtracts into a pendulum Interval, not a timedelta
-    scheduled = None if expected is None else datetime.fromtimestamp(expected.timestamp(), UTC)
+    scheduled = datetime.fromtimestamp(expected.timestamp(), UTC)
     return stale_run_reason(scheduled, datetime.now(UTC), interval)
+
+
+def _schedule_interval(deployment_id: UUID) -> timedelta | None:
+    """The shortest interval among the deployment's interval schedules; None when it has none
+    or the API cannot say (the run then acts)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment(deployment_id)
+    except Exception as exc:  # the run goes on: acting late beats never acting
+        get_run_logger().warning("could not read the deployment's schedule (%s); not skipped", exc)
+        return None
+    gaps = [gap for gap in map(_gap_of, deployment.schedules) if gap is not None]
+    return min(gaps, default=None)
+
+
+def _gap_of(deployment_schedule: Any) -> timedelta | None:
+    """An interval schedule's interval; a cron or rrule schedule has no single interval."""
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    schedule = deployment_schedule.schedule
+    return schedule.interval if isinstance(schedule, IntervalSchedule) else None

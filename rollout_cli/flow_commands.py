@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from rollout_core.controller import FeatureOutcome
 
-__all__ = ["deploy", "notify", "outcome_table", "run_once", "serve"]
+__all__ = ["deploy", "notify", "outcome_table", "run_json", "run_once", "serve"]
 
 ConfigPath = Annotated[
     Path, typer.Option("--config", help="Rollouts file (features, ladders, SLO profiles).")
@@ -41,6 +41,7 @@ def run_once(
     ] = None,
     live: LiveOrDry = None,
     config: ConfigPath = Path("rollouts.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """One pass of the controller flow now; prints its decisions. Exit 1 when the run Failed."""
 
@@ -61,14 +62,53 @@ def run_once(
         )
         outcomes = outcomes_of(state)
         failed = state.is_failed() or state.is_crashed()
+        code = EXIT_FAILURE if failed else 0
+        if as_json:
+            return Outcome(run_json(str(state.name), failed, state.message or "", outcomes), code)
         head = f"run {state.name}: {state.message or ''}".splitlines()[0]
         notes = tuple(
             line for line in (state.message or "").splitlines() if line.startswith("warning")
         )
         output: Any = outcome_table(outcomes, head) if outcomes else head
-        return Outcome(output, EXIT_FAILURE if failed else 0, notes)
+        return Outcome(output, code, notes)
 
     run(command)
+
+
+def run_json(state: str, failed: bool, message: str, outcomes: list[FeatureOutcome]) -> str:
+    """`rollout run --json`: the run's state and a record per feature, numbers as numbers."""
+    import json
+
+    from rollout_core.controller import action_label
+
+    def feature(outcome: FeatureOutcome) -> dict[str, Any]:
+        d = outcome.decision
+        return {
+            "feature": outcome.feature,
+            "status": str(outcome.status),
+            "action": action_label(outcome),
+            "from_percent": None if d is None else d.from_percent,
+            "to_percent": None if d is None else d.to_percent,
+            "percent": outcome.percent,
+            "applied": outcome.applied,
+            "dry_run": outcome.dry_run,
+            "guard": None if d is None else d.guard,
+            "reason": outcome.error if d is None else d.reason,
+            "slos": [] if d is None else [str(v) for v in d.verdicts],
+            "audit_id": outcome.audit_id,
+        }
+
+    lines = message.splitlines()
+    document = {
+        "state": state,
+        "failed": failed,
+        "message": lines[0] if lines else "",
+        "warnings": [
+            line.removeprefix("warning: ") for line in lines if line.startswith("warning")
+        ],
+        "features": [feature(outcome) for outcome in outcomes],
+    }
+    return json.dumps(document, indent=2)
 
 
 def _require_prefect_api() -> str:
@@ -180,37 +220,73 @@ def serve(
 
 def notify(
     webhook: Annotated[
-        str, typer.Option(help="URL that receives a POST when a controller run fails.")
-    ],
-    slack: Annotated[bool, typer.Option(help="The URL is a Slack incoming webhook.")] = False,
+        str | None,
+        typer.Option(help="A generic webhook URL: receives a JSON POST (subject, text, body)."),
+    ] = None,
+    webhook_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ROLLOUT_NOTIFY_WEBHOOK_TOKEN",
+            help="Sent as `Authorization: Bearer ...` to --webhook; kept in the block's secrets.",
+        ),
+    ] = None,
+    slack: Annotated[str | None, typer.Option(help="A Slack incoming-webhook URL.")] = None,
+    teams: Annotated[
+        str | None, typer.Option(help="A Microsoft Teams (Workflows) webhook URL.")
+    ] = None,
+    pagerduty_integration_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ROLLOUT_NOTIFY_PAGERDUTY_INTEGRATION_KEY",
+            help="PagerDuty Events API v2 routing key (failures and rollbacks only).",
+        ),
+    ] = None,
+    pagerduty_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="ROLLOUT_NOTIFY_PAGERDUTY_API_KEY", help="PagerDuty API key."),
+    ] = None,
 ) -> None:
-    """Create or update, idempotently, the failure notification block and automation."""
+    """Create or update, idempotently, the notification blocks and the automations: a failed
+    run and a rollback notify every destination; a promotion or recommendation every chat."""
 
     def command() -> Outcome:
-        from urllib.parse import urlsplit
-
+        from deployments.notify import (
+            ensure_notifications,
+            pagerduty_destination,
+            slack_destination,
+            teams_destination,
+            webhook_destination,
+        )
         from rollout_core.errors import ConfigError
-        from rollout_core.urls import url_origin
 
-        parts = urlsplit(webhook)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        destinations = []
+        if webhook:
+            destinations.append(webhook_destination(webhook, webhook_token))
+        if slack:
+            destinations.append(slack_destination(slack))
+        if teams:
+            destinations.append(teams_destination(teams))
+        if pagerduty_integration_key or pagerduty_api_key:
+            destinations.append(
+                pagerduty_destination(pagerduty_integration_key or "", pagerduty_api_key or "")
+            )
+        if not destinations:
             raise ConfigError(
-                f"--webhook {url_origin(webhook)!r} is not an http(s) URL; "
-                "pass e.g. https://hooks.slack.com/services/... with --slack"
+                "no destination; pass --webhook, --slack, --teams or the --pagerduty-* keys"
             )
         import httpx
 
-        from deployments.notify import AUTOMATION_NAME, ensure_failure_notification
-
         api = _require_prefect_api()
         try:
-            setup = ensure_failure_notification(webhook, slack=slack)
+            setup = ensure_notifications(destinations)
         except (httpx.HTTPError, OSError) as error:
             return _unreachable(api, error)
-        verb = "created" if setup.created else "updated"
-        return Outcome(
-            f"{verb} automation {AUTOMATION_NAME} ({setup.automation_id}): a Failed or Crashed "
-            f"rollout-controller run posts to {url_origin(webhook)}"
-        )
+        shown = ", ".join(d.shown for d in destinations)
+        lines = [
+            f"{'created' if created else 'updated'} automation {name} ({automation_id})"
+            for name, automation_id, created in setup.automations
+        ]
+        lines.append(f"notifying: {shown}")
+        return Outcome("\n".join(lines))
 
     run(command)

@@ -1,31 +1,48 @@
 """The one place that reads the environment and wires the real adapters.
 
-The shell asks `current_adapters()`; the offline demo and tests swap in their own with
+`Settings.from_env()` reads every variable the controller knows (pydantic-settings) and turns
+a bad value into a ConfigError naming the variable, the value and the fix. `wire(settings)`
+hands each adapter its settings explicitly; no adapter reads `os.environ` itself. The shell
+asks `current_adapters()`; the offline demo and tests swap in their own with
 `use_adapters(...)` (a context variable, so nothing is patched and runs stay isolated).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from rollout_core.errors import ConfigError
 from rollout_core.ports import FlagStore, MetricsSource, TelemetrySink
 
 __all__ = [
+    "DEFAULT_AUDIT_RETENTION",
+    "DEFAULT_REDIS_URL",
     "Adapters",
     "Settings",
     "current_adapters",
+    "error_telemetry",
     "parse_bool_env",
     "use_adapters",
     "wire",
 ]
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_AUDIT_RETENTION = 100_000
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -42,55 +59,169 @@ def parse_bool_env(name: str, raw: str | None) -> bool | None:
     raise ConfigError(f"{name} is {raw!r}; expected true or false")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Connection settings from the environment (see docs/usage.md for each variable)."""
-
-    redis_url: str | None = None  # None: REDIS_URL or redis://127.0.0.1:6379/0
-    prometheus_url: str = "http://127.0.0.1:9090"
-    prometheus_timeout: float = 10.0
-    pushgateway_url: str = ""  # empty: telemetry is off, with a warning per run
-    dry_run: bool | None = None  # ROLLOUT_DRY_RUN; None means unset (the flow then dry-runs)
-    # ROLLOUT_FETCH_BACKOFF_SECONDS: first gap between SLO fetch retries (then x2, x4)
-    fetch_backoff_seconds: float = 0.5
-    # ROLLOUT_SCHEDULE_INTERVAL_SECONDS: the deployment's interval; runs later than two of
-    # them are skipped as stale
-    schedule_interval_seconds: float = 600.0
-    # ROLLOUT_AUDIT_LOG: the Markdown copy of the audit stream
-    audit_log_path: str = "rollout_log.md"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        return cls(
-            redis_url=env.get("REDIS_URL") or None,
-            prometheus_url=env.get("PROMETHEUS_BASE_URL") or cls.prometheus_url,
-            prometheus_timeout=_seconds_env(env, "PROMETHEUS_TIMEOUT_SECONDS", 10.0),
-            pushgateway_url=env.get("PUSHGATEWAY_URL", ""),
-            dry_run=parse_bool_env("ROLLOUT_DRY_RUN", env.get("ROLLOUT_DRY_RUN")),
-            fetch_backoff_seconds=_seconds_env(
-                env, "ROLLOUT_FETCH_BACKOFF_SECONDS", 0.5, allow_zero=True
-            ),
-            schedule_interval_seconds=_seconds_env(env, "ROLLOUT_SCHEDULE_INTERVAL_SECONDS", 600.0),
-            audit_log_path=env.get("ROLLOUT_AUDIT_LOG") or cls.audit_log_path,
-        )
-
-
-def _seconds_env(
-    env: Mapping[str, str], name: str, default: float, allow_zero: bool = False
-) -> float:
-    """A number of seconds from the environment; ConfigError naming the variable if bad."""
-    raw = env.get(name, "")
-    if raw.strip() == "":
-        return default
+def _seconds(name: str, raw: Any, *, allow_zero: bool) -> float:
+    """A number of seconds; ConfigError naming the variable when it is not one."""
     try:
         seconds = float(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         expected = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
         raise ConfigError(f"{name} is {raw!r}; expected {expected}")
     return seconds
+
+
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("rollout_environ", default=None)
+
+
+class _MappingSource(EnvSettingsSource):
+    """Environment variables from a given mapping instead of os.environ (tests, from_env)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._given, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class Settings(BaseSettings):
+    """Everything the controller reads from the environment (docs/usage.md lists each one).
+
+    Unset or empty variables take the defaults. Validators raise ConfigError themselves, so a
+    bad value never surfaces as a pydantic traceback.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+    variables: ClassVar[dict[str, str]] = {}  # field name -> environment variable, filled below
+
+    redis_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090", validation_alias="PROMETHEUS_BASE_URL"
+    )
+    prometheus_timeout: float = Field(default=10.0, validation_alias="PROMETHEUS_TIMEOUT_SECONDS")
+    # empty: telemetry is off, with a warning per run
+    pushgateway_url: str = Field(default="", validation_alias="PUSHGATEWAY_URL")
+    pushgateway_username: str = Field(default="", validation_alias="PUSHGATEWAY_USERNAME")
+    pushgateway_password: str = Field(
+        default="", validation_alias="PUSHGATEWAY_PASSWORD", repr=False
+    )
+    # None means unset: the flow then dry-runs (live is deliberate)
+    dry_run: bool | None = Field(default=None, validation_alias="ROLLOUT_DRY_RUN")
+    # first gap between SLO fetch retries (then x2, x4)
+    fetch_backoff_seconds: float = Field(
+        default=0.5, validation_alias="ROLLOUT_FETCH_BACKOFF_SECONDS"
+    )
+    audit_log_path: str = Field(default="rollout_log.md", validation_alias="ROLLOUT_AUDIT_LOG")
+    # the audit stream keeps about this many entries (XADD MAXLEN ~)
+    audit_retention: int = Field(
+        default=DEFAULT_AUDIT_RETENTION, validation_alias="ROLLOUT_AUDIT_RETENTION"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `environ` (default: the process environment)."""
+        token = _environ.set(environ)
+        try:
+            return cls()
+        finally:
+            _environ.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment (or the mapping given to from_env) only: no .env file or secrets
+        directory is read behind the operator's back."""
+        environ = _environ.get()
+        if environ is None:
+            return init_settings, env_settings
+        return init_settings, _MappingSource(settings_cls, environ)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, raw: Any) -> str:
+        scheme = urlsplit(str(raw)).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            from rollout_core.urls import redact_url
+
+            raise ConfigError(
+                f"REDIS_URL is {redact_url(str(raw))!r}; expected redis://[:password@]host:port/db "
+                "(or rediss://, unix://)"
+            )
+        return str(raw)
+
+    @field_validator("prometheus_url", "pushgateway_url", mode="before")
+    @classmethod
+    def _http_url(cls, raw: Any, info: Any) -> str:
+        parts = urlsplit(str(raw))
+        if str(raw) and (parts.scheme not in ("http", "https") or not parts.hostname):
+            from rollout_core.urls import redact_url
+
+            name = cls.variables[info.field_name]
+            raise ConfigError(
+                f"{name} is {redact_url(str(raw))!r}; expected an http(s) URL "
+                "such as http://127.0.0.1:9090"
+            )
+        return str(raw)
+
+    @field_validator("prometheus_timeout", mode="before")
+    @classmethod
+    def _timeout(cls, raw: Any) -> float:
+        return _seconds("PROMETHEUS_TIMEOUT_SECONDS", raw, allow_zero=False)
+
+    @field_validator("fetch_backoff_seconds", mode="before")
+    @classmethod
+    def _backoff(cls, raw: Any) -> float:
+        return _seconds("ROLLOUT_FETCH_BACKOFF_SECONDS", raw, allow_zero=True)
+
+    @field_validator("dry_run", mode="before")
+    @classmethod
+    def _dry_run(cls, raw: Any) -> bool | None:
+        return (
+            raw if isinstance(raw, bool) or raw is None else parse_bool_env("ROLLOUT_DRY_RUN", raw)
+        )
+
+    @field_validator("audit_retention", mode="before")
+    @classmethod
+    def _retention(cls, raw: Any) -> int:
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
+            raise ConfigError(
+                f"ROLLOUT_AUDIT_RETENTION is {raw!r}; expected a positive whole number of "
+                f"audit entries to keep (default {DEFAULT_AUDIT_RETENTION})"
+            )
+        return int(text)
+
+    def pushgateway_target(self) -> str:
+        """The Pushgateway URL with PUSHGATEWAY_USERNAME/PASSWORD folded in as its credentials
+        (the telemetry adapter splits them off again; they never reach a log line)."""
+        if not self.pushgateway_url or not self.pushgateway_username:
+            return self.pushgateway_url
+        parts = urlsplit(self.pushgateway_url)
+        if parts.username is not None:  # credentials in the URL win
+            return self.pushgateway_url
+        user = quote(self.pushgateway_username, safe="")
+        password = quote(self.pushgateway_password, safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+
+
+Settings.variables.update(
+    {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +238,8 @@ _override: ContextVar[Adapters | None] = ContextVar("rollout_adapters", default=
 
 
 def wire(settings: Settings) -> Adapters:
-    """Real adapters: Redis flag store, Prometheus source, Pushgateway telemetry."""
+    """Real adapters: Redis flag store, Prometheus source, Pushgateway telemetry. A bad URL
+    raises ConfigError here, so callers wire inside their configuration-error handling."""
     from rollout_core.flags import RedisFlagStore
     from rollout_core.redis_connection import connect
     from rollout_core.slo import PrometheusSource
@@ -115,11 +247,42 @@ def wire(settings: Settings) -> Adapters:
 
     client = connect(settings.redis_url)
     return Adapters(
-        store=RedisFlagStore(client),
+        store=RedisFlagStore(client, audit_retention=settings.audit_retention),
         source=PrometheusSource(settings.prometheus_url, timeout=settings.prometheus_timeout),
-        telemetry=PushgatewayTelemetry(settings.pushgateway_url, redis_client=client),
+        telemetry=PushgatewayTelemetry(settings.pushgateway_target(), redis_client=client),
         redis=client,
     )
+
+
+def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink | None:
+    """A telemetry sink for a run that failed on its configuration, wired from whatever part
+    of the environment is valid, so runs_total{status="error"} still counts it. With a bad
+    REDIS_URL the totals come from the Pushgateway's own copy (the sink's Redis fallback).
+    None when the Pushgateway settings themselves are bad: nothing can be pushed."""
+    import os
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from rollout_core.redis_connection import connect
+    from rollout_core.telemetry import PushgatewayTelemetry
+
+    env = os.environ if environ is None else environ
+    gateway_names = ("PUSHGATEWAY_URL", "PUSHGATEWAY_USERNAME", "PUSHGATEWAY_PASSWORD")
+    try:
+        gateway = Settings.from_env({name: env[name] for name in gateway_names if name in env})
+    except ConfigError:
+        return None
+    client: redis.Redis
+    try:
+        client = connect(Settings.from_env({"REDIS_URL": env.get("REDIS_URL", "")}).redis_url)
+    except ConfigError:
+        # nowhere to connect: every command fails at once, and the sink falls back
+        client = redis.Redis(
+            unix_socket_path="/nonexistent/rollout-redis", retry=Retry(NoBackoff(), 0)
+        )
+    return PushgatewayTelemetry(gateway.pushgateway_target(), redis_client=client)
 
 
 def current_adapters(settings: Settings | None = None) -> Adapters:

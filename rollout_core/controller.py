@@ -22,6 +22,7 @@ from rollout_core.policy import evaluate_slos, propose
 from rollout_core.ports import FlagChange, FlagStore, MetricsSource
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "FeatureOutcome",
     "OutcomeStatus",
     "action_label",
@@ -305,11 +306,53 @@ def run_status(outcomes: Mapping[str, FeatureOutcome]) -> str:
     return str(OutcomeStatus.OK)
 
 
-def summarize(outcomes: Mapping[str, FeatureOutcome]) -> str:
-    """The run's state message: a count, then one line per feature."""
-    failed = sum(outcome.is_failed for outcome in outcomes.values())
-    head = f"{len(outcomes)} feature(s), {failed} failed"
-    return "\n".join([head, *(outcome.summary for outcome in outcomes.values())])
+MESSAGE_LIMIT = 2000  # characters: what a chat notification carries comfortably
+_LINE_LIMIT = 300
+
+
+def summarize(outcomes: Mapping[str, FeatureOutcome], limit: int = MESSAGE_LIMIT) -> str:
+    """The run's state message, which notifications send: counts by result, then the failed
+    and the changed features, one line each, cut at about `limit` characters with
+    "... and N more". The full table is the `rollout-decisions` artifact."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        label = action_label(outcome)
+        counts[label] = counts.get(label, 0) + 1
+    head = f"{len(outcomes)} feature(s): " + (
+        ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=_count_order)) or "none"
+    )
+    failed = [o for o in outcomes.values() if o.is_failed]
+    changed = [o for o in outcomes.values() if _is_reported_change(o)]
+    lines = [_cut(o.summary) for o in (*failed, *changed)]
+    kept = [head]
+    size = len(head)
+    for index, line in enumerate(lines):
+        rest = len(lines) - index
+        tail = f"... and {rest} more (every feature is in the rollout-decisions artifact)"
+        if size + 1 + len(line) + (1 + len(tail) if rest > 1 else 0) > limit:
+            kept.append(tail)
+            break
+        kept.append(line)
+        size += 1 + len(line)
+    return "\n".join(kept)
+
+
+_LABEL_ORDER = ("failed", "rollback", "recommend rollback", "promote", "recommend promote", "hold")
+
+
+def _count_order(item: tuple[str, int]) -> tuple[int, str]:
+    label = item[0]
+    return (_LABEL_ORDER.index(label) if label in _LABEL_ORDER else len(_LABEL_ORDER), label)
+
+
+def _is_reported_change(outcome: FeatureOutcome) -> bool:
+    """An applied change, or a dry run's recommendation of one."""
+    d = outcome.decision
+    return d is not None and d.is_change and (outcome.applied or outcome.dry_run)
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 1] + "…"
 
 
 def resolve_dry_run(requested: bool | None, from_env: bool | None) -> bool:

@@ -7,7 +7,7 @@ NO_CACHE: a cached SLO reading would be a stale reading.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,15 +24,18 @@ from rollout_core.audit import append_rollout_log
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import FeatureOutcome
 from rollout_core.errors import MetricsUnavailable, RolloutError
-from rollout_core.model import Decision, FlagState, SloSnapshot
+from rollout_core.model import Action, Decision, FlagState, SloSnapshot
 from rollout_core.ports import FlagStore, MetricsSource, TelemetrySink
 
 __all__ = [
     "DECISIONS_ARTIFACT_KEY",
+    "FEATURE_EVENT_PREFIX",
+    "announce_changes",
     "apply_flag",
     "check_guards",
     "emit_metrics",
     "evaluate_policy",
+    "feature_event",
     "fetch_slos",
     "fetch_slos_with_backoff",
     "read_flags",
@@ -40,6 +43,8 @@ __all__ = [
 ]
 
 DECISIONS_ARTIFACT_KEY = "rollout-decisions"
+FEATURE_EVENT_PREFIX = "rollout.feature."  # + rolled-back, promoted, recommended
+_EVENT_BY_ACTION = {Action.ROLLBACK: "rolled-back", Action.PROMOTE: "promoted"}
 
 
 def _only_metrics_unavailable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -119,9 +124,14 @@ def emit_metrics(
 ) -> str | None:
     """Counts and percents to the Pushgateway; a failure there is a warning, never an error.
 
-    A failed feature made no decision, so it counts only in runs_total{status}, not as a hold.
+    A failed feature counts only in runs_total{status}, not as a hold, unless its change was
+    applied anyway (a rollback despite another SLO's bad query): that counts as what it did.
     Returns a warning for the run's message, or None when the push went through."""
-    results = {name: outcome.result for name, outcome in outcomes.items() if not outcome.is_failed}
+    results = {
+        name: outcome.result
+        for name, outcome in outcomes.items()
+        if not outcome.is_failed or outcome.applied
+    }
     percents = {
         name: outcome.percent for name, outcome in outcomes.items() if outcome.percent is not None
     }
@@ -138,17 +148,15 @@ def emit_metrics(
 @task(cache_policy=NO_CACHE)
 def write_audit(
     outcomes: Mapping[str, FeatureOutcome], at: datetime, log_path: str | None = None
-) -> list[str]:
-    """The Markdown log lines and the Prefect artifacts. The Redis stream entry was already
-    written atomically with the change; this is the human-readable copy."""
-    lines = []
-    for outcome in outcomes.values():
+) -> str | None:
+    """The Markdown log lines and the Prefect artifacts: the human-readable copy of the Redis
+    stream entries, which were written atomically with the changes. A copy that fails is a
+    warning (returned for the run's message), never a failed run: the stream is the record."""
+    problems = []
+    for outcome in _reported_changes(outcomes):
         decision = outcome.decision
-        if decision is None or not decision.is_change or not (outcome.applied or outcome.dry_run):
-            continue
-        if outcome.dry_run and outcome.audit_id is None:
-            continue  # an unchanged recommendation: the stream did not append it again
-        lines.append(
+        assert decision is not None
+        try:
             append_rollout_log(
                 outcome.feature,
                 decision.from_percent,
@@ -159,19 +167,106 @@ def write_audit(
                 at=at,
                 path=log_path,
             )
+        except OSError as exc:
+            problems.append(f"{outcome.feature}: Markdown log {exc}")
+        problems.extend(
+            _copy_problem(
+                f"{outcome.feature}: artifact",
+                lambda o=outcome, d=decision: create_markdown_artifact(
+                    markdown=_change_markdown(o, at),
+                    key=f"rollout-{_artifact_slug(o.feature)}",
+                    description=f"{o.feature}: {d.action} {d.from_percent:g}% -> {d.to_percent:g}%",
+                ),
+            )
         )
-        create_markdown_artifact(
-            markdown=_change_markdown(outcome, at),
-            key=f"rollout-{_artifact_slug(outcome.feature)}",
-            description=f"{outcome.feature}: {decision.action} {decision.from_percent:g}% -> "
-            f"{decision.to_percent:g}%",
+    problems.extend(
+        _copy_problem(
+            "decision table artifact",
+            lambda: create_table_artifact(
+                table=controller.decision_rows(outcomes),
+                key=DECISIONS_ARTIFACT_KEY,
+                description=f"Rollout decisions at {at.isoformat()}",
+            ),
         )
-    create_table_artifact(
-        table=controller.decision_rows(outcomes),
-        key=DECISIONS_ARTIFACT_KEY,
-        description=f"Rollout decisions at {at.isoformat()}",
     )
-    return lines
+    if not problems:
+        return None
+    warning = (
+        f"incomplete ({'; '.join(problems[:5])}"
+        + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        + "); the Redis stream holds every entry: `rollout audit --rebuild-log` rewrites the log"
+    )
+    get_run_logger().warning("audit copy: %s", warning)
+    return warning
+
+
+@task(cache_policy=NO_CACHE)
+def announce_changes(outcomes: Mapping[str, FeatureOutcome]) -> str | None:
+    """A Prefect event per applied change and per recommendation, which `rollout notify`'s
+    automations turn into notifications. Returns a warning when an event was not sent."""
+    from prefect.events import emit_event
+
+    unsent = []
+    for outcome in _reported_changes(outcomes):
+        event = feature_event(outcome)
+        try:
+            sent = emit_event(**event)
+        except Exception as exc:  # an event is a courtesy; the change is already recorded
+            get_run_logger().warning("event %s not sent: %s", event["event"], exc)
+            sent = None
+        if sent is None:
+            unsent.append(outcome.feature)
+    if not unsent:
+        return None
+    return f"not sent for {len(unsent)} feature(s): {', '.join(unsent[:10])}"
+
+
+def feature_event(outcome: FeatureOutcome) -> dict[str, Any]:
+    """The event for a changed feature: `rollout.feature.rolled-back`, `.promoted` or
+    `.recommended`, about the resource `rollout.feature.<name>`."""
+    d = outcome.decision
+    assert d is not None
+    name = "recommended" if outcome.dry_run else _EVENT_BY_ACTION.get(d.action, str(d.action))
+    return {
+        "event": f"{FEATURE_EVENT_PREFIX}{name}",
+        "resource": {
+            "prefect.resource.id": f"{FEATURE_EVENT_PREFIX.rstrip('.')}.{outcome.feature}",
+            "prefect.resource.name": outcome.feature,
+            "prefect.resource.role": "feature",
+        },
+        "payload": {
+            "feature": outcome.feature,
+            "action": str(d.action),
+            "from_percent": d.from_percent,
+            "to_percent": d.to_percent,
+            "reason": d.reason,
+            "guard": d.guard,
+            "dry_run": outcome.dry_run,
+            "applied": outcome.applied,
+            "audit_id": outcome.audit_id,
+        },
+    }
+
+
+def _reported_changes(outcomes: Mapping[str, FeatureOutcome]) -> list[FeatureOutcome]:
+    """Applied changes and dry-run recommendations: what the log, artifacts and events tell.
+    An unchanged recommendation (no audit id: the stream did not append it again) is not told
+    again either."""
+    return [
+        o
+        for o in outcomes.values()
+        if o.decision is not None
+        and o.decision.is_change
+        and (o.applied or (o.dry_run and o.audit_id is not None))
+    ]
+
+
+def _copy_problem(what: str, write: Callable[[], Any]) -> list[str]:
+    try:
+        write()
+    except Exception as exc:  # the Prefect API or its artifact validation
+        return [f"{what} {type(exc).__name__}: {exc}"]
+    return []
 
 
 def _change_markdown(outcome: FeatureOutcome, at: datetime) -> str:

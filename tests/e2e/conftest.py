@@ -119,6 +119,7 @@ def worker(
 class Delivery:
     arrived_at: float  # time.time() when the POST arrived
     body: dict[str, Any]
+    authorization: str | None = None  # the Authorization header, when one was sent
 
 
 class WebhookReceiver:
@@ -131,7 +132,11 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append(Delivery(time.time(), json.loads(raw or b"{}")))
+                receiver.deliveries.append(
+                    Delivery(
+                        time.time(), json.loads(raw or b"{}"), self.headers.get("Authorization")
+                    )
+                )
                 self.send_response(204)
                 self.end_headers()
 

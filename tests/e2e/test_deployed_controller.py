@@ -37,13 +37,15 @@ def controller_deployment() -> Any:
         return client.read_deployment_by_name(CONTROLLER)
 
 
-def run_deployment(parameters: dict[str, Any], timeout: float = 120) -> Any:
+def run_deployment(
+    parameters: dict[str, Any], timeout: float = 120, deployment: str = CONTROLLER
+) -> Any:
     """A manual run through the worker (as `prefect deployment run --watch`); its final run."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run_from_deployment(
-            controller_deployment().id, parameters=parameters
+            client.read_deployment_by_name(deployment).id, parameters=parameters
         )
         return poll(
             lambda: client.read_flow_run(flow_run.id),
@@ -89,29 +91,108 @@ def test_a_manual_run_through_the_worker_completes_and_changes_redis(
     assert (entry["by"], entry["dry_run"], entry["new_percent"]) == ("controller", "false", "10")
 
 
+def test_notify_creates_the_automations_once_and_updates_them_in_place(
+    prefect_client_env: str, webhook: WebhookReceiver
+) -> None:
+    first = rollout("notify", "--webhook", webhook.url, "--webhook-token", "e2e-s3cret")
+    again = rollout("notify", "--webhook", webhook.url, "--webhook-token", "e2e-s3cret")
+
+    assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
+    names = ("rollout-controller-failed", "rollout-feature-rolled-back", "rollout-feature-changed")
+    created = first.output.splitlines()
+    updated = again.output.splitlines()
+    for name, line, line_again in zip(names, created, updated, strict=False):
+        assert line.startswith(f"created automation {name} (")
+        automation_id = line.split("(")[1].split(")")[0]
+        assert line_again == f"updated automation {name} ({automation_id})"  # not a second one
+    assert created[-1] == "notifying: http://127.0.0.1:" + webhook.url.split(":")[2].split("/")[0]
+    assert "e2e-s3cret" not in first.output + again.output
+
+
 def test_a_failed_run_sends_the_notification_to_a_local_webhook(
     stack_ready: Stack, worker: Any, webhook: WebhookReceiver
 ) -> None:
-    first = rollout("notify", "--webhook", webhook.url)
-    again = rollout("notify", "--webhook", webhook.url)
-    assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
-    assert first.output.startswith("created automation rollout-controller-failed (")
-    assert again.output.startswith("updated automation rollout-controller-failed (")
-    automation_id = first.output.split("(")[1].split(")")[0]
-    assert f"({automation_id})" in again.output  # the same automation, not a second one
-
     run = run_deployment(
         {"dry_run": False, "config_path": str(stack_ready.config_path), "features": ["nope"]}
     )
 
     assert run.state.is_failed()
-    delivery = poll(lambda: list(webhook.deliveries), bool, timeout=30)[0]
+    delivery = poll(lambda: deliveries_about(webhook, "Failed"), bool, timeout=30)[0]
     failed_at: datetime = run.state.timestamp
     print(
         f"\nFailed state -> notification POST: {delivery.arrived_at - failed_at.timestamp():.2f} s"
     )
     text = str(delivery.body)
     assert "Failed" in text and "'nope'" in text and "configuration error" in text
+    assert delivery.authorization == "Bearer e2e-s3cret"
+
+
+def test_an_applied_rollback_notifies_the_webhook_with_the_percents_and_the_reason(
+    stack_ready: Stack, worker: Any, webhook: WebhookReceiver
+) -> None:
+    flags = redis.Redis.from_url(stack_ready.redis.url, decode_responses=True)
+    seed_flag(flags, "google", 50)
+    flags.delete("rollout:audit")
+    stack_ready.traffic.inject(["google"], error_rate=0.3)
+    try:
+        wait_until_error_ratio_above(stack_ready.prometheus.url, "google", 0.05)
+        run = run_deployment({"dry_run": False, "config_path": str(stack_ready.config_path)})
+    finally:
+        stack_ready.traffic.inject(["google"], error_rate=0.002)
+
+    assert run.state.is_completed(), run.state.message
+    assert flag_keys(flags, "google")["rollout_percent"] == "10"
+    [(entry_id, entry)] = flags.xrange("rollout:audit")
+    assert (entry["feature"], entry["action"]) == ("google", "rollback")
+    delivery = poll(lambda: deliveries_about(webhook, "rolled back"), bool, timeout=30)[0]
+    applied_at = int(entry_id.split("-")[0]) / 1000  # Redis' clock when the CAS ran
+    print(f"\napplied rollback -> notification POST: {delivery.arrived_at - applied_at:.2f} s")
+    subject = delivery.body["subject"]
+    assert subject == "Rollout: google rolled back 50.0% -> 10.0%"
+    assert "breach" in delivery.body["body"] and entry_id in delivery.body["body"]
+
+
+def test_the_manual_deployment_refuses_a_mistyped_feature_and_writes_nothing(
+    stack_ready: Stack, worker: Any
+) -> None:
+    flags = redis.Redis.from_url(stack_ready.redis.url, decode_responses=True)
+    seed_flag(flags, "google", 50)
+    entries_before = flags.xlen("rollout:audit")
+
+    run = run_deployment(
+        {"feature": "googel", "percent": 0, "reason": "incident 7"},
+        deployment="rollout-override/manual",
+    )
+
+    assert run.state.is_failed()
+    assert run.state.message == (
+        "googel: not changed: feature 'googel' is not initialised; known: google; "
+        "run `rollout init googel` if it is new"
+    )
+    assert flags.keys("flags:googel:*") == []
+    assert flags.xlen("rollout:audit") == entries_before
+    assert flag_keys(flags, "google")["rollout_percent"] == "50"
+
+
+def deliveries_about(webhook: WebhookReceiver, words: str) -> list[Any]:
+    return [d for d in webhook.deliveries if words in str(d.body.get("subject", ""))]
+
+
+def wait_until_error_ratio_above(prometheus_url: str, feature: str, ratio: float) -> None:
+    from datetime import UTC
+
+    from rollout_core.config import FeatureSpec
+    from rollout_core.slo import PrometheusSource
+    from tests.integration.conftest import GMAIL_PROFILE
+
+    source = PrometheusSource(prometheus_url, timeout=5)
+    spec = FeatureSpec.model_validate({"name": feature, **GMAIL_PROFILE})
+
+    def error_ratio() -> float:
+        snapshot = source.fetch([spec], datetime.now(UTC))[feature]
+        return getattr(snapshot, "reading", lambda _: None)("error_rate").value or 0.0
+
+    poll(error_ratio, lambda seen: seen > ratio, timeout=30)
 
 
 def test_a_paused_controller_stays_paused_across_a_redeploy_and_schedules_nothing(

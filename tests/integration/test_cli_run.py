@@ -80,3 +80,24 @@ def test_run_refuses_an_unknown_feature_before_any_flow_run(
     assert result.exit_code == 2, result.output
     assert "nosuch" in result.output
     assert flag_keys(flags, "clirun")["rollout_percent"] == "0"
+
+
+def test_run_json_prints_the_state_and_each_features_numbers(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    import json
+
+    config = write_config(tmp_path, {"clirun": None})
+    seed_flag(flags, "clirun", 0)
+
+    result = rollout("run", "--live", "--json", "-f", "clirun", "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["state"], document["failed"]) == ("Completed", False)
+    assert document["message"] == "live: 1 feature(s): 1 promote"
+    [feature] = document["features"]
+    assert feature["feature"] == "clirun" and feature["action"] == "promote"
+    assert (feature["from_percent"], feature["to_percent"], feature["percent"]) == (0, 10, 10)
+    assert feature["applied"] is True and feature["audit_id"]
+    assert any("error_rate" in slo for slo in feature["slos"])

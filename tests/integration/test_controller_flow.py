@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -330,29 +331,73 @@ def test_two_concurrent_runs_take_at_most_one_step(flags: redis.Redis, tmp_path:
     assert len(audit_entries(flags, "twice")) == 1
 
 
-def test_a_scheduled_run_that_starts_too_late_is_skipped_without_acting(
+def late_run_of(
+    interval_seconds: int | None, config: Path, late: timedelta
+) -> tuple[Any, dict[str, Any]]:
+    """A flow run scheduled `late` ago, of a paused deployment with an interval schedule of
+    `interval_seconds` (None: a run of no deployment), as a worker that came back finds it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.states import Scheduled
+
+    parameters = {"dry_run": False, "config_path": str(config)}
+    state = Scheduled(scheduled_time=datetime.now(UTC) - late)
+    with get_client(sync_client=True) as client:
+        if interval_seconds is None:
+            return (
+                client.create_flow_run(rollout_controller, parameters=parameters, state=state),
+                parameters,
+            )
+        flow_id = client.create_flow(rollout_controller)
+        schedule = IntervalSchedule(interval=timedelta(seconds=interval_seconds))
+        deployment_id = client.create_deployment(
+            flow_id,
+            f"late-{interval_seconds}-{uuid.uuid4().hex[:8]}",
+            schedules=[DeploymentScheduleCreate(schedule=schedule, active=False)],
+            paused=True,
+        )
+        flow_run = client.create_flow_run_from_deployment(
+            deployment_id, parameters=parameters, state=state
+        )
+    return flow_run, parameters
+
+
+def test_a_scheduled_run_more_than_two_of_its_deployments_intervals_late_is_skipped(
     flags: redis.Redis, tmp_path: Path
 ) -> None:
-    from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
-    from prefect.states import Scheduled
 
     config = write_config(tmp_path, {"late": None})
     seed_flag(flags, "late", 0)
-    parameters = {"dry_run": False, "config_path": str(config)}
-    scheduled = datetime.now(UTC) - timedelta(minutes=25)  # more than 2 x 10 minutes late
-    with get_client(sync_client=True) as client:
-        late_run = client.create_flow_run(
-            rollout_controller, parameters=parameters, state=Scheduled(scheduled_time=scheduled)
-        )
+    late_run, parameters = late_run_of(600, config, timedelta(minutes=25))
 
     # what a worker that comes back does with a missed run
     state = run_flow(rollout_controller, late_run, parameters, return_type="state")
 
     assert state.is_completed() and state.name == "Skipped"
     assert re.search(r"^skipped: scheduled at .* but started 0:25:\d\d late", state.message)
+    assert "more than 2 x 0:10:00" in state.message  # the deployment's interval, not a variable
     assert flag_keys(flags, "late")["rollout_percent"] == "0"
     assert audit_entries(flags, "late") == []
+
+
+@pytest.mark.parametrize(
+    "interval_seconds", [3600, None], ids=["hourly deployment", "no deployment"]
+)
+def test_a_run_late_by_less_than_two_intervals_or_of_no_deployment_acts(
+    flags: redis.Redis, tmp_path: Path, interval_seconds: int | None
+) -> None:
+    from prefect.flow_engine import run_flow
+
+    config = write_config(tmp_path, {"late": None})
+    seed_flag(flags, "late", 0)
+    late_run, parameters = late_run_of(interval_seconds, config, timedelta(minutes=25))
+
+    state = run_flow(rollout_controller, late_run, parameters, return_type="state")
+
+    assert state.is_completed() and state.name == "Completed", state.message
+    assert flag_keys(flags, "late")["rollout_percent"] == "10"
 
 
 @pytest.mark.parametrize(
@@ -403,6 +448,132 @@ def test_the_override_sets_the_percent_audited_as_manual(
     assert flag_keys(flags, "override")["rollout_percent"] == "50"
     [entry] = audit_entries(flags, "override")
     assert (entry["by"], entry["reason"]) == ("manual", "incident 42: restore")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("REDIS_URL", "redis://127.0.0.1:notaport/0", "REDIS_URL 'redis://127.0.0.1:notaport/0'"),
+        ("REDIS_URL", "http://127.0.0.1:6379", "REDIS_URL is 'http://127.0.0.1:6379'"),
+        ("ROLLOUT_AUDIT_RETENTION", "-5", "ROLLOUT_AUDIT_RETENTION is '-5'"),
+    ],
+    ids=["bad redis port", "not a redis url", "bad retention"],
+)
+def test_a_bad_setting_is_a_failed_configuration_error_run_counted_as_error(
+    flags: redis.Redis,
+    tmp_path: Path,
+    controller_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    named: str,
+) -> None:
+    config = write_config(tmp_path, {"google": None})
+    seed_flag(flags, "google", 50)
+    monkeypatch.setenv(variable, value)
+
+    state = run(config)
+
+    assert state.is_failed()
+    assert state.message.startswith("configuration error: ") and named in state.message
+    assert flag_keys(flags, "google")["rollout_percent"] == "50"
+    assert not flags.exists("rollout:audit")
+    assert pushed_totals(controller_env["PUSHGATEWAY_URL"]).runs == {"error": 1}
+
+
+def test_a_failed_audit_copy_is_a_warning_and_the_run_and_telemetry_stay_ok(
+    flags: redis.Redis,
+    tmp_path: Path,
+    controller_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config(tmp_path, {"google": None})
+    seed_flag(flags, "google", 0)
+    unwritable = tmp_path / "a-directory-not-a-file"
+    unwritable.mkdir()
+    monkeypatch.setenv("ROLLOUT_AUDIT_LOG", str(unwritable))
+
+    state = run(config)
+
+    assert state.is_completed(), state.message
+    assert flag_keys(flags, "google")["rollout_percent"] == "10", state.message
+    [entry] = audit_entries(flags, "google")  # the durable record is complete
+    assert entry["action"] == "promote"
+    [warning] = [line for line in state.message.splitlines() if line.startswith("warning")]
+    assert warning.startswith("warning: audit copy: incomplete (google: Markdown log")
+    assert "rollout audit --rebuild-log" in warning
+    assert pushed_totals(controller_env["PUSHGATEWAY_URL"]).runs == {"ok": 1}
+
+
+def test_the_override_refuses_a_mistyped_feature_naming_the_known_ones_and_writes_nothing(
+    flags: redis.Redis, prefect_test_server: None
+) -> None:
+    from flows.override import rollout_override
+
+    seed_flag(flags, "google", 50)
+
+    state = rollout_override("googel", 0, "incident 7: roll back", return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("googel: not changed: feature 'googel' is not initialised")
+    assert "known: " in state.message and "google" in state.message.split("known: ")[1]
+    assert "rollout init googel" in state.message
+    assert flags.keys("flags:googel:*") == []
+    assert audit_entries(flags, "googel") == []
+    assert flag_keys(flags, "google")["rollout_percent"] == "50"
+
+
+@pytest.mark.parametrize(
+    ("percent", "reason", "said"),
+    [
+        (150, "typo", "percent 150 is out of range"),
+        (float("nan"), "typo", "percent nan is out of range"),
+        (10, "  ", "reason is empty"),
+    ],
+    ids=["percent out of range", "percent not a number", "empty reason"],
+)
+def test_the_override_turns_a_bad_parameter_into_a_failed_run_not_an_exception(
+    flags: redis.Redis, prefect_test_server: None, percent: float, reason: str, said: str
+) -> None:
+    from flows.override import rollout_override
+
+    seed_flag(flags, "google", 50)
+
+    state = rollout_override("google", percent, reason, return_state=True)
+
+    assert state.is_failed() and state.message.startswith("google: not changed: " + said)
+    assert state.type.value == "FAILED" and state.name == "Failed"
+    assert audit_entries(flags, "google") == []
+
+
+def test_the_override_with_a_percent_that_is_not_a_number_fails_before_running(
+    flags: redis.Redis, prefect_test_server: None
+) -> None:
+    from flows.override import rollout_override
+
+    seed_flag(flags, "google", 50)
+
+    state = rollout_override("google", "ten", "typo", return_state=True)  # type: ignore[arg-type]
+
+    assert state.is_failed() and "percent: Input should be a valid number" in state.message
+    assert audit_entries(flags, "google") == []
+
+
+def test_the_override_with_redis_down_is_a_failed_run_saying_so(
+    own_redis: RunningServer,
+    controller_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_test_server: None,
+) -> None:
+    from flows.override import rollout_override
+
+    monkeypatch.setenv("REDIS_URL", own_redis.url)
+    own_redis.kill()
+
+    state = rollout_override("google", 0, "incident 7", return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("google: not changed: Redis failed: ")
 
 
 def wait_until_error_ratio_above(prometheus_url: str, feature: str, ratio: float) -> None:

@@ -273,7 +273,7 @@ def test_a_run_more_than_two_intervals_late_is_stale_and_an_on_time_one_is_not()
     assert reason is not None and "0:21:00 late" in reason and reason.startswith("skipped")
 
 
-def test_the_summary_counts_failures_and_has_a_line_per_feature(
+def test_the_summary_counts_results_and_lists_the_changed_feature(
     client: fakeredis.FakeRedis, store: RedisFlagStore
 ) -> None:
     seed(client, "google", "0")
@@ -282,7 +282,7 @@ def test_the_summary_counts_failures_and_has_a_line_per_feature(
     outcomes = run_pass([spec("google")], store, source, NOW, False)
 
     assert summarize(outcomes).splitlines() == [
-        "1 feature(s), 0 failed",
+        "1 feature(s): 1 promote",
         "google: promote 0% -> 10% (Initial canary 0% -> 10%: all SLOs healthy; "
         "error_rate 0.1% (n=5000, 99% lower bound 0.037%) <= max 1.0%: healthy)",
     ]
@@ -348,3 +348,81 @@ def test_a_transient_query_error_holds_without_failing_the_run(
     assert "latency_p95 transient query error: HTTP 422 execution" in outcome.summary
     assert run_status(outcomes) == "ok"
     assert client.get("flags:google:rollout_percent") == "10"
+
+
+def thousand_features_outcomes() -> dict[str, FeatureOutcome]:
+    """1,000 features: 30 failed, 60 rolled back, 110 promoted, 800 held, with long reasons."""
+    from rollout_core.model import Decision
+
+    outcomes: dict[str, FeatureOutcome] = {}
+    for i in range(1000):
+        name = f"feature-{i:04d}"
+        if i < 30:
+            outcomes[name] = FeatureOutcome(
+                name, OutcomeStatus.REDIS_ERROR, error="Redis at redis://127.0.0.1:6379 refused"
+            )
+            continue
+        action = Action.ROLLBACK if i < 90 else Action.PROMOTE if i < 200 else Action.HOLD
+        to = 10.0 if action is Action.ROLLBACK else 50.0 if action is Action.PROMOTE else 25.0
+        reason = f"{action}: error_rate {i / 100:.2f}% (n=812, 99% lower bound 1.6%) " + "x" * 80
+        decision = Decision(name, action, 25.0, to, (reason,))
+        outcomes[name] = FeatureOutcome(
+            name, OutcomeStatus.OK, decision, applied=action is not Action.HOLD
+        )
+    return outcomes
+
+
+def test_the_summary_of_a_thousand_features_fits_a_chat_message() -> None:
+    outcomes = thousand_features_outcomes()
+
+    message = summarize(outcomes)
+    lines = message.splitlines()
+
+    assert len(message) <= 2000
+    assert lines[0] == "1000 feature(s): 30 failed, 60 rollback, 110 promote, 800 hold"
+    assert lines[1].startswith("feature-0000: redis_error (Redis at")  # failures come first
+    listed = len(lines) - 2  # the head and the "... and N more" line
+    assert lines[-1] == (
+        f"... and {200 - listed} more (every feature is in the rollout-decisions artifact)"
+    )
+    assert not any("feature-0900" in line for line in lines)  # a hold is counted, not listed
+
+
+def test_the_summary_lists_every_failed_and_changed_feature_when_they_fit() -> None:
+    outcomes = dict(list(thousand_features_outcomes().items())[25:35])  # 5 failed, 5 rollbacks
+
+    lines = summarize(outcomes).splitlines()
+
+    assert lines[0] == "10 feature(s): 5 failed, 5 rollback"
+    assert [line.split(":")[0] for line in lines[1:]] == [f"feature-{i:04d}" for i in range(25, 35)]
+
+
+def test_each_applied_change_and_recommendation_has_its_event() -> None:
+    from tasks.controller import feature_event
+
+    outcomes = thousand_features_outcomes()
+    rollback, promote = outcomes["feature-0030"], outcomes["feature-0100"]
+    assert rollback.decision is not None
+    rollback = FeatureOutcome(
+        rollback.feature, OutcomeStatus.OK, rollback.decision, True, audit_id="17-0"
+    )
+    recommended = FeatureOutcome(promote.feature, OutcomeStatus.OK, promote.decision, dry_run=True)
+
+    event = feature_event(rollback)
+
+    assert event["event"] == "rollout.feature.rolled-back"
+    assert event["resource"]["prefect.resource.id"] == "rollout.feature.feature-0030"
+    assert event["payload"] == {
+        "feature": "feature-0030",
+        "action": "rollback",
+        "from_percent": 25.0,
+        "to_percent": 10.0,
+        "reason": rollback.decision.reason,
+        "guard": None,
+        "dry_run": False,
+        "applied": True,
+        "audit_id": "17-0",
+    }
+    assert feature_event(promote)["event"] == "rollout.feature.promoted"
+    assert feature_event(recommended)["event"] == "rollout.feature.recommended"
+    assert feature_event(recommended)["payload"]["dry_run"] is True

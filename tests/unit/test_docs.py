@@ -166,7 +166,8 @@ def _environment_variables_in_code() -> set[str]:
         for source in (ROOT / package).glob("*.py"):
             text = source.read_text(encoding="utf-8")
             reads = re.findall(
-                r"(?:environ(?:\.get)?\(|environ\[|env\.get\(|_seconds_env\(\s*env,\s*)"
+                r"(?:environ(?:\.get)?\(|environ\[|env\.get\(|_seconds_env\(\s*env,\s*"
+                r"|validation_alias=)"
                 r"\"([A-Z][A-Z0-9_]+)\"",
                 text,
             )

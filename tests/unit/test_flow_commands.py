@@ -93,3 +93,32 @@ def test_run_refuses_a_bad_rollout_dry_run_before_any_flow_run(
     result = rollout("run", "--config", str(REPO / "rollouts.yaml"))
     assert result.exit_code == 2
     assert "ROLLOUT_DRY_RUN is 'maybe'; expected true or false" in result.output
+
+
+def test_run_json_keeps_the_first_line_and_the_warnings_apart() -> None:
+    import json
+
+    from rollout_cli.flow_commands import run_json
+    from rollout_core.controller import FeatureOutcome, OutcomeStatus
+
+    failed = FeatureOutcome("google", OutcomeStatus.PROM_UNREACHABLE, error="refused")
+    message = "live: 1 feature(s): 1 failed\ngoogle: prom_unreachable (refused)\nwarning: x: y"
+
+    document = json.loads(run_json("Failed", True, message, [failed]))
+
+    assert document["message"] == "live: 1 feature(s): 1 failed"
+    assert document["warnings"] == ["x: y"]
+    assert document["features"][0] == {
+        "feature": "google",
+        "status": "prom_unreachable",
+        "action": "failed",
+        "from_percent": None,
+        "to_percent": None,
+        "percent": None,
+        "applied": False,
+        "dry_run": False,
+        "guard": None,
+        "reason": "refused",
+        "slos": [],
+        "audit_id": None,
+    }

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rollout_cli.shell import EXIT_BAD_INPUT, EXIT_FAILURE, Outcome, now, run
+from rollout_cli.shell import EXIT_BAD_INPUT, EXIT_FAILURE, Outcome, actor, now, open_store, run
 
 if TYPE_CHECKING:
     from deployments.kill_switch import RunSummary, SwitchState
 
-__all__ = ["AUDIT_FEATURE", "app", "default_operator", "format_status"]
+__all__ = ["AUDIT_FEATURE", "app", "format_status"]
 
 AUDIT_FEATURE = "controller"
 
@@ -33,17 +33,6 @@ Deployment = Annotated[
     typer.Option("--deployment", help="The deployment as flow/deployment."),
 ]
 Reason = Annotated[str | None, typer.Option(help="Why: recorded in the audit trail.")]
-
-
-def default_operator() -> str:
-    """Who acts when --by is not given: $USER, else the login name."""
-    import getpass
-    import os
-
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 By = Annotated[
@@ -99,28 +88,8 @@ def _with_prefect(
 
 
 def _audit(action: str, reason: str, by: str | None) -> str:
-    """XADD one entry to rollout:audit; its id. A Redis failure raises FlagStoreError."""
-    import redis
-
-    from rollout_core.flags import format_time
-    from rollout_core.redis_connection import connect, store_error
-    from rollout_sdk.keys import AUDIT_STREAM
-
-    client = connect()
-    fields = {
-        "time": format_time(now()),
-        "feature": AUDIT_FEATURE,
-        "old_percent": "",
-        "new_percent": "",
-        "reason": reason,
-        "by": by or default_operator(),
-        "dry_run": "false",
-        "action": action,
-    }
-    try:
-        return str(client.xadd(AUDIT_STREAM, fields))  # type: ignore[arg-type]
-    except redis.RedisError as error:
-        raise store_error(client, error, f"appending to {AUDIT_STREAM}") from error
+    """Append one entry to rollout:audit; its id. A Redis failure raises FlagStoreError."""
+    return open_store().record_event(AUDIT_FEATURE, action, reason, actor(by), now())
 
 
 def _state_words(switch: SwitchState) -> str:
@@ -186,7 +155,7 @@ def pause(
         )
         why = f"{switch.name} paused" + (f": {reason}" if reason else "")
         outcome = _audit_outcome(text, "controller-pause", why, by)
-        stalled = "note: RolloutControllerStalled pages after 30 minutes without a run: silence it"
+        stalled = "note: RolloutControllerStalled pages about 37 minutes after the last successful run: silence it"
         return replace(outcome, notes=(*outcome.notes, stalled))
 
     run(command)

@@ -15,6 +15,7 @@ while Redis stays unreachable, unknown).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
@@ -575,6 +576,24 @@ class RedisFlagStore:
             ) from exc
         message = f"the reply was lost; read back on a new connection: written ({audit_id})"
         return WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+
+    def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
+        """Append an audit entry that changes no flag (e.g. the controller's kill switch, with
+        `subject` "controller"), trimmed like every other entry; its id."""
+        fields = {
+            "time": format_time(at),
+            "feature": subject,
+            "old_percent": "",
+            "new_percent": "",
+            "reason": reason,
+            "by": by,
+            "dry_run": "false",
+            "action": action,
+        }
+        doing = f"appending {action} to {AUDIT_STREAM}"
+        # approximate trimming, as the scripts do
+        xadd = functools.partial(self._writer.xadd, maxlen=self.audit_retention, approximate=True)
+        return str(self._call(doing, xadd, AUDIT_STREAM, fields))
 
     def _call(self, doing: str, command: Any, *args: Any) -> Any:
         try:

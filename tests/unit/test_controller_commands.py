@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-import pytest
-
 from deployments.kill_switch import RunSummary, ScheduleState, SwitchState
-from rollout_cli.controller_commands import default_operator, format_status
+from rollout_cli.controller_commands import format_status
 
 
 def switch(*, active: bool, paused: bool = False) -> SwitchState:
@@ -47,10 +45,3 @@ def test_status_text_says_running_when_the_schedule_is_active_and_no_run_exists(
 def test_a_paused_deployment_alone_switches_the_controller_off() -> None:
     assert switch(active=True, paused=True).is_switched_off
     assert not switch(active=True).is_switched_off
-
-
-def test_the_operator_defaults_to_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("USER", "alice")
-    assert default_operator() == "alice"
-    monkeypatch.delenv("USER")
-    assert default_operator()  # the login name, never empty

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import typer
 
-from rollout_cli import demo_command, flag_commands, flow_commands, stack_commands
+from rollout_cli import (
+    demo_command,
+    flag_commands,
+    flow_commands,
+    override_commands,
+    stack_commands,
+)
 
 __all__ = ["app"]
 
@@ -28,6 +34,7 @@ app.command("pause")(flag_commands.pause)
 app.command("resume")(flag_commands.resume)
 app.command("audience")(flag_commands.audience)
 app.command("audit")(flag_commands.audit)
+app.command("override")(override_commands.override)
 app.command("run")(flow_commands.run_once)
 app.command("deploy")(flow_commands.deploy)
 app.command("serve")(flow_commands.serve)

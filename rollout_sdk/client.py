@@ -22,13 +22,13 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rollout_sdk.bucketing import BUCKETS, bucket
+from rollout_sdk.bucketing import BUCKETS
 from rollout_sdk.keys import (
     CHANGES_CHANNEL,
     FEATURE_NAME_PATTERN,
@@ -50,7 +50,15 @@ from rollout_sdk.state import (
     placeholder_state,
 )
 
-__all__ = ["ClientStatus", "Evaluation", "FeatureStatus", "RolloutClient"]
+__all__ = [
+    "ERROR_HEALTH",
+    "READY",
+    "STALE_HEALTH",
+    "ClientStatus",
+    "Evaluation",
+    "FeatureStatus",
+    "RolloutClient",
+]
 
 log = logging.getLogger("rollout_sdk")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,14 +78,17 @@ _REFRESH_ALL = "\0all"  # a wake-up that asks for a full refresh (after a resubs
 _STOP = "\0stop"
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """An answer with its reason (docs/sdk.md), the percent served and any error message."""
 
     value: bool
     reason: str
     percent: float
     error: str | None = None
+
+
+# the client's health as the OpenFeature provider reports it
+READY, STALE_HEALTH, ERROR_HEALTH = "ready", "stale", "error"
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,8 @@ class RolloutClient:
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._is_redis_down = False
+        self._health: str | None = None
+        self._listeners: list[Callable[[str, str | None], None]] = []
         self._started = False
         self._closed = False
         self._wake: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -215,9 +228,10 @@ class RolloutClient:
             return Evaluation(False, ERROR, 0.0, f"{type(exc).__name__}: {exc}")
 
     def _evaluate(self, state: FeatureState, context: Mapping[str, object]) -> Evaluation:
-        if self._clock() >= state.stale_until:
+        now = self._clock()
+        if now >= state.stale_until:
             self._expired(state)
-            age = self._clock() - state.read_at
+            age = now - state.read_at
             return Evaluation(
                 False, STALE, 0.0, f"state is {age:.0f} s old (max {self._max_stale:g} s)"
             )
@@ -352,6 +366,9 @@ class RolloutClient:
         except Exception as exc:
             self._refresh_errors += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
+            last = self._last_success
+            is_expired = last is None or self._clock() >= last + self._max_stale
+            self._set_health(ERROR_HEALTH if is_expired else STALE_HEALTH, self._last_error)
             if not self._is_redis_down:
                 self._is_redis_down = True
                 log.warning(
@@ -368,7 +385,30 @@ class RolloutClient:
             log.warning("Redis answers again; flags are read afresh")
         if features is None:
             self._ready.set()
+        if self._ready.is_set():
+            self._set_health(READY, None)
         return True
+
+    def add_listener(self, listener: Callable[[str, str | None], None]) -> None:
+        """Call `listener(health, message)` from the refresher on each change of health:
+        "ready" (read), "stale" (reads fail; the last state is served), "error" (reads fail
+        and the state is older than max_stale, or none was ever read)."""
+        self._listeners.append(listener)
+
+    @property
+    def health(self) -> str | None:
+        """The last health reported to listeners (None before the first read attempt)."""
+        return self._health
+
+    def _set_health(self, health: str, message: str | None) -> None:
+        if health == self._health:
+            return
+        self._health = health
+        for listener in list(self._listeners):
+            try:
+                listener(health, message)
+            except Exception as exc:
+                self._log_once(("listener", type(exc)), "a health listener raised %r", exc)
 
     def _read(
         self, names: list[str], read_at: float, *, with_registry: bool
@@ -501,7 +541,8 @@ def _answer(state: FeatureState, context: Mapping[str, object]) -> bool:
     if actor is None or actor == "":
         return False
     unit = f"{actor}" if workspace is None or workspace == "" else f"{workspace}:{actor}"
-    return bucket(state.feature, unit) < state.threshold
+    position: int = _first_8_bytes(_sha256(f"{state.prefix}{unit}".encode()).digest())[0] % BUCKETS
+    return position < state.threshold
 
 
 def _connect(url: str | None) -> redis.Redis:

@@ -219,15 +219,36 @@ class RolloutClient:
     def evaluate(self, feature: str, context: Mapping[str, object]) -> Evaluation:
         """`allow` with its reason, for the OpenFeature provider and for debugging."""
         try:
-            state = self._states.get(feature)
-            if state is None:
-                state = self._first_seen(feature)
-            return self._evaluate(state, context)
+            get = context.get
+            actor = get("actor_id")
+            if actor is None:
+                actor = get("user_id")
+            return self.evaluate_unit(feature, actor, get("workspace_id"), get("internal") is True)[
+                1
+            ]
         except Exception as exc:
             self._log_once(("error", type(exc)), "rollout client answered False after %r", exc)
             return Evaluation(False, ERROR, 0.0, f"{type(exc).__name__}: {exc}")
 
-    def _evaluate(self, state: FeatureState, context: Mapping[str, object]) -> Evaluation:
+    def evaluate_unit(
+        self, feature: str, actor: object, workspace: object, internal: bool
+    ) -> tuple[FeatureState | None, Evaluation]:
+        """`evaluate` from the context's parts, and the state it was decided on (None after
+        an error), so a caller may reuse what it derived from that state until it changes."""
+        try:
+            state = self._states.get(feature)
+            if state is None:
+                state = self._first_seen(feature)
+            return state, self._evaluate(state, actor, workspace, internal)
+        except Exception as exc:
+            self._log_once(("error", type(exc)), "rollout client answered False after %r", exc)
+            return None, Evaluation(False, ERROR, 0.0, f"{type(exc).__name__}: {exc}")
+
+    def _evaluate(
+        self, state: FeatureState, actor: object, workspace: object, internal: bool
+    ) -> Evaluation:
+        """`allow`'s rules spelled out with their reasons (allow inlines them for speed; a
+        property test holds the two together)."""
         now = self._clock()
         if now >= state.stale_until:
             self._expired(state)
@@ -242,23 +263,30 @@ class RolloutClient:
             return Evaluation(False, DISABLED, 0.0, problem)
         if not state.enabled:
             return Evaluation(False, ERROR if problem else DISABLED, 0.0, problem)
-        value = _answer(state, context)
-        get = context.get
-        actor = get("actor_id")
-        actor = get("user_id") if actor is None else actor
-        reason = SPLIT
-        if (
-            state.overrides is not None
-            and state.override_for(actor, get("workspace_id")) is not None
-        ):
-            reason = TARGETING_MATCH
-        elif (get("internal") is True) != state.internal_only and state.percent < 100:
-            reason = TARGETING_MATCH  # the audience decided: an outsider, or an insider let in
-        elif not state.exists and problem is None and state.percent == 0:
-            reason = DEFAULT  # never initialised
+        percent = state.percent
+        if state.overrides is not None:
+            on = state.override_for(actor, workspace)
+            if on is not None:
+                return Evaluation(on, TARGETING_MATCH, percent, problem)
+        if internal:
+            if not state.internal_only:
+                return Evaluation(True, TARGETING_MATCH, percent, problem)  # insiders stay on
+        elif state.internal_only:
+            return Evaluation(False, ERROR if problem else TARGETING_MATCH, percent, problem)
+        if state.fixed_answer is not None:
+            value = state.fixed_answer
+        elif actor is None or actor == "":
+            value = False  # anonymous traffic is never bucketed together
+        else:
+            unit = f"{actor}" if workspace is None or workspace == "" else f"{workspace}:{actor}"
+            digest = _sha256(f"{state.prefix}{unit}".encode()).digest()
+            position: int = _first_8_bytes(digest)[0] % BUCKETS
+            value = position < state.threshold
         if problem is not None and not value:
-            reason = ERROR
-        return Evaluation(value, reason, state.percent, problem)
+            return Evaluation(False, ERROR, percent, problem)
+        if not state.exists and problem is None and percent == 0:
+            return Evaluation(value, DEFAULT, percent, None)  # never initialised: off
+        return Evaluation(value, SPLIT, percent, problem)
 
     def _first_seen(self, feature: object) -> FeatureState:
         """A feature not read yet: off at once, fetched by the refresher."""
@@ -517,32 +545,6 @@ class RolloutClient:
         if key not in self._logged:
             self._logged.add(key)
             log.warning(message, *args)
-
-
-def _answer(state: FeatureState, context: Mapping[str, object]) -> bool:
-    """`allow`'s rules on one state, spelled out (allow inlines them for speed; a unit test
-    holds the two together)."""
-    get = context.get
-    actor = get("actor_id")
-    if actor is None:
-        actor = get("user_id")
-    workspace = get("workspace_id")
-    if state.overrides is not None:
-        on = state.override_for(actor, workspace)
-        if on is not None:
-            return on
-    if get("internal") is True:
-        if not state.internal_only:
-            return True
-    elif state.internal_only:
-        return False
-    if state.fixed_answer is not None:
-        return state.fixed_answer
-    if actor is None or actor == "":
-        return False
-    unit = f"{actor}" if workspace is None or workspace == "" else f"{workspace}:{actor}"
-    position: int = _first_8_bytes(_sha256(f"{state.prefix}{unit}".encode()).digest())[0] % BUCKETS
-    return position < state.threshold
 
 
 def _connect(url: str | None) -> redis.Redis:

@@ -24,12 +24,13 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, Metadata
 
-from rollout_sdk.client import ERROR_HEALTH, READY, STALE_HEALTH, RolloutClient
-from rollout_sdk.state import ERROR
+from rollout_sdk.client import ERROR_HEALTH, READY, STALE_HEALTH, Evaluation, RolloutClient
+from rollout_sdk.state import ERROR, STALE
 
 __all__ = ["RolloutProvider"]
 
 _METADATA = Metadata(name="rollout")
+_CACHED_DETAILS = 256
 
 
 class RolloutProvider(AbstractProvider):
@@ -39,6 +40,8 @@ class RolloutProvider(AbstractProvider):
         super().__init__()
         self.client = client
         self._ready_timeout = ready_timeout
+        # per (state, value, reason): FlagResolutionDetails built once, handed out again
+        self._details: dict[tuple[object, bool, str], FlagResolutionDetails[bool]] = {}
         client.add_listener(self._on_health)
 
     def get_metadata(self) -> Metadata:
@@ -75,25 +78,24 @@ class RolloutProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
         if evaluation_context is None:
-            context: dict[str, object] = {}
+            state, evaluation = self.client.evaluate_unit(flag_key, None, None, False)
         else:
             attributes = evaluation_context.attributes
-            context = {
-                "actor_id": evaluation_context.targeting_key,
-                "workspace_id": attributes.get("workspace_id"),
-                "internal": attributes.get("internal") is True,
-            }
-        value, reason, percent, error = self.client.evaluate(flag_key, context)
-        if reason == ERROR:
-            code = (
-                ErrorCode.PROVIDER_NOT_READY if "not loaded" in (error or "") else ErrorCode.GENERAL
+            state, evaluation = self.client.evaluate_unit(
+                flag_key,
+                evaluation_context.targeting_key,
+                attributes.get("workspace_id"),
+                attributes.get("internal") is True,
             )
-            return FlagResolutionDetails(
-                value, code, error, reason, "on" if value else "off", {"percent": percent}
-            )
-        return FlagResolutionDetails(
-            value, None, error, reason, "on" if value else "off", {"percent": percent}
-        )
+        key = (state, evaluation.value, evaluation.reason)
+        details = self._details.get(key)
+        if details is None:
+            details = _details(evaluation)
+            if state is not None and evaluation.reason not in (STALE, ERROR):
+                if len(self._details) >= _CACHED_DETAILS:
+                    self._details.clear()
+                self._details[key] = details  # the same answer from the same state
+        return details
 
     def resolve_string_details(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
@@ -117,6 +119,16 @@ class RolloutProvider(AbstractProvider):
         self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[Any]:
         return _mismatch(flag_key, default_value)
+
+
+def _details(evaluation: Evaluation) -> FlagResolutionDetails[bool]:
+    value, reason, percent, error = evaluation
+    code = None
+    if reason == ERROR:
+        code = ErrorCode.PROVIDER_NOT_READY if "not loaded" in (error or "") else ErrorCode.GENERAL
+    return FlagResolutionDetails(
+        value, code, error, reason, "on" if value else "off", {"percent": percent}
+    )
 
 
 def _mismatch(flag_key: str, default_value: Any) -> FlagResolutionDetails[Any]:

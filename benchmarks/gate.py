@@ -353,7 +353,14 @@ def unleash_check(workdir: Path) -> tuple[Callable[[object], bool], list[object]
 
 
 def faults(workdir: Path) -> list[str]:
+    """The three faults, after the same loop against a healthy Redis: the control row shows
+    what this machine's scheduler alone does to the tail."""
     lines = []
+    healthy = start_redis(workdir / "healthy")
+    try:
+        lines.append(fault_figures("ok", healthy.url, lambda: None))
+    finally:
+        healthy.stop()
     hung = start_redis(workdir / "hung")
     try:
         lines.append(

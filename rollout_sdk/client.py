@@ -76,6 +76,8 @@ except ImportError:  # pragma: no cover - other Pythons
 _first_8_bytes = struct.Struct(">Q").unpack_from
 _REFRESH_ALL = "\0all"  # a wake-up that asks for a full refresh (after a resubscription)
 _STOP = "\0stop"
+_MAX_BACKOFF_SEC = 5.0
+_LISTEN_RETRY_SEC = 1.0  # between attempts to resubscribe; polling covers the gap
 
 
 class Evaluation(NamedTuple):
@@ -223,9 +225,9 @@ class RolloutClient:
             actor = get("actor_id")
             if actor is None:
                 actor = get("user_id")
-            return self.evaluate_unit(feature, actor, get("workspace_id"), get("internal") is True)[
-                1
-            ]
+            internal = get("internal") is True
+            _, evaluation = self.evaluate_unit(feature, actor, get("workspace_id"), internal)
+            return evaluation
         except Exception as exc:
             self._log_once(("error", type(exc)), "rollout client answered False after %r", exc)
             return Evaluation(False, ERROR, 0.0, f"{type(exc).__name__}: {exc}")
@@ -472,12 +474,12 @@ class RolloutClient:
 
     def _run(self, stop: threading.Event, wake: queue.SimpleQueue[str]) -> None:
         """The refresher: a full read every interval, named features as soon as asked."""
-        next_full = 0.0
+        next_full, failures = 0.0, 0
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_full:
-                self.refresh()
-                next_full = time.monotonic() + self._interval
+                failures = 0 if self.refresh() else failures + 1
+                next_full = time.monotonic() + self._retry_delay(failures)
                 continue
             try:
                 names = {wake.get(timeout=next_full - now)}
@@ -494,6 +496,14 @@ class RolloutClient:
                 next_full = 0.0
             else:
                 self.refresh(sorted(names))
+
+    def _retry_delay(self, failures: int) -> float:
+        """The interval; after failed reads it doubles, up to the interval or 5 s, whichever
+        is longer, so thousands of clients do not hammer a Redis that is coming back."""
+        if failures == 0:
+            return self._interval
+        doubled: float = self._interval * 2.0 ** min(failures, 10)
+        return min(doubled, max(self._interval, _MAX_BACKOFF_SEC))
 
     def _listen(self, stop: threading.Event, wake: queue.SimpleQueue[str]) -> None:
         """The change listener: each notice names a feature to read at once."""
@@ -522,7 +532,7 @@ class RolloutClient:
                     exc,
                     self._interval,
                 )
-                stop.wait(min(self._interval, 1.0))
+                stop.wait(_LISTEN_RETRY_SEC)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):  # a broken one is already gone

@@ -1,7 +1,7 @@
 """A sample service exporting simulated Gmail send traffic under the original metric names.
 
     python -m deployments.sample_service --port 9101 [--rps 50] [--error-rate 0.002]
-        [--latency 0.12] [--providers google,p0001..p1000]
+        [--latency 0.12] [--providers google,p0001..p1000] [--redis-url URL [--actors 1000]]
 
 GET /metrics   action_exec_total, action_error_total, action_latency_seconds (histogram) with
                labels provider and action="gmail.send"; oauth_events_total{provider,event}
@@ -13,6 +13,13 @@ GET /state     the current traffic parameters per provider, as JSON.
 Traffic is deterministic and computed at each scrape: per provider, `rps` requests a second
 (each provider gets the full rps), `error_rate` of them failing, latencies log-normal around a
 median of `latency` seconds. One label set per provider keeps 1,000 providers cheap.
+
+A closed loop with `--redis-url` (or `gate=` in-process): each request comes from one of
+`--actors` actors in turn, and a RolloutClient decides per request whether it takes the
+feature's code path (the feature is named after its provider). /inject then changes only that
+path; the other requests keep the healthy defaults. So an injected fault hits exactly the
+rolled-out share, and a rollback lowers the error rate Prometheus sees. Without a gate every
+request takes the feature's path, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -124,15 +131,29 @@ class _Counts:
     refreshed: float = 0.0
     refresh_failed: float = 0.0
 
+    due: float = 0.0  # requests owed but not served yet (a closed loop serves whole ones)
+    feature_requests: int = 0  # requests that took the feature's path (closed loop)
+
     def advance(self, traffic: Traffic, fractions: list[float], seconds: float) -> None:
-        requests = traffic.rps * seconds
+        self.serve(traffic, fractions, traffic.rps * seconds)
+        self.oauth(traffic, seconds)
+
+    def serve(self, traffic: Traffic, fractions: list[float], requests: float) -> None:
         self.requests += requests
         self.errors += requests * traffic.error_rate
         self.latency_sum += requests * traffic.latency * math.exp(LATENCY_SIGMA**2 / 2)
         for position, fraction in enumerate(fractions):
             self.buckets[position] += requests * fraction
+
+    def oauth(self, traffic: Traffic, seconds: float) -> None:
         self.refreshed += traffic.oauth_refreshes_per_min * seconds / 60
         self.refresh_failed += traffic.oauth_failures_per_min * seconds / 60
+
+
+class Gate(Protocol):
+    """What the closed loop asks per request (rollout_sdk.RolloutClient)."""
+
+    def allow(self, feature: str, context: dict[str, object]) -> bool: ...
 
 
 def expand_providers(text: str) -> list[str]:
@@ -167,10 +188,19 @@ class SampleService:
         oauth_failures_per_min: float = Traffic.oauth_failures_per_min,
         oauth_refreshes_per_min: float = Traffic.oauth_refreshes_per_min,
         clock: Callable[[], float] = time.monotonic,
+        gate: Gate | None = None,
+        actors: int = 1000,
     ) -> None:
         base = Traffic(rps, error_rate, latency, oauth_failures_per_min, oauth_refreshes_per_min)
         self._traffic = {provider: base for provider in providers}
         self._fractions = {provider: base.bucket_fractions() for provider in self._traffic}
+        # the old code path in a closed loop: the service's traffic as started, never injected
+        self._baseline, self._baseline_fractions = base, base.bucket_fractions()
+        self._gate = gate
+        if actors < 1:
+            raise ValueError(f"actors is {actors}; expected 1 or more")
+        self._actors = [f"actor-{number:05d}" for number in range(actors)]
+        self._next_actor = {provider: 0 for provider in self._traffic}
         self._counts = {provider: _Counts() for provider in self._traffic}
         self._clock = clock
         self._since = clock()
@@ -227,13 +257,45 @@ class SampleService:
             self._fractions.update({n: t.bucket_fractions() for n, t in updated.items()})
 
     def state(self) -> dict[str, dict[str, float]]:
-        return {provider: asdict(traffic) for provider, traffic in self._traffic.items()}
+        """Each provider's traffic (of the feature's path in a closed loop); a closed loop adds
+        the requests served so far and how many took the feature's path."""
+        with self._lock:
+            self._advance()
+            states = {provider: asdict(traffic) for provider, traffic in self._traffic.items()}
+            if self._gate is not None:
+                for provider, counts in self._counts.items():
+                    states[provider]["requests"] = math.floor(counts.requests)
+                    states[provider]["feature_requests"] = counts.feature_requests
+            return states
 
     def _advance(self) -> None:
         now = self._clock()
         seconds, self._since = max(0.0, now - self._since), now
         for provider, counts in self._counts.items():
-            counts.advance(self._traffic[provider], self._fractions[provider], seconds)
+            if self._gate is None:
+                counts.advance(self._traffic[provider], self._fractions[provider], seconds)
+            else:
+                self._serve_through_gate(provider, counts, seconds)
+
+    def _serve_through_gate(self, provider: str, counts: _Counts, seconds: float) -> None:
+        """Whole requests from actors in turn; the gate sends each down one of two paths."""
+        assert self._gate is not None
+        traffic = self._traffic[provider]
+        counts.due += traffic.rps * seconds
+        requests = math.floor(counts.due)
+        counts.due -= requests
+        first, allow = self._next_actor[provider], self._gate.allow
+        actors, population = self._actors, len(self._actors)
+        on = sum(
+            1
+            for number in range(first, first + requests)
+            if allow(provider, {"actor_id": actors[number % population]})
+        )
+        self._next_actor[provider] = (first + requests) % population
+        counts.feature_requests += on
+        counts.serve(traffic, self._fractions[provider], on)
+        counts.serve(self._baseline, self._baseline_fractions, requests - on)
+        counts.oauth(traffic, seconds)
 
     def rows(self) -> list[_Row]:
         """Every provider's whole counts up to now."""
@@ -383,7 +445,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=Traffic.latency)
     parser.add_argument("--oauth-failures-per-min", type=float, default=0.0)
     parser.add_argument("--providers", default="google", help="e.g. google,p0001..p1000")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="close the loop: a RolloutClient on this Redis decides each request's path",
+    )
+    parser.add_argument("--actors", type=int, default=1000, help="distinct actors (closed loop)")
     args = parser.parse_args(argv)
+    gate = None
+    if args.redis_url:
+        from rollout_sdk import RolloutClient
+
+        gate = RolloutClient(args.redis_url, refresh_interval=1.0)
+        gate.wait_ready(5)
     service = SampleService(
         args.port,
         providers=expand_providers(args.providers),
@@ -391,13 +465,18 @@ def main(argv: list[str] | None = None) -> None:
         error_rate=args.error_rate,
         latency=args.latency,
         oauth_failures_per_min=args.oauth_failures_per_min,
+        gate=gate,
+        actors=args.actors,
     ).start()
-    print(f"sample service: {service.url}/metrics (POST {service.url}/inject)", flush=True)
+    loop = " (closed loop: the rollout client picks each request's path)" if gate else ""
+    print(f"sample service: {service.url}/metrics (POST {service.url}/inject){loop}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
     service.stop()
+    if gate is not None:
+        gate.close()
 
 
 if __name__ == "__main__":

@@ -353,9 +353,9 @@ def _component(server: RunningServer, stop_signal: str = "SIGTERM") -> Component
     )
 
 
-def _start_sample_service(directory: Path, port: int) -> RunningServer:
+def _start_sample_service(directory: Path, port: int, redis_url: str) -> RunningServer:
     argv = [sys.executable, "-m", "deployments.sample_service", "--port", str(port)]
-    argv += ["--providers", "google"]
+    argv += ["--providers", "google", "--redis-url", redis_url]  # a closed loop on the flag
     url = f"http://127.0.0.1:{port}"
     ready = wait_for_http(f"{url}/state")
     return start_process("sample-service", argv, port, directory, ready, url, 30)
@@ -421,7 +421,9 @@ def up(
                 )
                 started.append((alertmanager, "SIGTERM"))
                 sample = _start_sample_service(
-                    directory / "sample-service", _port("sample-service", usual_ports)
+                    directory / "sample-service",
+                    _port("sample-service", usual_ports),
+                    redis_server.url,
                 )
                 started.append((sample, "SIGTERM"))
                 prometheus = start_prometheus(

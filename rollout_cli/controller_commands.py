@@ -155,7 +155,10 @@ def pause(
         )
         why = f"{switch.name} paused" + (f": {reason}" if reason else "")
         outcome = _audit_outcome(text, "controller-pause", why, by)
-        stalled = "note: RolloutControllerStalled pages about 37 minutes after the last successful run: silence it"
+        stalled = (
+            "note: RolloutControllerStalled pages about 37 minutes after the last successful "
+            "run: silence it"
+        )
         return replace(outcome, notes=(*outcome.notes, stalled))
 
     run(command)

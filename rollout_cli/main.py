@@ -14,6 +14,7 @@ from rollout_cli import (
     demo_command,
     flag_commands,
     flow_commands,
+    override_commands,
     stack_commands,
 )
 
@@ -34,6 +35,7 @@ app.command("pause")(flag_commands.pause)
 app.command("resume")(flag_commands.resume)
 app.command("audience")(flag_commands.audience)
 app.command("audit")(flag_commands.audit)
+app.command("override")(override_commands.override)
 app.command("run")(flow_commands.run_once)
 app.command("deploy")(flow_commands.deploy)
 app.command("serve")(flow_commands.serve)

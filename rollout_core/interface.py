@@ -1,5 +1,6 @@
 """What request handlers call: a gate that answers, in-process and fast, whether an actor
-sees a feature. `rollout_core.minimal_gate.MinimalGate` implements it over Redis.
+sees a feature. `rollout_sdk.RolloutClient` implements it over Redis (and
+`rollout_core.minimal_gate.MinimalGate`, the seed's name, wraps it).
 
 Context keys: `actor_id` (or `user_id`), optional `workspace_id`, optional `internal: bool`.
 """

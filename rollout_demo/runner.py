@@ -42,6 +42,7 @@ from rollout_demo.scenario import (
     build_series,
 )
 from rollout_demo.timeline import draw_timeline
+from rollout_sdk import RolloutClient
 
 __all__ = ["run_demo"]
 
@@ -55,7 +56,10 @@ class _Demo:
     store: RedisFlagStore
     source: ReplaySource
     config_path: Path
+    gate: RolloutClient
     records: list[TickRecord] = field(default_factory=list)
+    # (the flag's percent, the percent the services' gate served) after each step
+    served: list[tuple[float | None, float]] = field(default_factory=list)
 
 
 def run_demo(output_dir: Path, console: Console, api: EphemeralApi, started: float) -> int:
@@ -83,7 +87,10 @@ def run_demo(output_dir: Path, console: Console, api: EphemeralApi, started: flo
         console.print(f"Redis: {redis_server.description}")
         console.print(f"Prefect: ephemeral API at {api.url}, PREFECT_HOME={prefect_home()}")
         console.print(f"Set-up took {time.monotonic() - started:.1f} s")
-        demo = _Demo(store, source, config_path, records)
+        # the services' side: the gate a request handler asks, refreshed after each step as its
+        # background thread would (the demo's time is simulated, so no thread runs)
+        gate = RolloutClient(client=redis_server.client, environ={}, start=False)
+        demo = _Demo(store, source, config_path, gate, records)
         adapters = Adapters(store, source, telemetry, redis_server.client)
         try:
             with use_adapters(adapters):
@@ -94,7 +101,7 @@ def run_demo(output_dir: Path, console: Console, api: EphemeralApi, started: flo
         finally:
             entries = rebuild_rollout_log(redis_server.client, audit_path)
     draw_timeline(series, records, png_path)
-    return _report(console, checks, audit_path, entries, png_path, telemetry, started)
+    return _report(console, checks, audit_path, entries, png_path, telemetry, started, demo.served)
 
 
 def prefect_home() -> str:
@@ -118,6 +125,8 @@ def _play_scene(demo: _Demo, scene: Scene, console: Console) -> SceneCheck:
     scene_records = []
     for step in scene.steps:
         record = _operate(demo.store, step) if isinstance(step, Operator) else _tick(demo, step)
+        demo.gate.refresh([FEATURE])
+        demo.served.append((record.percent, demo.gate.percent(FEATURE)))
         print_row(console, record)
         scene_records.append(record)
     demo.records.extend(scene_records)
@@ -175,6 +184,7 @@ def _report(
     png_path: Path,
     telemetry: RecordedTelemetry,
     started: float,
+    served: list[tuple[float | None, float]],
 ) -> int:
     console.print()
     console.print(summary_table(checks))
@@ -186,8 +196,17 @@ def _report(
     console.print(f"Controller flow runs: {runs} ({statuses})")
     console.print(f"Audit log (Markdown, {audit_entries} entries): {audit_path.resolve()}")
     console.print(f"Timeline (PNG): {png_path.resolve()}")
+    mismatched = [(flag, gate) for flag, gate in served if (flag or 0.0) != gate]
+    console.print(
+        f"Gate (rollout_sdk.RolloutClient): served the flag's percent after "
+        f"{len(served) - len(mismatched)} of {len(served)} steps"
+    )
     console.print(f"Wall time: {time.monotonic() - started:.1f} s")
     code = exit_code(checks, len(SCENES))
+    if mismatched:
+        flag, gate = mismatched[0]
+        console.print(f"[bold red]The gate served {gate:g}% while the flag was {flag}%")
+        code = 1
     for check in failed_scenes(checks):
         console.print(
             f"[bold red]Scene {check.number} ({check.title}) did not end as expected: "

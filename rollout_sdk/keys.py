@@ -5,15 +5,53 @@ Standard library only: the SDK and the controller's store both import these.
 
 from __future__ import annotations
 
-__all__ = ["AUDIT_STREAM", "CHANGES_CHANNEL", "FEATURES_REGISTRY", "flag_key"]
+import re
+
+__all__ = [
+    "AUDIT_STREAM",
+    "CHANGES_CHANNEL",
+    "FEATURES_REGISTRY",
+    "FEATURE_NAME_PATTERN",
+    "GATE_FIELDS",
+    "env_token",
+    "flag_key",
+    "kill_switch_variable",
+    "overrides_key",
+    "percent_variable",
+]
 
 AUDIT_STREAM = "rollout:audit"
 # every audited write publishes the feature's name here, so clients refresh it within a second
 CHANGES_CHANNEL = "rollout:changes"
 # a set of every initialised feature, maintained by `rollout init` (and every audited write)
 FEATURES_REGISTRY = "rollout:features"
+# what a feature may be called (the controller's config validates names with the same pattern)
+FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# the string keys a service's client reads per feature, in this order (plus the overrides hash)
+GATE_FIELDS = ("enabled", "internal_only", "rollout_percent")
 
 
 def flag_key(feature: str, field: str) -> str:
     """`flags:{feature}:{field}`, e.g. flags:google:rollout_percent."""
     return f"flags:{feature}:{field}"
+
+
+def overrides_key(feature: str) -> str:
+    """`flags:{feature}:overrides`: a hash of `workspace:<id>` / `actor:<id>` -> "true" | "false"
+    (`redis-cli HGETALL flags:google:overrides`), written only by `rollout override`."""
+    return f"flags:{feature}:overrides"
+
+
+def env_token(feature: str) -> str:
+    """`gmail.send` -> `GMAIL_SEND`: the feature as environment variable names spell it."""
+    return re.sub(r"[^A-Z0-9]", "_", feature.upper())
+
+
+def kill_switch_variable(feature: str) -> str:
+    """`PROVIDER_<FEATURE>_ENABLED`: the hard kill, checked before anything in Redis."""
+    return f"PROVIDER_{env_token(feature)}_ENABLED"
+
+
+def percent_variable(feature: str) -> str:
+    """`FLAGS_<FEATURE>_ROLLOUT_PERCENT`: the percent used while the Redis key is absent."""
+    return f"FLAGS_{env_token(feature)}_ROLLOUT_PERCENT"

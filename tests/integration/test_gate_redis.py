@@ -1,4 +1,5 @@
-"""MinimalGate against a real redis-server: operator changes seen after the TTL, outages."""
+"""The gate against a real redis-server: an operator's redis-cli SET is served after the next
+refresh, with every client flavour; a killed server is served from memory, then fails closed."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import redis
 
 from deployments.servers import RunningServer, require_binary
-from rollout_core.bucketing import bucket, is_in_rollout
 from rollout_core.minimal_gate import MinimalGate
+from rollout_sdk import RolloutClient
+from rollout_sdk.bucketing import bucket, is_in_rollout
 
 pytestmark = pytest.mark.integration
 IDS = [f"user-{number}" for number in range(1_000)]
@@ -24,7 +26,7 @@ class FakeClock:
 
 
 def gate_client(url: str, **options: object) -> redis.Redis:
-    """A client that fails fast, as the gate's docstring asks: no retries, short timeouts."""
+    """A client that fails fast: no retries, short timeouts."""
     return redis.Redis.from_url(
         url, socket_timeout=0.2, socket_connect_timeout=0.2, retry=None, **options
     )
@@ -36,22 +38,21 @@ def redis_cli(url: str, *command: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10).stdout
 
 
-def allowed(gate: MinimalGate) -> list[bool]:
+def allowed(gate: RolloutClient | MinimalGate) -> list[bool]:
     return [gate.allow("google", {"actor_id": actor}) for actor in IDS]
 
 
 @pytest.mark.parametrize("options", [{}, {"decode_responses": True}, {"protocol": 2}])
-def test_an_operator_set_is_seen_once_the_ttl_has_passed(
+def test_an_operator_set_is_served_after_the_next_refresh(
     redis_url: str, options: dict[str, object]
 ) -> None:
-    clock = FakeClock()
     client = gate_client(redis_url, **options)
-    gate = MinimalGate(client, cache_ttl_sec=5, clock=clock, environ={})
+    gate = RolloutClient(client=client, environ={}, start=False)
+    assert gate.refresh(["google"])
     assert allowed(gate) == [False] * len(IDS)  # no keys, no env: 0%
     assert redis_cli(redis_url, "SET", "flags:google:rollout_percent", "37").strip() == "OK"
-    clock.now += 4.9
-    assert gate.percent("google") == 0
-    clock.now += 0.1
+    assert gate.percent("google") == 0  # the snapshot, until the refresher reads again
+    assert gate.refresh()
     assert gate.percent("google") == 37
     assert allowed(gate) == [is_in_rollout(bucket("google", actor), 37) for actor in IDS]
     client.close()
@@ -61,12 +62,25 @@ def test_a_killed_server_serves_the_last_state_then_says_no(own_redis: RunningSe
     clock = FakeClock()
     redis_cli(own_redis.url, "SET", "flags:google:rollout_percent", "100")
     client = gate_client(own_redis.url)
-    gate = MinimalGate(client, cache_ttl_sec=5, max_stale_sec=60, clock=clock, environ={})
+    gate = RolloutClient(client=client, max_stale=60, clock=clock, environ={}, start=False)
+    assert gate.refresh(["google"])
     assert all(allowed(gate))
     own_redis.kill()
     clock.now += 30
+    assert not gate.refresh()
     assert all(allowed(gate))  # the refresh failed; the last known state is served
     clock.now += 30
     assert not any(allowed(gate))
     assert gate.percent("google") == 0
     client.close()
+
+
+def test_minimal_gate_serves_an_operator_set_within_its_ttl(redis_url: str) -> None:
+    redis_cli(redis_url, "SET", "flags:google:rollout_percent", "37")
+    redis_cli(redis_url, "SADD", "rollout:features", "google")
+    gate = MinimalGate(gate_client(redis_url), cache_ttl_sec=0.1, environ={})
+    try:
+        assert gate.client.wait_ready(5)
+        assert allowed(gate) == [is_in_rollout(bucket("google", actor), 37) for actor in IDS]
+    finally:
+        gate.close()

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rollout_core.bucketing import (
+from rollout_core.config import FEATURE_NAME_PATTERN
+from rollout_sdk.bucketing import (
     BUCKETS,
     bucket,
     bucketing_unit,
     is_in_rollout,
     percent_threshold,
 )
-from rollout_core.config import FEATURE_NAME_PATTERN
 
 GOLDEN = Path(__file__).with_name("golden_buckets.csv")
 CHI_SQUARE_99_DOF_P_0_001 = 148.23  # scipy.stats.chi2.ppf(0.999, 99)

@@ -1,0 +1,38 @@
+-- An audited per-workspace or per-actor override of one feature, in one atomic step: the
+-- overrides hash field is set (or cleared), an audit entry appended, a change notice published.
+-- A feature that is not initialised (no rollout_percent key) is refused with nothing written.
+--
+-- KEYS: 1 the overrides hash flags:{f}:overrides, 2 rollout_percent, 3 the audit stream
+-- ARGV: 1 field ('workspace:<id>' | 'actor:<id>'), 2 value ('true' | 'false' | '' = clear),
+--       3 time, 4 feature, 5 reason as audited, 6 by, 7 the change notice channel
+-- Returns {status, old value ('' = none), audit entry id ('' = nothing written)}
+-- where status is written | unchanged | not_initialised.
+
+local stream_type = redis.call('TYPE', KEYS[3])['ok']
+if stream_type ~= 'none' and stream_type ~= 'stream' then
+  return redis.error_reply(KEYS[3] .. ' holds a ' .. stream_type .. ', not a stream')
+end
+local hash_type = redis.call('TYPE', KEYS[1])['ok']
+if hash_type ~= 'none' and hash_type ~= 'hash' then
+  return redis.error_reply(KEYS[1] .. ' holds a ' .. hash_type .. ', not a hash')
+end
+
+local percent = redis.call('GET', KEYS[2])
+if not percent then
+  return {'not_initialised', '', ''}
+end
+local field, value = ARGV[1], ARGV[2]
+local old = redis.call('HGET', KEYS[1], field) or ''
+if old == value then
+  return {'unchanged', old, ''}
+end
+if value == '' then
+  redis.call('HDEL', KEYS[1], field)
+else
+  redis.call('HSET', KEYS[1], field, value)
+end
+local id = redis.call('XADD', KEYS[3], '*', 'time', ARGV[3], 'feature', ARGV[4],
+                      'old_percent', percent, 'new_percent', percent,
+                      'reason', ARGV[5], 'by', ARGV[6], 'dry_run', 'false', 'action', 'override')
+redis.call('PUBLISH', ARGV[7], ARGV[4])
+return {'written', old, id}

@@ -19,7 +19,7 @@ help:
 	@echo "make test-unit         pure tests only (milliseconds, fakeredis)"
 	@echo "make test-integration  real redis-server, prometheus, pushgateway, alertmanager"
 	@echo "make test-e2e          a real Prefect server and worker"
-	@echo "make lint              ruff check, ruff format --check, mypy rollout_core"
+	@echo "make lint              ruff check, ruff format --check, mypy rollout_core rollout_sdk"
 	@echo "make bench             print the benchmark figures"
 	@echo "make stack             start the whole product on loopback ports (rollout stack up)"
 	@echo "make stack-down        stop it (rollout stack down)"
@@ -52,7 +52,7 @@ test-e2e: install servers
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy rollout_core
+	$(VENV)/bin/mypy rollout_core rollout_sdk
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -68,8 +68,11 @@ def status(
     """Percent, enabled, audience, paused, last change, and dwell and cooldown time left."""
 
     def command() -> Outcome:
+        from dataclasses import replace
+
         from rollout_cli.formatting import status_json, status_row, status_table
         from rollout_core.config import validate_feature_name
+        from rollout_core.overrides import read_all_overrides
 
         names = [validate_feature_name(name) for name in features or []]
         moment = now()
@@ -79,6 +82,7 @@ def status(
             configured = set(rollouts.features) if rollouts is not None else set()
             names = sorted(configured | set(store.known_features()))
         rows, codes = [], [0]
+        overrides = read_all_overrides(store.client, names)
         for name, state in store.read_each(names).items():
             dwell, cooldown, source = _timing(rollouts, name)
             if rollouts is not None and source == "defaults":
@@ -88,7 +92,9 @@ def status(
                 notes.append(f"error: {state}")
             else:  # a bad history or audience key holds promotions only
                 notes.extend(f"warning: {problem}; promotions hold" for problem in state.problems)
-            rows.append(status_row(name, state, dwell, cooldown, source, moment))
+            row = status_row(name, state, dwell, cooldown, source, moment)
+            notes.extend(f"warning: ignored override: {p}" for p in overrides[name].problems)
+            rows.append(replace(row, overrides=tuple(overrides[name].rows())))
         if not rows and not as_json:
             return Outcome("no features found; run `rollout init FEATURE`", 0, tuple(notes))
         output = status_json(rows) if as_json else status_table(rows)

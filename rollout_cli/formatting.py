@@ -61,6 +61,7 @@ class StatusRow:
     timing_from: str  # the config file, or "defaults"
     dwell_remaining: timedelta
     cooldown_remaining: timedelta
+    overrides: tuple[tuple[str, str, bool], ...] = ()  # (workspace|actor, id, on)
 
     def to_json(self) -> dict[str, object]:
         state = self.state
@@ -79,6 +80,9 @@ class StatusRow:
             "paused": None if state is None else state.paused,
             "last_percent": None if state is None else state.last_percent,
             **times,
+            "overrides": [
+                {"kind": kind, "id": unit, "on": is_on} for kind, unit, is_on in self.overrides
+            ],
             "dwell_seconds": self.dwell.total_seconds(),
             "cooldown_seconds": self.cooldown.total_seconds(),
             "dwell_remaining_seconds": self.dwell_remaining.total_seconds(),
@@ -113,6 +117,7 @@ def status_table(rows: Sequence[StatusRow]) -> Table:
     table = Table("feature", "percent", "enabled", "audience", "paused", "last change")
     table.add_column("dwell left")
     table.add_column("cooldown left")
+    table.add_column("overrides")
     for row in rows:
         table.add_row(*(Text(cell) for cell in _status_cells(row)))
     return table
@@ -121,7 +126,7 @@ def status_table(rows: Sequence[StatusRow]) -> Table:
 def _status_cells(row: StatusRow) -> list[str]:
     state = row.state
     if state is None:
-        return [row.feature, "error (see below)", "", "", "", "", "", ""]
+        return [row.feature, "error (see below)", "", "", "", "", "", "", ""]
     percent = format_percent(state.percent) if state.exists else "unset (0%)"
     change = "never"
     if state.last_change_time is not None:
@@ -136,7 +141,15 @@ def _status_cells(row: StatusRow) -> list[str]:
         change,
         _left(row.dwell_remaining),
         _left(row.cooldown_remaining),
+        overrides_cell(row.overrides),
     ]
+
+
+def overrides_cell(overrides: Sequence[tuple[str, str, bool]], shown: int = 3) -> str:
+    """`workspace acme on, actor u-1 off, +2 more`; "none" without overrides."""
+    cells = [f"{kind} {unit} {'on' if is_on else 'off'}" for kind, unit, is_on in overrides]
+    more = len(cells) - shown
+    return ", ".join(cells[:shown]) + (f", +{more} more" if more > 0 else "") or "none"
 
 
 def _left(left: timedelta) -> str:

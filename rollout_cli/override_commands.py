@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from rollout_cli.shell import Outcome, now, open_store, run
+from rollout_cli.shell import EXIT_FAILURE, Outcome, log_audited, now, open_store, run
+from rollout_cli.shell import actor as acting_user
 
 __all__ = ["override"]
 
@@ -27,7 +28,10 @@ def override(
     off: Annotated[bool, typer.Option("--off", help="Never show the feature.")] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the override.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why: recorded in the audit trail.")] = None,
-    by: Annotated[str, typer.Option(help="Who: recorded in the audit trail.")] = "manual",
+    by: Annotated[
+        str | None,
+        typer.Option(help="Who: recorded in the audit trail. Default: $USER, else the login name."),
+    ] = None,
 ) -> None:
     """Force a feature on or off for one workspace or actor (audited); precedence: hard kill >
     enabled=false > override (actor before workspace) > audience > percent."""
@@ -58,8 +62,14 @@ def override(
         why = require_reason(
             reason, f'rollout override {name} --{kind} {unit} {shown} --reason "..."'
         )
-        result = write_override(store.client, name, kind, unit, value, why, by, now())
-        return Outcome(override_message(name, kind, unit, result.old, value, result.written))
+        result = write_override(store, name, kind, unit, value, why, acting_user(by), now())
+        if result.write is not None and result.write.unknown:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {result.write.message}",))
+        notes = log_audited(store, result.audit_id)
+        if result.write is not None and result.write.recovered:
+            notes = (f"note: {result.write.message}", *notes)
+        message = override_message(name, kind, unit, result.old, value, result.written)
+        return Outcome(message, notes=notes)
 
     run(command)
 

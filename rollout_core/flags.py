@@ -34,7 +34,13 @@ from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
 from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
-from rollout_sdk.keys import AUDIT_STREAM, CHANGES_CHANNEL, FEATURES_REGISTRY, flag_key
+from rollout_sdk.keys import (
+    AUDIT_STREAM,
+    CHANGES_CHANNEL,
+    FEATURES_REGISTRY,
+    flag_key,
+    overrides_key,
+)
 
 __all__ = [
     "AUDIT_STREAM",
@@ -232,6 +238,7 @@ class RedisFlagStore:
         self._retention = str(audit_retention)
         self._cas = self._writer.register_script(_script("cas_percent.lua"))
         self._audited_write = self._writer.register_script(_script("audited_write.lua"))
+        self._override = self._writer.register_script(_script("override.lua"))
         self._registry_checked = False
 
     @property
@@ -576,6 +583,37 @@ class RedisFlagStore:
             ) from exc
         message = f"the reply was lost; read back on a new connection: written ({audit_id})"
         return WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+
+    def set_override(
+        self, feature: str, field: str, value: str, reason: str, by: str, at: datetime
+    ) -> tuple[WriteResult, str | None]:
+        """Set (`value` "true"/"false") or clear ("") one field of `flags:{f}:overrides`,
+        audited, announced and read back after a lost reply like every other write; the result
+        and the field's value before (None: no override). Not initialised: nothing written."""
+        feature = validate_feature_name(feature)
+        self._ensure_registry()
+        write_id = uuid.uuid4().hex
+        keys = [
+            overrides_key(feature),
+            flag_key(feature, "rollout_percent"),
+            AUDIT_STREAM,
+            LAST_WRITE_HASH,
+        ]
+        args = [field, value, format_time(at), feature, reason, by, CHANGES_CHANNEL]
+        args += [write_id, self._retention]
+        doing = f"writing the override {field} of {feature}"
+        self._connect_writer(doing)
+        try:
+            status, old, audit_id = self._override(keys, args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            lost = self._write_after_lost_reply(feature, write_id, {"overrides": value}, exc, doing)
+            return lost, None
+        except redis.RedisError as exc:
+            raise store_error(self._client, exc, doing) from exc
+        if status == "not_initialised":
+            raise self._not_initialised(feature)
+        written = ("overrides",) if status == "written" else ()
+        return WriteResult(written, audit_id or None, None, None), old or None
 
     def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
         """Append an audit entry that changes no flag (e.g. the controller's kill switch, with

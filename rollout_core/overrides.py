@@ -1,26 +1,31 @@
-"""The write side of per-workspace and per-actor overrides: one audited Lua script that sets
-or clears a field of `flags:{f}:overrides`, appends to `rollout:audit` and publishes the change
-notice, atomically. Services read the hash through `rollout_sdk` (docs/sdk.md).
+"""Per-workspace and per-actor overrides: the store's audited script sets or clears a field of
+`flags:{f}:overrides`, appends to `rollout:audit` and publishes the change notice, atomically
+(`RedisFlagStore.set_override`). Services read the hash through `rollout_sdk` (docs/sdk.md).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 
 import redis
 
 from rollout_core.config import validate_feature_name
 from rollout_core.errors import ConfigError
-from rollout_core.flags import format_time
+from rollout_core.flags import RedisFlagStore, WriteResult
 from rollout_core.redis_connection import store_error
-from rollout_sdk.keys import AUDIT_STREAM, CHANGES_CHANNEL, flag_key, overrides_key
+from rollout_sdk.keys import overrides_key
 from rollout_sdk.state import Overrides, parse_overrides
 
-__all__ = ["OVERRIDE_KINDS", "OverrideResult", "read_overrides", "write_override"]
+__all__ = [
+    "OVERRIDE_KINDS",
+    "OverrideResult",
+    "read_all_overrides",
+    "read_overrides",
+    "write_override",
+]
 
 OVERRIDE_KINDS = ("workspace", "actor")
 _UNIT = re.compile(r"^[^\s\x00-\x1f]{1,200}$")
@@ -34,11 +39,7 @@ class OverrideResult:
     old: bool | None
     new: bool | None
     audit_id: str | None
-
-
-@cache
-def _script_text() -> str:
-    return (resources.files("rollout_core") / "lua" / "override.lua").read_text(encoding="utf-8")
+    write: WriteResult | None = None  # the store's report: a lost reply, an unknown outcome
 
 
 def validate_unit(kind: str, unit: str) -> str:
@@ -54,7 +55,7 @@ def validate_unit(kind: str, unit: str) -> str:
 
 
 def write_override(
-    client: redis.Redis,
+    store: RedisFlagStore,
     feature: str,
     kind: str,
     unit: str,
@@ -63,27 +64,17 @@ def write_override(
     by: str,
     at: datetime,
 ) -> OverrideResult:
-    """Set (`on` True/False) or clear (None) one override, audited; a feature that is not
-    initialised is a ConfigError and nothing is written."""
+    """Set (`on` True/False) or clear (None) one override through the store's audited write
+    (no blind retry, read back after a lost reply); a feature that is not initialised is a
+    FeatureNotInitialised and nothing is written."""
     feature = validate_feature_name(feature)
     unit = validate_unit(kind, unit)
     value = "" if on is None else ("true" if on else "false")
     shown = "cleared" if on is None else ("on" if on else "off")
-    keys = [overrides_key(feature), flag_key(feature, "rollout_percent"), AUDIT_STREAM]
-    args = [f"{kind}:{unit}", value, format_time(at), feature, f"{kind} {unit} {shown}: {reason}"]
-    args += [by, CHANGES_CHANNEL]
-    try:
-        status, old, audit_id = client.register_script(_script_text())(keys, args)
-    except redis.RedisError as exc:
-        raise store_error(client, exc, f"writing the {kind} override of {feature}") from exc
-    status, old, audit_id = (_text(v) for v in (status, old, audit_id))
-    if status == "not_initialised":
-        raise ConfigError(
-            f"{feature} is not initialised ({flag_key(feature, 'rollout_percent')} is absent); "
-            f"run `rollout init {feature}` first"
-        )
-    before = None if old == "" else old == "true"
-    return OverrideResult(status == "written", before, on, audit_id or None)
+    why = f"{kind} {unit} {shown}: {reason}"
+    result, old = store.set_override(feature, f"{kind}:{unit}", value, why, by, at)
+    before = None if old is None else old == "true"
+    return OverrideResult(result.is_change, before, on, result.audit_id, result)
 
 
 def read_overrides(client: redis.Redis, feature: str) -> Overrides:
@@ -96,5 +87,14 @@ def read_overrides(client: redis.Redis, feature: str) -> Overrides:
     return parse_overrides(feature, raw)  # type: ignore[arg-type]
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def read_all_overrides(client: redis.Redis, features: Sequence[str]) -> dict[str, Overrides]:
+    """Every named feature's overrides in one pipelined round trip (for `rollout status`)."""
+    names = [validate_feature_name(feature) for feature in features]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(overrides_key(name))
+    try:
+        replies = pipe.execute() if names else []
+    except redis.RedisError as exc:
+        raise store_error(client, exc, "reading the overrides") from exc
+    return {name: parse_overrides(name, raw) for name, raw in zip(names, replies, strict=True)}

@@ -3,6 +3,7 @@ script, refused for a feature that is not initialised, and served by RolloutClie
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,9 @@ def test_an_override_is_audited_announced_and_served(redis_url: str, flags: redi
         client.allow("google", {"actor_id": "someone"})
         assert not client.allow("google", {"actor_id": "dana", "workspace_id": "acme"})  # 0%
         done = rollout(
-            redis_url, "override", "google", "--workspace", "acme", "--on", "--reason", "beta"
+            redis_url,
+            *("override", "google", "--workspace", "acme", "--on"),
+            *("--reason", "beta", "--by", "dana-sre"),
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "google: workspace acme override none -> on (audited)"
@@ -66,10 +69,13 @@ def test_an_override_is_audited_announced_and_served(redis_url: str, flags: redi
         "old_percent": "0",
         "new_percent": "0",
         "reason": "workspace acme on: beta",
-        "by": "manual",
+        "by": "dana-sre",
         "dry_run": "false",
         "action": "override",
+        "write_id": entry[1]["write_id"],
     }
+    # the write id is what a lost reply is read back by
+    assert flags.hget("rollout:last_write", "google") == f"{entry[1]['write_id']} {entry[0]}"
     notices.close()
 
 
@@ -103,7 +109,10 @@ def test_a_feature_that_is_not_initialised_is_refused_and_nothing_is_written(
 ) -> None:
     done = rollout(redis_url, "override", "google", "--workspace", "acme", "--on", "--reason", "x")
     assert done.returncode == 2
-    assert "google is not initialised" in done.stderr and "rollout init google" in done.stderr
+    assert (
+        "feature 'google' is not initialised" in done.stderr
+        and "rollout init google" in done.stderr
+    )
     assert flags.keys("*") == []
 
 
@@ -149,3 +158,27 @@ def test_an_override_changes_one_unit_and_leaves_the_buckets_of_others(
         bucket("google", a) < 5000 for a in others
     ]
     client.close()
+
+
+def test_status_lists_each_features_overrides(redis_url: str, flags: redis.Redis) -> None:
+    assert rollout(redis_url, "init", "google").returncode == 0
+    assert rollout(redis_url, "init", "quiet").returncode == 0
+    for target in (("--workspace", "acme", "--on"), ("--actor", "u-1", "--off")):
+        done = rollout(redis_url, "override", "google", *target, "--reason", "beta")
+        assert done.returncode == 0, done.stderr
+    flags.hset("flags:google:overrides", "team:x", "true")  # a field no service reads
+
+    listed = rollout(redis_url, "status", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["feature"]: row["overrides"] for row in json.loads(listed.stdout)}
+    assert rows == {
+        "google": [
+            {"kind": "workspace", "id": "acme", "on": True},
+            {"kind": "actor", "id": "u-1", "on": False},
+        ],
+        "quiet": [],
+    }
+    assert "ignored override" in listed.stderr and "team:x" in listed.stderr
+    table = rollout(redis_url, "status", "google")
+    assert "workspace acme on, actor u-1 off" in table.stdout

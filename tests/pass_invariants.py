@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 import requests
@@ -255,6 +255,11 @@ class RacingStore:
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         return self.store.apply_many(changes)
 
+    def set_percent(
+        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+    ) -> ApplyResult:
+        return self.store.set_percent(feature, percent, reason, by, at=at)
+
 
 def _write_key(client: redis.Redis, field: str, value: str | None) -> None:
     if value is None:
@@ -291,7 +296,11 @@ def flag_keys(client: redis.Redis) -> dict[str, str | None]:
     """Every `flags:*` key in Redis (not only the feature's), absent ones as None."""
     keys = sorted(str(key) for key in client.keys("flags:*"))
     known = {flag_key(FEATURE, field): None for field in FIELDS}
-    return {**known, **{key: client.get(key) for key in keys}}
+    return {**known, **{key: cast("str | None", client.get(key)) for key in keys}}
+
+
+def _entries(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:
+    return cast("list[tuple[str, dict[str, str]]]", client.xrange(AUDIT_STREAM))
 
 
 def run_case(client: redis.Redis, case: Case) -> Observed:
@@ -300,7 +309,7 @@ def run_case(client: redis.Redis, case: Case) -> Observed:
         _write_key(client, field, value)
     client.set(flag_key("bystander", "rollout_percent"), "50")  # another feature's key
     before = flag_keys(client)
-    entries_before = client.xrange(AUDIT_STREAM)
+    entries_before = _entries(client)
     store = RacingStore(RedisFlagStore(client), client, case.race)
     source = PrometheusSource(
         "http://127.0.0.1:9", client=FakePrometheus(case.answers), sleep=lambda _: None
@@ -312,8 +321,8 @@ def run_case(client: redis.Redis, case: Case) -> Observed:
         before=before,
         after=flag_keys(client),
         entries_before=entries_before,
-        entries_after=client.xrange(AUDIT_STREAM),
-        last_write=client.hget(LAST_WRITE_HASH, FEATURE),
+        entries_after=_entries(client),
+        last_write=cast("str | None", client.hget(LAST_WRITE_HASH, FEATURE)),
         raced=store.raced,
     )
 
@@ -323,14 +332,14 @@ def run_case(client: redis.Redis, case: Case) -> Observed:
 ERROR = object()  # the query gave no reading (a rejection or a wrong shape)
 
 
-def _answer_value(answer: tuple[str, float | None]) -> float | None | object:
+def _answer_value(answer: tuple[str, float | None]) -> object:
     kind, value = answer
     if kind == "value":
         return value
     return None if kind == "empty" else ERROR
 
 
-def _usable(value: float | None | object) -> bool:
+def _usable(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
@@ -348,9 +357,10 @@ def slo_truth(slo: SloSpec, answers: Mapping[str, tuple[str, float | None]]) -> 
     min_samples = slo.min_samples or 0
     if slo.ratio is not None:
         errors, total = values[slo.ratio.errors], values[slo.ratio.total]
-        if not (_usable(errors) and _usable(total)) or total <= 0:  # type: ignore[operator]
+        if not (isinstance(errors, float) and isinstance(total, float)):
             return SloTruth(False, False, False)
-        assert isinstance(errors, float) and isinstance(total, float)
+        if not (_usable(errors) and _usable(total)) or total <= 0:
+            return SloTruth(False, False, False)
         ratio = errors / total
         breached = wilson_lower_bound(ratio, total) > slo.max
         healthy = ratio <= slo.max and total >= min_samples
@@ -364,7 +374,7 @@ def slo_truth(slo: SloSpec, answers: Mapping[str, tuple[str, float | None]]) -> 
     assert isinstance(value, float)
     samples = values[slo.samples] if slo.samples else None
     enough = min_samples == 0 or (
-        _usable(samples) and min_samples <= samples  # type: ignore[operator]
+        isinstance(samples, float) and _usable(samples) and min_samples <= samples
     )
     breached = value > slo.max and (slo.kind == "count" or enough)
     healthy = value <= slo.max and enough
@@ -472,10 +482,12 @@ def check_invariants(case: Case, seen: Observed) -> None:
     reported = held if case.race is None or tried else old_percent
     assert outcome.percent == reported, (outcome.percent, new_raw, decision.reason)
     if case.race is None:
+        assert held is not None, new_raw  # the pass writes only percents the gate parses
         moved = held != old_percent
         expected = Action.HOLD if not moved else decision.action
         assert outcome.result is expected, (outcome.result, decision.reason)
         assert not moved or (held > old_percent) == (expected is Action.PROMOTE)
+
 
 def _path(case: Case, seen: Observed, outage: bool, readable: bool) -> str:
     """Which way the pass went, for `--hypothesis-show-statistics`: proof the cases reach

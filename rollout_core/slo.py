@@ -9,7 +9,9 @@ a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the poli
 no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
 Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
 503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
-the SLO. Only a Prometheus that cannot answer at all raises MetricsUnavailable.
+the SLO. A query that gets no answer (refused, timed out) while others are answered is that
+SLO's transient error too, so one slow query cannot block the rollback another SLO demands.
+Only a Prometheus that answers no query at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 
@@ -59,12 +61,14 @@ class Series:
 @dataclass(frozen=True)
 class Rejected:
     """A query that gave no result: Prometheus' error (`kind` is its `errorType`, `status` the
-    HTTP status) or a result of the wrong shape (`kind` "bad_result", `status` None)."""
+    HTTP status), a result of the wrong shape (`kind` "bad_result", `status` None), or no
+    answer at all (`kind` "unreachable", `answered` False: refused or timed out)."""
 
     kind: str
     detail: str
     status: int | None = None
     transient: bool = False
+    answered: bool = True
 
 
 QueryOutcome = tuple[Series, ...] | Rejected
@@ -275,9 +279,18 @@ class PrometheusSource:
         cannot answer; a failed query is the QueryError of each SLO that uses it."""
         moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         params = {"time": f"{moment.timestamp():.3f}"}
-        outcomes = {query: self._run(query, params) for query in distinct_queries(specs)}
+        outcomes: dict[str, QueryOutcome] = {}
+        for query in distinct_queries(specs):
+            outcomes[query] = self._run(query, params)
+            self._raise_when_unreachable(outcomes, at_least=2)
+        self._raise_when_unreachable(outcomes, at_least=1)
         for attempt in range(self.query_retries):
-            failing = [q for q, o in outcomes.items() if isinstance(o, Rejected) and o.transient]
+            # a query that got no answer already waited its timeout: not retried here
+            failing = [
+                q
+                for q, o in outcomes.items()
+                if isinstance(o, Rejected) and o.transient and o.answered
+            ]
             if not failing:
                 break
             self._sleep(self.retry_backoff * 2**attempt)
@@ -285,15 +298,23 @@ class PrometheusSource:
         results = QueryResults(outcomes)
         return {spec.name: snapshot_for(spec, results, moment) for spec in specs}
 
+    def _raise_when_unreachable(self, outcomes: Mapping[str, QueryOutcome], at_least: int) -> None:
+        """MetricsUnavailable when no query has been answered and `at_least` got no answer:
+        Prometheus is down or hung. One query that times out or is refused while others are
+        answered is that query's transient error, so it cannot block another SLO's rollback."""
+        unanswered = [o for o in outcomes.values() if isinstance(o, Rejected) and not o.answered]
+        if unanswered and len(unanswered) == len(outcomes) and len(unanswered) >= at_least:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} is unreachable: {unanswered[0].detail}; "
+                "check that it runs and PROMETHEUS_BASE_URL points at it"
+            )
+
     def _run(self, query: str, params: Mapping[str, str]) -> QueryOutcome:
         self.queries_sent += 1
         try:
             answer = self._client.query(query, params)
         except requests.RequestException as exc:
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} is unreachable: {self._reason(exc)}; "
-                "check that it runs and PROMETHEUS_BASE_URL points at it"
-            ) from None
+            return Rejected("unreachable", self._reason(exc), transient=True, answered=False)
         body = answer.body if isinstance(answer.body, dict) else {}
         if answer.status == 200 and body.get("status") == "success":
             try:

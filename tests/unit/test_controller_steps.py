@@ -220,6 +220,28 @@ def test_a_conflict_reports_the_percent_redis_holds_not_the_one_it_read(
         )
 
 
+def test_a_percent_deleted_after_the_read_is_a_concurrent_change_not_a_config_error(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    # found by the whole-pass invariant suite (I5): a rollback whose percent key an operator
+    # deleted meanwhile failed the run as "not initialised" and reported the percent it read
+    seed(client, "google", "50")
+    specs = [spec("google")]
+    states = read_states(store, ["google"])
+    proposals = evaluate_all(specs, FakeSource({"google": BREACHING}).fetch(specs, NOW), states)
+    decisions = check_all_guards(specs, states, proposals, NOW)
+    client.delete("flags:google:rollout_percent")
+
+    outcome = apply_decisions(store, decisions, states, NOW, dry_run=False)["google"]
+
+    assert outcome.status is OutcomeStatus.OK and not outcome.applied
+    assert outcome.decision is not None and outcome.decision.guard == "concurrent change"
+    assert "flags:google:rollout_percent was deleted since it was read" in outcome.decision.reason
+    assert outcome.percent is None
+    assert client.get("flags:google:rollout_percent") is None
+    assert client.xlen(AUDIT_STREAM) == 0
+
+
 class FailingApplyStore(RedisFlagStore):
     """Reads work; every compare-and-set fails as if Redis dropped the connection."""
 

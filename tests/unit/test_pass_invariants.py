@@ -11,7 +11,10 @@ from __future__ import annotations
 import fakeredis
 from hypothesis import HealthCheck, given, settings
 
-from tests.pass_invariants import Case, cases, check_invariants, run_case
+from rollout_core.config import FeatureSpec
+from rollout_core.flags import FIELDS
+from rollout_sdk.keys import flag_key
+from tests.pass_invariants import FEATURE, Case, cases, check_invariants, run_case
 
 SERVER = fakeredis.FakeServer()
 CLIENT = fakeredis.FakeRedis(server=SERVER, decode_responses=True)
@@ -26,3 +29,28 @@ CLIENT = fakeredis.FakeRedis(server=SERVER, decode_responses=True)
 @given(cases())
 def test_every_generated_pass_keeps_the_invariants(case: Case) -> None:
     check_invariants(case, run_case(CLIENT, case))
+
+
+def test_a_breach_rolls_back_while_another_slos_query_times_out() -> None:
+    # found by the invariant suite (I2): one query's client timeout failed the whole pass
+    spec = FeatureSpec.model_validate(
+        {
+            "name": FEATURE,
+            "slos": [
+                {"name": "slo0", "ratio": {"errors": "e", "total": "t"}, "max": 0.01},
+                {"name": "slo1", "query": "p95", "max": 0.5},
+            ],
+        }
+    )
+    flags = {field: None for field in FIELDS} | {"rollout_percent": "100", "enabled": "true"}
+    answers = {"e": ("value", 400.0), "t": ("value", 2000.0), "p95": ("client_timeout", None)}
+    case = Case(spec, answers, flags, race=None, dry_run=False, hard_kill=None)
+
+    seen = run_case(CLIENT, case)
+
+    check_invariants(case, seen)
+    assert seen.after[flag_key(FEATURE, "rollout_percent")] == "10"
+    assert seen.outcome.decision is not None
+    latency = seen.outcome.decision.verdicts[1]
+    assert latency.error is not None and latency.error.transient
+    assert "slo1 transient query error: unreachable: no answer within 10s" in latency.message

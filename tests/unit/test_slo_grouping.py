@@ -391,12 +391,30 @@ def test_a_5xx_answer_without_a_prometheus_error_raises_metrics_unavailable(
         PrometheusSource(fake_prometheus, timeout=2).fetch([feature("google")], AT)
 
 
-def test_a_slow_prometheus_raises_metrics_unavailable_after_the_timeout(
+def test_a_hung_prometheus_raises_metrics_unavailable_after_two_timeouts(
     fake_prometheus: str,
 ) -> None:
-    FakePrometheus.behaviour = {ERRORS: "slow"}
+    FakePrometheus.behaviour = {query: "slow" for query in (ERRORS, TOTAL, P95, OAUTH)}
+    source = PrometheusSource(fake_prometheus, timeout=0.2)
     with pytest.raises(MetricsUnavailable, match=r"no answer within 0\.2s"):
-        PrometheusSource(fake_prometheus, timeout=0.2).fetch([feature("google")], AT)
+        source.fetch([feature("google")], AT)
+    assert source.queries_sent == 2  # not one timeout per query
+
+
+def test_one_slow_query_is_that_slos_transient_error_and_the_others_keep_their_readings(
+    fake_prometheus: str,
+) -> None:
+    # found by the whole-pass invariant suite: one query's client timeout raised
+    # MetricsUnavailable for the whole pass, so it blocked a rollback another SLO demanded
+    FakePrometheus.behaviour = {P95: "slow"}
+    source = PrometheusSource(fake_prometheus, timeout=0.2, query_retries=2)
+    readings = source.fetch([feature("google")], AT)["google"]
+    assert isinstance(readings, SloSnapshot)
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.transient and error.kind == "unreachable"
+    assert "no answer within 0.2s" in str(error) and P95 in str(error)
+    assert readings.reading("error_rate").error is None
+    assert source.queries_sent == 4  # the slow query already waited its timeout: no retry
 
 
 def test_an_answer_that_is_not_the_prometheus_api_raises_metrics_unavailable(

@@ -214,14 +214,33 @@ class Case:
     hard_kill: str | None  # the services' PROVIDER_FEAT_ENABLED, None = unset
 
 
+def _values(*values: float) -> st.SearchStrategy[tuple[str, float | None]]:
+    return st.sampled_from(values).map(lambda value: ("value", value))
+
+
+def healthy_answers(slo: SloSpec) -> dict[str, st.SearchStrategy[tuple[str, float | None]]]:
+    """Answers under which the SLO is healthy with plenty of traffic: without them a random
+    case almost never promotes, and I1 would hold by never being put to the test."""
+    counts = _values(250.0, 2000.0)
+    if slo.ratio is not None:
+        return {slo.ratio.errors: _values(0.0, 1.0), slo.ratio.total: counts}
+    assert slo.query is not None
+    value = _values(0.2) if slo.kind == "value" else _values(0.0, 3.0)
+    return {slo.query: value, **({slo.samples: counts} if slo.samples else {})}
+
+
 @st.composite
 def cases(draw: st.DrawFn, answers: st.SearchStrategy[tuple[str, float | None]] = ANSWERS) -> Case:
     spec = draw(feature_specs())
-    queries = [query for slo in spec.slos for query in slo.queries]
+    healthy = {q: a for slo in spec.slos for q, a in healthy_answers(slo).items()}
+    mostly_healthy = draw(st.booleans())
     flags = draw(FLAG_STATES)
     return Case(
         spec=spec,
-        answers={query: draw(answers) for query in queries},
+        answers={
+            query: draw(weighted((6, healthy[query]), (1, answers)) if mostly_healthy else answers)
+            for query in healthy
+        },
         flags=flags,
         race=draw(races(flags)),
         dry_run=draw(st.booleans()),
@@ -389,6 +408,26 @@ def prometheus_is_down(spec: FeatureSpec, answers: Mapping[str, tuple[str, float
     return all(down) or down[:2] == [True, True]
 
 
+def _history_allows_promotion(flags: Mapping[str, str | None]) -> bool:
+    """The keys only promotions need parse (or are absent), and dwell (15 min after the last
+    change) and cooldown (1 h after the last rollback) have passed, by the generated times."""
+    audience, last_percent = flags["internal_only"], flags["last_percent"]
+    if audience is not None and parse_bool_value(audience) is None:
+        return False
+    if last_percent is not None and parse_percent_value(last_percent) is None:
+        return False
+    waits = {"last_change_time": timedelta(minutes=15), "last_rollback_time": timedelta(hours=1)}
+    for field, wait in waits.items():
+        raw = flags[field]
+        if raw is not None and (raw not in TIMES or NOW - _parsed(raw) < wait):
+            return False
+    return True
+
+
+def _parsed(time_text: str) -> datetime:
+    return datetime.fromisoformat(time_text.replace("Z", "+00:00"))
+
+
 def _percent(raw: str | None) -> float | None:
     return None if raw is None else parse_percent_value(raw)
 
@@ -417,8 +456,7 @@ def check_invariants(case: Case, seen: Observed) -> None:
     enabled, paused = _bool(flags["enabled"], True), _bool(flags["paused"], False)
     readable = flags["rollout_percent"] is not None and None not in (old_percent, enabled, paused)
 
-    if currently_in_test_context():
-        event(f"path: {_path(case, seen, outage, readable)}")
+    _note(f"path: {_path(case, seen, outage, readable)}")
     # the pass never writes anything but the feature's percent and its history
     history = {"rollout_percent", "last_change_time", "last_percent", "last_rollback_time"}
     assert written <= {flag_key(FEATURE, field) for field in history}, written
@@ -470,10 +508,28 @@ def check_invariants(case: Case, seen: Observed) -> None:
         assert any(truth.counted for truth in truths) or opted, decision.reason
         assert enabled and not paused and case.race is None
 
+    # and the converse, so that I1 cannot hold by never promoting: every SLO healthy with
+    # evidence, traffic counted, nothing that holds promotions, and no one else writing
+    if (
+        all(truth.healthy for truth in truths)
+        and any(truth.counted for truth in truths)
+        and enabled
+        and not paused
+        and case.race is None
+        and old_percent < 100
+        and _history_allows_promotion(flags)
+    ):
+        _note("a promotion is due")
+        step = next(float(step) for step in spec.ladder if step > old_percent)
+        assert decision.action is Action.PROMOTE and decision.to_percent == step, decision
+        if not case.dry_run:
+            assert after_percent == step, (new_raw, decision.reason)
+
     # I2: a breach with evidence ends at the safe step unless paused or disabled (or a
     # concurrent change intervened: then nothing is written, checked above). The hard kill
     # is not an exemption: the controller cannot see it, and rolling back is always safe.
     if any(truth.breached for truth in truths) and enabled and not paused and old_percent > 0:
+        _note("a rollback is due")
         safe = SAFE_PERCENT if old_percent > SAFE_PERCENT else 0.0
         if case.race is None:
             assert decision.action is Action.ROLLBACK, decision.reason
@@ -496,6 +552,12 @@ def check_invariants(case: Case, seen: Observed) -> None:
         expected = Action.HOLD if not moved else decision.action
         assert outcome.result is expected, (outcome.result, decision.reason)
         assert not moved or (held > old_percent) == (expected is Action.PROMOTE)
+
+
+def _note(text: str) -> None:
+    """A statistic for `--hypothesis-show-statistics` (nothing outside a Hypothesis test)."""
+    if currently_in_test_context():
+        event(text)
 
 
 def _path(case: Case, seen: Observed, outage: bool, readable: bool) -> str:

@@ -24,7 +24,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @settings(
-    max_examples=50,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -54,3 +54,23 @@ def test_a_breach_rolls_back_while_another_slos_query_times_out() -> None:
     latency = seen.outcome.decision.verdicts[1]
     assert latency.error is not None and latency.error.transient
     assert "slo1 transient query error: unreachable: no answer within 10s" in latency.message
+
+
+def test_a_hard_killed_feature_that_breaches_is_still_rolled_back() -> None:
+    # I2 and the hard kill: PROVIDER_<FEATURE>_ENABLED lives in the services' environment and
+    # the controller does not read it; a breach rolls back whatever it says (always safe)
+    spec = FeatureSpec.model_validate(
+        {
+            "name": FEATURE,
+            "slos": [{"name": "slo0", "ratio": {"errors": "e", "total": "t"}, "max": 0.01}],
+        }
+    )
+    flags = {field: None for field in FIELDS} | {"rollout_percent": "50", "enabled": "true"}
+    answers = {"e": ("value", 400.0), "t": ("value", 2000.0)}
+    for kill in ("false", "disabled", "flase"):
+        case = Case(spec, answers, flags, race=None, dry_run=False, hard_kill=kill)
+
+        seen = run_case(CLIENT, case)
+
+        check_invariants(case, seen)
+        assert seen.after[flag_key(FEATURE, "rollout_percent")] == "10"

@@ -42,6 +42,7 @@ from rollout_sdk.flag_values import parse_bool_value, parse_percent_value
 from rollout_sdk.keys import flag_key
 
 FEATURE = "feat"
+OTHER = "other"  # a second feature in every pass, always breaching: never held by the first
 HARD_KILL_VARIABLE = "PROVIDER_FEAT_ENABLED"
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 SAFE_PERCENT = 10.0
@@ -303,6 +304,7 @@ def hard_kill(value: str | None) -> Iterator[None]:
 @dataclass(frozen=True)
 class Observed:
     outcome: FeatureOutcome
+    other: FeatureOutcome
     before: dict[str, str | None]  # the flag keys as generated (what the controller read)
     after: dict[str, str | None]
     entries_before: list[tuple[str, dict[str, str]]]
@@ -322,21 +324,37 @@ def _entries(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:
     return cast("list[tuple[str, dict[str, str]]]", client.xrange(AUDIT_STREAM))
 
 
+OTHER_SPEC = FeatureSpec.model_validate(
+    {
+        "name": OTHER,
+        "slos": [{"name": "errors", "ratio": {"errors": "oe", "total": "ot"}, "max": 0.01}],
+    }
+)
+OTHER_ANSWERS: dict[str, tuple[str, float | None]] = {
+    "oe": ("value", 400.0),
+    "ot": ("value", 2000.0),
+}
+
+
 def run_case(client: redis.Redis, case: Case) -> Observed:
     client.flushall()
     for field, value in case.flags.items():
         _write_key(client, field, value)
-    client.set(flag_key("bystander", "rollout_percent"), "50")  # another feature's key
+    for field, value in (("rollout_percent", "50"), ("enabled", "true"), ("paused", "false")):
+        client.set(flag_key(OTHER, field), value)
     before = flag_keys(client)
     entries_before = _entries(client)
     store = RacingStore(RedisFlagStore(client), client, case.race)
     source = PrometheusSource(
-        "http://127.0.0.1:9", client=FakePrometheus(case.answers), sleep=lambda _: None
+        "http://127.0.0.1:9",
+        client=FakePrometheus({**case.answers, **OTHER_ANSWERS}),
+        sleep=lambda _: None,
     )
     with hard_kill(case.hard_kill):
-        outcomes = run_pass([case.spec], store, source, NOW, case.dry_run)
+        outcomes = run_pass([case.spec, OTHER_SPEC], store, source, NOW, case.dry_run)
     return Observed(
         outcome=outcomes[FEATURE],
+        other=outcomes[OTHER],
         before=before,
         after=flag_keys(client),
         entries_before=entries_before,
@@ -400,12 +418,44 @@ def slo_truth(slo: SloSpec, answers: Mapping[str, tuple[str, float | None]]) -> 
     return SloTruth(breached, healthy, healthy and min_samples > 0)
 
 
+def _check_the_other_feature(
+    case: Case,
+    seen: Observed,
+    changed: set[str],
+    appended: list[tuple[str, dict[str, str]]],
+    outage: bool,
+) -> None:
+    """The other feature breaches in every pass: whatever happened to the first one, it is
+    rolled back (recommended in a dry run) with its one audit entry, or, when no query was
+    answered, left alone."""
+    entries = [entry for _, entry in appended if entry["feature"] == OTHER]
+    assert len(entries) + sum(entry["feature"] == FEATURE for _, entry in appended) == len(appended)
+    if outage:
+        assert seen.other.status is OutcomeStatus.PROM_UNREACHABLE
+        assert not changed and not entries
+        return
+    assert seen.other.status is OutcomeStatus.OK, seen.other
+    assert seen.other.decision is not None and seen.other.decision.action is Action.ROLLBACK
+    assert len(entries) == 1 and (entries[0]["old_percent"], entries[0]["new_percent"]) == (
+        "50",
+        "10",
+    )
+    assert entries[0]["dry_run"] == ("true" if case.dry_run else "false")
+    if case.dry_run:
+        assert not changed
+    else:
+        percent = flag_key(OTHER, "rollout_percent")
+        assert seen.after[percent] == "10" and percent in changed
+        assert changed <= {flag_key(OTHER, field) for field in FIELDS}
+
+
 def prometheus_is_down(spec: FeatureSpec, answers: Mapping[str, tuple[str, float | None]]) -> bool:
-    """No query answered: every one failed, or the first two did (a hung Prometheus is not
-    waited on once per query). One unanswered query among answered ones is that SLO's."""
+    """No query answered: the first two failed (a hung Prometheus is not waited on once per
+    query); the other feature's queries come after the case's and always answer. One
+    unanswered query among answered ones is that SLO's own error."""
     queries = list(dict.fromkeys(query for slo in spec.slos for query in slo.queries))
-    down = [answers[query][0] in OUTAGES for query in queries]
-    return all(down) or down[:2] == [True, True]
+    down = [answers[query][0] in OUTAGES for query in queries] + [False, False]
+    return down[:2] == [True, True]
 
 
 def _history_allows_promotion(flags: Mapping[str, str | None]) -> bool:
@@ -447,9 +497,12 @@ def check_invariants(case: Case, seen: Observed) -> None:
     expected_after = dict(seen.before)
     if case.race is not None and seen.raced:
         expected_after[flag_key(FEATURE, case.race.field)] = case.race.value
-    written = {k for k in seen.after if seen.after[k] != expected_after.get(k)}
-    new_entries = seen.entries_after[len(seen.entries_before) :]
+    changed = {k for k in seen.after if seen.after[k] != expected_after.get(k)}
+    written = {k for k in changed if k.startswith(f"flags:{FEATURE}:")}
+    appended = seen.entries_after[len(seen.entries_before) :]
     assert seen.entries_after[: len(seen.entries_before)] == seen.entries_before
+    new_entries = [(i, entry) for i, entry in appended if entry["feature"] == FEATURE]
+    _check_the_other_feature(case, seen, changed - written, appended, outage)
     decision = outcome.decision
     old_percent = _percent(flags["rollout_percent"])
     new_raw = seen.after[percent_key]

@@ -311,6 +311,8 @@ class Observed:
     entries_after: list[tuple[str, dict[str, str]]]
     last_write: str | None
     raced: bool  # the concurrent change landed (the pass got as far as reading the flags)
+    # a dry run is run twice on the same inputs: what the second one appended to the audit
+    appended_again: list[tuple[str, dict[str, str]]]
 
 
 def flag_keys(client: redis.Redis) -> dict[str, str | None]:
@@ -352,15 +354,22 @@ def run_case(client: redis.Redis, case: Case) -> Observed:
     )
     with hard_kill(case.hard_kill):
         outcomes = run_pass([case.spec, OTHER_SPEC], store, source, NOW, case.dry_run)
+    after, entries_after = flag_keys(client), _entries(client)
+    again: list[tuple[str, dict[str, str]]] = []
+    if case.dry_run:  # the same pass again (same inputs): its recommendations are unchanged
+        calm = RacingStore(store.store, client, None)
+        run_pass([case.spec, OTHER_SPEC], calm, source, NOW, True)
+        again = _entries(client)[len(entries_after) :]
     return Observed(
         outcome=outcomes[FEATURE],
         other=outcomes[OTHER],
         before=before,
-        after=flag_keys(client),
+        after=after,
         entries_before=entries_before,
-        entries_after=_entries(client),
+        entries_after=entries_after,
         last_write=cast("str | None", client.hget(LAST_WRITE_HASH, FEATURE)),
         raced=store.raced,
+        appended_again=again,
     )
 
 
@@ -514,9 +523,13 @@ def check_invariants(case: Case, seen: Observed) -> None:
     history = {"rollout_percent", "last_change_time", "last_percent", "last_rollback_time"}
     assert written <= {flag_key(FEATURE, field) for field in history}, written
 
-    # I3: a dry run writes no flag key
+    # I3: a dry run writes no flag key; an unchanged recommendation is appended only once
     if case.dry_run:
         assert not written, f"dry run wrote {sorted(written)}"
+        others_again = [entry for _, entry in seen.appended_again if entry["feature"] == OTHER]
+        assert not others_again, others_again
+        if case.race is None:
+            assert not seen.appended_again, seen.appended_again
 
     # I4: every flag write has exactly one audit entry, with the old and new percents it
     # wrote; a conflict (or a hold) writes nothing

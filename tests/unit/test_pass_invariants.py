@@ -21,7 +21,7 @@ CLIENT = fakeredis.FakeRedis(server=SERVER, decode_responses=True)
 
 
 @settings(
-    max_examples=4000,
+    max_examples=2500,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],

@@ -10,8 +10,9 @@ no data, never as 0. A query that fails is that SLO's `QueryError`, never the wh
 Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
 503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
 the SLO. A query that gets no answer (refused, timed out) while others are answered is that
-SLO's transient error too, so one slow query cannot block the rollback another SLO demands.
-Only a Prometheus that answers no query at all raises MetricsUnavailable.
+SLO's transient error too, so one slow query cannot block the rollback another SLO demands;
+after two unanswered in a row the rest are not sent. Only a Prometheus that answers no query
+at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 
@@ -279,11 +280,7 @@ class PrometheusSource:
         cannot answer; a failed query is the QueryError of each SLO that uses it."""
         moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         params = {"time": f"{moment.timestamp():.3f}"}
-        outcomes: dict[str, QueryOutcome] = {}
-        for query in distinct_queries(specs):
-            outcomes[query] = self._run(query, params)
-            self._raise_when_unreachable(outcomes, at_least=2)
-        self._raise_when_unreachable(outcomes, at_least=1)
+        outcomes = self._run_all(distinct_queries(specs), params)
         for attempt in range(self.query_retries):
             # a query that got no answer already waited its timeout: not retried here
             failing = [
@@ -298,16 +295,33 @@ class PrometheusSource:
         results = QueryResults(outcomes)
         return {spec.name: snapshot_for(spec, results, moment) for spec in specs}
 
-    def _raise_when_unreachable(self, outcomes: Mapping[str, QueryOutcome], at_least: int) -> None:
-        """MetricsUnavailable when no query has been answered and `at_least` got no answer:
-        Prometheus is down or hung. One query that times out or is refused while others are
-        answered is that query's transient error, so it cannot block another SLO's rollback."""
-        unanswered = [o for o in outcomes.values() if isinstance(o, Rejected) and not o.answered]
-        if unanswered and len(unanswered) == len(outcomes) and len(unanswered) >= at_least:
+    def _run_all(
+        self, queries: Sequence[str], params: Mapping[str, str]
+    ) -> dict[str, QueryOutcome]:
+        """Every query once. One that gets no answer (refused, timed out) while others are
+        answered is that query's transient error, so it cannot block another SLO's rollback.
+        After two unanswered in a row the rest are not sent (a hung Prometheus costs two
+        timeouts, not one per query); when no query was answered, MetricsUnavailable."""
+        outcomes: dict[str, QueryOutcome] = {}
+        silent: list[Rejected] = []  # the unanswered queries since the last answer
+        for query in queries:
+            if len(silent) >= 2:
+                detail = f"not sent: Prometheus stopped answering ({silent[-1].detail})"
+                outcomes[query] = Rejected("unreachable", detail, transient=True, answered=False)
+                continue
+            outcome = outcomes[query] = self._run(query, params)
+            if isinstance(outcome, Rejected) and not outcome.answered:
+                silent.append(outcome)
+            else:
+                silent.clear()
+        answered = [o for o in outcomes.values() if not isinstance(o, Rejected) or o.answered]
+        if outcomes and not answered:
+            first = next(o for o in outcomes.values() if isinstance(o, Rejected))
             raise MetricsUnavailable(
-                f"Prometheus at {self.url} is unreachable: {unanswered[0].detail}; "
+                f"Prometheus at {self.url} is unreachable: {first.detail}; "
                 "check that it runs and PROMETHEUS_BASE_URL points at it"
             )
+        return outcomes
 
     def _run(self, query: str, params: Mapping[str, str]) -> QueryOutcome:
         self.queries_sent += 1

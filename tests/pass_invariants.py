@@ -433,14 +433,20 @@ def _check_the_other_feature(
     changed: set[str],
     appended: list[tuple[str, dict[str, str]]],
     outage: bool,
+    answers: Mapping[str, tuple[str, float | None]],
 ) -> None:
     """The other feature breaches in every pass: whatever happened to the first one, it is
-    rolled back (recommended in a dry run) with its one audit entry, or, when no query was
-    answered, left alone."""
+    rolled back (recommended in a dry run) with its one audit entry, or, when its queries
+    were not answered, left alone."""
     entries = [entry for _, entry in appended if entry["feature"] == OTHER]
     assert len(entries) + sum(entry["feature"] == FEATURE for _, entry in appended) == len(appended)
     if outage:
         assert seen.other.status is OutcomeStatus.PROM_UNREACHABLE
+        assert not changed and not entries
+        return
+    if any(answers[query][0] in OUTAGES for query in OTHER_ANSWERS):
+        assert seen.other.status is OutcomeStatus.OK and seen.other.decision is not None
+        assert seen.other.decision.action is Action.HOLD
         assert not changed and not entries
         return
     assert seen.other.status is OutcomeStatus.OK, seen.other
@@ -458,13 +464,20 @@ def _check_the_other_feature(
         assert changed <= {flag_key(OTHER, field) for field in FIELDS}
 
 
-def prometheus_is_down(spec: FeatureSpec, answers: Mapping[str, tuple[str, float | None]]) -> bool:
-    """No query answered: the first two failed (a hung Prometheus is not waited on once per
-    query); the other feature's queries come after the case's and always answer. One
-    unanswered query among answered ones is that SLO's own error."""
-    queries = list(dict.fromkeys(query for slo in spec.slos for query in slo.queries))
-    down = [answers[query][0] in OUTAGES for query in queries] + [False, False]
-    return down[:2] == [True, True]
+def effective_answers(
+    spec: FeatureSpec, answers: Mapping[str, tuple[str, float | None]]
+) -> tuple[dict[str, tuple[str, float | None]], bool]:
+    """What each query of the pass (the case's, then the other feature's) effectively got, and
+    whether Prometheus counts as down. After two unanswered queries in a row the rest are not
+    sent (unanswered too); no query answered at all is an outage of the whole pass."""
+    both = {**answers, **OTHER_ANSWERS}
+    order = dict.fromkeys(q for s in (spec, OTHER_SPEC) for slo in s.slos for q in slo.queries)
+    effective: dict[str, tuple[str, float | None]] = {}
+    silent = 0
+    for query in order:
+        effective[query] = both[query] if silent < 2 else ("unreachable", None)
+        silent = silent + 1 if effective[query][0] in OUTAGES else 0
+    return effective, all(answer[0] in OUTAGES for answer in effective.values())
 
 
 def _history_allows_promotion(flags: Mapping[str, str | None]) -> bool:
@@ -501,8 +514,8 @@ def _bool(raw: str | None, default: bool) -> bool | None:
 def check_invariants(case: Case, seen: Observed) -> None:
     spec, flags, outcome = case.spec, case.flags, seen.outcome
     percent_key = flag_key(FEATURE, "rollout_percent")
-    truths = [slo_truth(slo, case.answers) for slo in spec.slos]
-    outage = prometheus_is_down(spec, case.answers)
+    answers, outage = effective_answers(spec, case.answers)
+    truths = [slo_truth(slo, answers) for slo in spec.slos]
     expected_after = dict(seen.before)
     if case.race is not None and seen.raced:
         expected_after[flag_key(FEATURE, case.race.field)] = case.race.value
@@ -511,7 +524,7 @@ def check_invariants(case: Case, seen: Observed) -> None:
     appended = seen.entries_after[len(seen.entries_before) :]
     assert seen.entries_after[: len(seen.entries_before)] == seen.entries_before
     new_entries = [(i, entry) for i, entry in appended if entry["feature"] == FEATURE]
-    _check_the_other_feature(case, seen, changed - written, appended, outage)
+    _check_the_other_feature(case, seen, changed - written, appended, outage, answers)
     decision = outcome.decision
     old_percent = _percent(flags["rollout_percent"])
     new_raw = seen.after[percent_key]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.errors import ConfigError, MetricsUnavailable
@@ -415,6 +416,27 @@ def test_one_slow_query_is_that_slos_transient_error_and_the_others_keep_their_r
     assert "no answer within 0.2s" in str(error) and P95 in str(error)
     assert readings.reading("error_rate").error is None
     assert source.queries_sent == 4  # the slow query already waited its timeout: no retry
+
+
+def test_a_prometheus_that_stops_answering_mid_fetch_is_not_waited_on_once_per_query() -> None:
+    timeout = requests.ReadTimeout("Read timed out. (read timeout=10)")
+    answers = healthy_answers(["google"]) | {TOTAL: timeout, P95: timeout}
+    source, stub = source_with(answers)
+
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+
+    assert [query for query, _ in stub.calls] == [ERRORS, TOTAL, P95]  # OAUTH not sent
+    oauth = readings.reading("oauth").error
+    assert oauth is not None and oauth.transient and oauth.kind == "unreachable"
+    assert "not sent: Prometheus stopped answering (no answer within 10s)" in str(oauth)
+
+
+def test_a_refused_connection_on_every_query_raises_after_two_tries() -> None:
+    refused = requests.ConnectionError("[Errno 111] Connection refused")
+    source, stub = source_with(dict.fromkeys((ERRORS, TOTAL, P95, OAUTH), refused))
+    with pytest.raises(MetricsUnavailable, match="connection refused"):
+        source.fetch([feature("google")], AT)
+    assert len(stub.calls) == 2
 
 
 def test_an_answer_that_is_not_the_prometheus_api_raises_metrics_unavailable(

@@ -9,10 +9,10 @@ a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the poli
 no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
 Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
 503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
-the SLO. A query that gets no answer (refused, timed out) while others are answered is that
-SLO's transient error too, so one slow query cannot block the rollback another SLO demands;
-after two unanswered in a row the rest are not sent. Only a Prometheus that answers no query
-at all raises MetricsUnavailable.
+the SLO. A query that gets no answer (refused, timed out, a proxy's 5xx) while others are
+answered is that SLO's transient error too, so one slow query cannot block the rollback
+another SLO demands; after two unanswered in a row the rest are not sent. Only a Prometheus
+that answers no query at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 
@@ -345,6 +345,9 @@ class PrometheusSource:
                 )
             kind, detail = str(body["errorType"]), str(body.get("error", ""))
             return Rejected(kind, detail, answer.status, transient=answer.status != 400)
+        if answer.status >= 500:  # e.g. a proxy's 502/504 on one slow query: that query's
+            detail = f"HTTP {answer.status} without a Prometheus error"
+            return Rejected("unreachable", detail, answer.status, transient=True, answered=False)
         if answer.status != 200:
             hint = "check the credentials" if answer.status in (401, 403) else "retry later"
             raise MetricsUnavailable(

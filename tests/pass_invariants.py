@@ -54,7 +54,7 @@ NUMBERS = [0.0, 1.0, 3.0, 7.0, 40.0, 150.0, 250.0, 2000.0, 0.2, 0.9]
 NOT_FINITE = [math.nan, math.inf, -math.inf]
 SHAPES = ["empty", "several"]
 REJECTIONS = ["bad_data", "execution", "timeout"]  # 400, 422, 503
-OUTAGES = ["unreachable", "client_timeout"]  # requests raises: nothing answered
+OUTAGES = ["unreachable", "client_timeout", "proxy_503"]  # no answer from Prometheus itself
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
@@ -92,6 +92,8 @@ class FakePrometheus:
             raise requests.ConnectionError("[Errno 111] Connection refused")
         if kind == "client_timeout":
             raise requests.ReadTimeout("Read timed out. (read timeout=10)")
+        if kind == "proxy_503":
+            return Answer(503, None)  # an HTML page from a proxy in front of Prometheus
         if kind == "value":
             assert value is not None
             return _success([{"metric": {}, "value": _sample(value)}])

@@ -384,12 +384,24 @@ def test_a_rejected_shared_query_is_a_query_error_on_each_slo_using_it(
     assert snapshot(results["c"]).reading("errors").error is None
 
 
-def test_a_5xx_answer_without_a_prometheus_error_raises_metrics_unavailable(
+def test_a_5xx_answer_without_a_prometheus_error_on_every_query_raises_metrics_unavailable(
     fake_prometheus: str,
 ) -> None:
-    FakePrometheus.behaviour = {OAUTH: "down"}
+    FakePrometheus.behaviour = dict.fromkeys((ERRORS, TOTAL, P95, OAUTH), "down")
     with pytest.raises(MetricsUnavailable, match="HTTP 503"):
         PrometheusSource(fake_prometheus, timeout=2).fetch([feature("google")], AT)
+
+
+def test_a_proxys_5xx_on_one_query_is_that_slos_transient_error(fake_prometheus: str) -> None:
+    # found by the whole-pass invariant suite: like a client timeout, a proxy's 503 on one
+    # query failed the whole pass and blocked a rollback another SLO demanded
+    FakePrometheus.behaviour = {OAUTH: "down"}
+    source = PrometheusSource(fake_prometheus, timeout=2)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    error = readings.reading("oauth").error
+    assert error is not None and error.transient and error.status == 503
+    assert "HTTP 503 without a Prometheus error" in str(error)
+    assert readings.reading("error_rate").error is None
 
 
 def test_a_hung_prometheus_raises_metrics_unavailable_after_two_timeouts(

@@ -42,6 +42,7 @@ from rollout_sdk.flag_values import parse_bool_value, parse_percent_value
 from rollout_sdk.keys import flag_key
 
 FEATURE = "feat"
+GROUP_LABEL = "feature"
 OTHER = "other"  # a second feature in every pass, always breaching: never held by the first
 HARD_KILL_VARIABLE = "PROVIDER_FEAT_ENABLED"
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -81,10 +82,17 @@ def _sample(value: float) -> list[Any]:
 
 
 class FakePrometheus:
-    """A QueryClient answering each PromQL text as the case says, the same on every retry."""
+    """A QueryClient answering each PromQL text as the case says, the same on every retry.
 
-    def __init__(self, answers: Mapping[str, tuple[str, float | None]]) -> None:
-        self.answers = answers
+    A grouped query (`group_by: feature`) answers one series per feature: the case's value
+    in the series labelled with this feature, beside another feature's series that must be
+    ignored; "empty" is then only the other feature's series.
+    """
+
+    def __init__(
+        self, answers: Mapping[str, tuple[str, float | None]], grouped: frozenset[str]
+    ) -> None:
+        self.answers, self.grouped = answers, grouped
 
     def query(self, promql: str, params: Mapping[str, str]) -> Answer:
         kind, value = self.answers[promql]
@@ -94,13 +102,16 @@ class FakePrometheus:
             raise requests.ReadTimeout("Read timed out. (read timeout=10)")
         if kind == "proxy_503":
             return Answer(503, None)  # an HTML page from a proxy in front of Prometheus
+        grouped = promql in self.grouped
+        mine: dict[str, str] = {GROUP_LABEL: FEATURE} if grouped else {}
+        noise = [{"metric": {GROUP_LABEL: "elsewhere"}, "value": _sample(99.0)}] if grouped else []
         if kind == "value":
             assert value is not None
-            return _success([{"metric": {}, "value": _sample(value)}])
+            return _success([{"metric": mine, "value": _sample(value)}, *noise])
         if kind == "empty":
-            return _success([])
+            return _success(noise)
         if kind == "several":
-            series = [{"metric": {"pod": pod}, "value": _sample(1.0)} for pod in ("a", "b")]
+            series = [{"metric": {**mine, "pod": pod}, "value": _sample(1.0)} for pod in "ab"]
             return _success(series)
         status = {"bad_data": 400, "execution": 422, "timeout": 503}[kind]
         body = {"status": "error", "errorType": kind, "error": f"made-up {kind} error"}
@@ -119,18 +130,26 @@ def slo_specs(draw: st.DrawFn, index: int) -> dict[str, Any]:
     name = f"slo{index}"
     kind = draw(st.sampled_from(["ratio", "value", "count"]))
     if kind == "ratio":
-        return {
+        ratio = {
             "name": name,
             "ratio": {"errors": f"{name}_errors", "total": f"{name}_total"},
             "max": draw(st.sampled_from([0.01, 0.05])),
             "min_samples": draw(st.sampled_from([0, 20, 200])),
         }
+        return _maybe_grouped(draw, ratio)
     slo: dict[str, Any] = {"name": name, "kind": kind, "query": f"{name}_value"}
     slo["max"] = 0.5 if kind == "value" else 5
     if draw(st.booleans()):
         slo.update(samples=f"{name}_samples", min_samples=draw(st.sampled_from([0, 50])))
     if kind == "count":
         slo["absent_is_zero"] = draw(st.booleans())
+    return _maybe_grouped(draw, slo)
+
+
+def _maybe_grouped(draw: st.DrawFn, slo: dict[str, Any]) -> dict[str, Any]:
+    """A third of the SLOs read a query shared by features, picking their series by label."""
+    if draw(st.integers(0, 2)) == 0:
+        slo["group_by"] = GROUP_LABEL
     return slo
 
 
@@ -328,6 +347,10 @@ def _entries(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:
     return cast("list[tuple[str, dict[str, str]]]", client.xrange(AUDIT_STREAM))
 
 
+def grouped_queries(spec: FeatureSpec) -> frozenset[str]:
+    return frozenset(q for slo in spec.slos if slo.group_by for q in slo.queries)
+
+
 OTHER_SPEC = FeatureSpec.model_validate(
     {
         "name": OTHER,
@@ -351,7 +374,7 @@ def run_case(client: redis.Redis, case: Case) -> Observed:
     store = RacingStore(RedisFlagStore(client), client, case.race)
     source = PrometheusSource(
         "http://127.0.0.1:9",
-        client=FakePrometheus({**case.answers, **OTHER_ANSWERS}),
+        client=FakePrometheus({**case.answers, **OTHER_ANSWERS}, grouped_queries(case.spec)),
         sleep=lambda _: None,
     )
     with hard_kill(case.hard_kill):

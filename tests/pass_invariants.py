@@ -182,7 +182,12 @@ BOOLS = ["true", "false"]
 ENABLED = ["true", "true", "true", "false"]
 PAUSED = ["false", "false", "false", "true"]
 BAD_BOOLS = ["flase", "TRUE", "yes", " true", ""]
-TIMES = [_time(timedelta(minutes=5)), _time(timedelta(hours=2)), _time(timedelta(days=3))]
+TIMES = [
+    _time(timedelta(minutes=5)),
+    _time(timedelta(hours=2)),
+    _time(timedelta(days=3)),
+    _time(timedelta(minutes=-5)),  # in the future: another host's clock runs ahead
+]
 BAD_TIMES = ["yesterday", "2026-13-45T00:00Z", "99999999999", ""]
 VALUES = {
     "rollout_percent": (PERCENTS, BAD_PERCENTS),

@@ -412,8 +412,17 @@ class RedisFlagStore:
 
     def _apply_result(self, change: FlagChange, reply: Sequence[str]) -> ApplyResult:
         status, current, paused, audit_id, key = reply
-        if status == "not_initialised":
+        read_percent = dict(change.expected_raw).get("rollout_percent")
+        if status == "not_initialised" and read_percent is None:
             raise self._not_initialised(change.feature)
+        if status == "not_initialised":  # it was there when read: deleted meanwhile
+            return ApplyResult(
+                applied=False,
+                conflict=True,
+                current_percent=None,
+                current_paused=paused == "true",
+                message=f"{key} was deleted since it was read; nothing written",
+            )
         conflict = status == "conflict"
         return ApplyResult(
             applied=status == "applied",

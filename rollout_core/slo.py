@@ -9,7 +9,10 @@ a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the poli
 no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
 Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
 503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
-the SLO. Only a Prometheus that cannot answer at all raises MetricsUnavailable.
+the SLO. A query that gets no answer (refused, timed out, a proxy's 5xx) while others are
+answered is that SLO's transient error too, so one slow query cannot block the rollback
+another SLO demands; after two unanswered in a row the rest are not sent. Only a Prometheus
+that answers no query at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 
@@ -59,12 +62,14 @@ class Series:
 @dataclass(frozen=True)
 class Rejected:
     """A query that gave no result: Prometheus' error (`kind` is its `errorType`, `status` the
-    HTTP status) or a result of the wrong shape (`kind` "bad_result", `status` None)."""
+    HTTP status), a result of the wrong shape (`kind` "bad_result", `status` None), or no
+    answer at all (`kind` "unreachable", `answered` False: refused or timed out)."""
 
     kind: str
     detail: str
     status: int | None = None
     transient: bool = False
+    answered: bool = True
 
 
 QueryOutcome = tuple[Series, ...] | Rejected
@@ -275,9 +280,14 @@ class PrometheusSource:
         cannot answer; a failed query is the QueryError of each SLO that uses it."""
         moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         params = {"time": f"{moment.timestamp():.3f}"}
-        outcomes = {query: self._run(query, params) for query in distinct_queries(specs)}
+        outcomes = self._run_all(distinct_queries(specs), params)
         for attempt in range(self.query_retries):
-            failing = [q for q, o in outcomes.items() if isinstance(o, Rejected) and o.transient]
+            # a query that got no answer already waited its timeout: not retried here
+            failing = [
+                q
+                for q, o in outcomes.items()
+                if isinstance(o, Rejected) and o.transient and o.answered
+            ]
             if not failing:
                 break
             self._sleep(self.retry_backoff * 2**attempt)
@@ -285,15 +295,40 @@ class PrometheusSource:
         results = QueryResults(outcomes)
         return {spec.name: snapshot_for(spec, results, moment) for spec in specs}
 
+    def _run_all(
+        self, queries: Sequence[str], params: Mapping[str, str]
+    ) -> dict[str, QueryOutcome]:
+        """Every query once. One that gets no answer (refused, timed out) while others are
+        answered is that query's transient error, so it cannot block another SLO's rollback.
+        After two unanswered in a row the rest are not sent (a hung Prometheus costs two
+        timeouts, not one per query); when no query was answered, MetricsUnavailable."""
+        outcomes: dict[str, QueryOutcome] = {}
+        silent: list[Rejected] = []  # the unanswered queries since the last answer
+        for query in queries:
+            if len(silent) >= 2:
+                detail = f"not sent: Prometheus stopped answering ({silent[-1].detail})"
+                outcomes[query] = Rejected("unreachable", detail, transient=True, answered=False)
+                continue
+            outcome = outcomes[query] = self._run(query, params)
+            if isinstance(outcome, Rejected) and not outcome.answered:
+                silent.append(outcome)
+            else:
+                silent.clear()
+        answered = [o for o in outcomes.values() if not isinstance(o, Rejected) or o.answered]
+        if outcomes and not answered:
+            first = next(o for o in outcomes.values() if isinstance(o, Rejected))
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} is unreachable: {first.detail}; "
+                "check that it runs and PROMETHEUS_BASE_URL points at it"
+            )
+        return outcomes
+
     def _run(self, query: str, params: Mapping[str, str]) -> QueryOutcome:
         self.queries_sent += 1
         try:
             answer = self._client.query(query, params)
         except requests.RequestException as exc:
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} is unreachable: {self._reason(exc)}; "
-                "check that it runs and PROMETHEUS_BASE_URL points at it"
-            ) from None
+            return Rejected("unreachable", self._reason(exc), transient=True, answered=False)
         body = answer.body if isinstance(answer.body, dict) else {}
         if answer.status == 200 and body.get("status") == "success":
             try:
@@ -310,6 +345,9 @@ class PrometheusSource:
                 )
             kind, detail = str(body["errorType"]), str(body.get("error", ""))
             return Rejected(kind, detail, answer.status, transient=answer.status != 400)
+        if answer.status >= 500:  # e.g. a proxy's 502/504 on one slow query: that query's
+            detail = f"HTTP {answer.status} without a Prometheus error"
+            return Rejected("unreachable", detail, answer.status, transient=True, answered=False)
         if answer.status != 200:
             hint = "check the credentials" if answer.status in (401, 403) else "retry later"
             raise MetricsUnavailable(

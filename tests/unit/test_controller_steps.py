@@ -16,6 +16,7 @@ from rollout_core.controller import (
     OutcomeStatus,
     apply_decisions,
     check_all_guards,
+    decision_rows,
     evaluate_all,
     read_states,
     resolve_dry_run,
@@ -195,6 +196,50 @@ def test_a_flag_changed_after_the_read_is_held_and_not_overwritten(
     assert outcome.decision is not None and outcome.decision.guard == "concurrent change"
     assert "flag moved from 0% to 50%" in outcome.decision.reason
     assert client.get("flags:google:rollout_percent") == "50"
+
+
+def test_a_conflict_reports_the_percent_redis_holds_not_the_one_it_read(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    # found by the whole-pass invariant suite (I5): a promotion from 0% whose percent an
+    # operator set to 50%, or mistyped as "fifty", meanwhile reported (and pushed) 0%
+    specs = [spec("google")]
+    for meanwhile, reported in (("50", 50.0), ("fifty", None)):
+        seed(client, "google", "0")
+        states = read_states(store, ["google"])
+        proposals = evaluate_all(specs, FakeSource({"google": HEALTHY}).fetch(specs, NOW), states)
+        decisions = check_all_guards(specs, states, proposals, NOW)
+        client.set("flags:google:rollout_percent", meanwhile)
+
+        outcome = apply_decisions(store, decisions, states, NOW, dry_run=False)["google"]
+
+        assert outcome.decision is not None and outcome.decision.guard == "concurrent change"
+        assert outcome.percent == reported
+        assert decision_rows({"google": outcome})[0]["after"] == (
+            None if reported is None else f"{reported:g}%"
+        )
+
+
+def test_a_percent_deleted_after_the_read_is_a_concurrent_change_not_a_config_error(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    # found by the whole-pass invariant suite (I5): a rollback whose percent key an operator
+    # deleted meanwhile failed the run as "not initialised" and reported the percent it read
+    seed(client, "google", "50")
+    specs = [spec("google")]
+    states = read_states(store, ["google"])
+    proposals = evaluate_all(specs, FakeSource({"google": BREACHING}).fetch(specs, NOW), states)
+    decisions = check_all_guards(specs, states, proposals, NOW)
+    client.delete("flags:google:rollout_percent")
+
+    outcome = apply_decisions(store, decisions, states, NOW, dry_run=False)["google"]
+
+    assert outcome.status is OutcomeStatus.OK and not outcome.applied
+    assert outcome.decision is not None and outcome.decision.guard == "concurrent change"
+    assert "flags:google:rollout_percent was deleted since it was read" in outcome.decision.reason
+    assert outcome.percent is None
+    assert client.get("flags:google:rollout_percent") is None
+    assert client.xlen(AUDIT_STREAM) == 0
 
 
 class FailingApplyStore(RedisFlagStore):

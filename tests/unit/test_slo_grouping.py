@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.errors import ConfigError, MetricsUnavailable
@@ -383,20 +384,71 @@ def test_a_rejected_shared_query_is_a_query_error_on_each_slo_using_it(
     assert snapshot(results["c"]).reading("errors").error is None
 
 
-def test_a_5xx_answer_without_a_prometheus_error_raises_metrics_unavailable(
+def test_a_5xx_answer_without_a_prometheus_error_on_every_query_raises_metrics_unavailable(
     fake_prometheus: str,
 ) -> None:
-    FakePrometheus.behaviour = {OAUTH: "down"}
+    FakePrometheus.behaviour = dict.fromkeys((ERRORS, TOTAL, P95, OAUTH), "down")
     with pytest.raises(MetricsUnavailable, match="HTTP 503"):
         PrometheusSource(fake_prometheus, timeout=2).fetch([feature("google")], AT)
 
 
-def test_a_slow_prometheus_raises_metrics_unavailable_after_the_timeout(
+def test_a_proxys_5xx_on_one_query_is_that_slos_transient_error(fake_prometheus: str) -> None:
+    # found by the whole-pass invariant suite: like a client timeout, a proxy's 503 on one
+    # query failed the whole pass and blocked a rollback another SLO demanded
+    FakePrometheus.behaviour = {OAUTH: "down"}
+    source = PrometheusSource(fake_prometheus, timeout=2)
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+    error = readings.reading("oauth").error
+    assert error is not None and error.transient and error.status == 503
+    assert "HTTP 503 without a Prometheus error" in str(error)
+    assert readings.reading("error_rate").error is None
+
+
+def test_a_hung_prometheus_raises_metrics_unavailable_after_two_timeouts(
     fake_prometheus: str,
 ) -> None:
-    FakePrometheus.behaviour = {ERRORS: "slow"}
+    FakePrometheus.behaviour = {query: "slow" for query in (ERRORS, TOTAL, P95, OAUTH)}
+    source = PrometheusSource(fake_prometheus, timeout=0.2)
     with pytest.raises(MetricsUnavailable, match=r"no answer within 0\.2s"):
-        PrometheusSource(fake_prometheus, timeout=0.2).fetch([feature("google")], AT)
+        source.fetch([feature("google")], AT)
+    assert source.queries_sent == 2  # not one timeout per query
+
+
+def test_one_slow_query_is_that_slos_transient_error_and_the_others_keep_their_readings(
+    fake_prometheus: str,
+) -> None:
+    # found by the whole-pass invariant suite: one query's client timeout raised
+    # MetricsUnavailable for the whole pass, so it blocked a rollback another SLO demanded
+    FakePrometheus.behaviour = {P95: "slow"}
+    source = PrometheusSource(fake_prometheus, timeout=0.2, query_retries=2)
+    readings = source.fetch([feature("google")], AT)["google"]
+    assert isinstance(readings, SloSnapshot)
+    error = readings.reading("latency_p95").error
+    assert error is not None and error.transient and error.kind == "unreachable"
+    assert "no answer within 0.2s" in str(error) and P95 in str(error)
+    assert readings.reading("error_rate").error is None
+    assert source.queries_sent == 4  # the slow query already waited its timeout: no retry
+
+
+def test_a_prometheus_that_stops_answering_mid_fetch_is_not_waited_on_once_per_query() -> None:
+    timeout = requests.ReadTimeout("Read timed out. (read timeout=10)")
+    answers = healthy_answers(["google"]) | {TOTAL: timeout, P95: timeout}
+    source, stub = source_with(answers)
+
+    readings = snapshot(source.fetch([feature("google")], AT)["google"])
+
+    assert [query for query, _ in stub.calls] == [ERRORS, TOTAL, P95]  # OAUTH not sent
+    oauth = readings.reading("oauth").error
+    assert oauth is not None and oauth.transient and oauth.kind == "unreachable"
+    assert "not sent: Prometheus stopped answering (no answer within 10s)" in str(oauth)
+
+
+def test_a_refused_connection_on_every_query_raises_after_two_tries() -> None:
+    refused = requests.ConnectionError("[Errno 111] Connection refused")
+    source, stub = source_with(dict.fromkeys((ERRORS, TOTAL, P95, OAUTH), refused))
+    with pytest.raises(MetricsUnavailable, match="connection refused"):
+        source.fetch([feature("google")], AT)
+    assert len(stub.calls) == 2
 
 
 def test_an_answer_that_is_not_the_prometheus_api_raises_metrics_unavailable(

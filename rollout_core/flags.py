@@ -38,6 +38,9 @@ from rollout_sdk.keys import (
     AUDIT_STREAM,
     CHANGES_CHANNEL,
     FEATURES_REGISTRY,
+    SEGMENT_BY_FIELD,
+    SEGMENT_FALLBACK_FIELD,
+    SEGMENTS_FIELD,
     flag_key,
     overrides_key,
     split_unit,
@@ -528,6 +531,39 @@ class RedisFlagStore:
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
         return self._write(feature, "nx", SEED, "init", "initialised", by, at)
+
+    def init_segments(
+        self,
+        feature: str,
+        segment_by: Sequence[str],
+        segments: Sequence[str],
+        fallback_percent: float,
+        at: datetime,
+        by: str = "manual",
+    ) -> list[WriteResult]:
+        """Initialise a segmented feature: the feature's keys (as `init`), each segment's
+        rollout_percent "0" and paused "false" where absent, then the discovery keys services
+        read (segment_by, segments, segment_fallback_percent), each write audited."""
+        feature = validate_feature_name(feature)
+        results = [self.init(feature, at, by)]
+        seed = {"rollout_percent": "0", "paused": "false"}
+        for segment in segments:
+            unit = validate_unit_name(f"{feature}[{segment}]")
+            results.append(self._write(unit, "nx", seed, "init", "initialised", by, at))
+        discovery = {
+            SEGMENT_BY_FIELD: ",".join(segment_by),
+            SEGMENTS_FIELD: ",".join(segments),
+            SEGMENT_FALLBACK_FIELD: format_percent_value(fallback_percent),
+        }
+        reason = f"segments by {','.join(segment_by)}: {','.join(segments)}"
+        results.append(self._write(feature, "set", discovery, "segments", reason, by, at))
+        return results
+
+    def segments_of(self, feature: str) -> tuple[str, ...]:
+        """The segments `flags:{feature}:segments` lists, in order (empty: not segmented)."""
+        feature = validate_feature_name(feature)
+        raw = self._call(f"reading {feature}", self._client.get, flag_key(feature, SEGMENTS_FIELD))
+        return tuple(part for part in (raw or "").split(",") if part)
 
     def set_paused(
         self, feature: str, paused: bool, reason: str, by: str, at: datetime

@@ -197,7 +197,11 @@ class RolloutClient:
                 return state.fixed_answer  # 0%, 100% (anonymous included) or off
             threshold = state.threshold
             if state.segment_by is not None:  # the context's region (tier) picks the percent
-                threshold = state.segment_threshold(get)
+                attribute = state.segment_attribute
+                if attribute is not None:
+                    threshold = state.segment_thresholds.get(get(attribute), threshold)
+                else:
+                    threshold = state.segment_threshold(get)
                 if threshold == 0 or threshold >= BUCKETS:
                     return threshold > 0
             actor = get("actor_id")

@@ -142,6 +142,7 @@ class FeatureState:
         "prefix",
         "problems",
         "read_at",
+        "segment_attribute",
         "segment_by",
         "segment_percents",
         "segment_thresholds",
@@ -189,10 +190,12 @@ class FeatureState:
         # segmented: the context attribute(s) pick the segment's threshold; `percent` and
         # `threshold` are then the fallback's (a context without them or with another value)
         self.segment_by = segment_by
+        # one attribute (the usual case): the request path looks its value up directly
+        self.segment_attribute = segment_by[0] if segment_by and len(segment_by) == 1 else None
         self.segment_percents: Mapping[str, float] = {
             name: 0.0 if is_off else value for name, value in (segment_percents or {}).items()
         }
-        self.segment_thresholds = {
+        self.segment_thresholds: dict[object, int] = {
             name: percent_threshold(value) for name, value in self.segment_percents.items()
         }
         if segment_by is not None and not is_off:
@@ -215,10 +218,17 @@ class FeatureState:
 
     def segment_threshold(self, get: Callable[[str], object]) -> int:
         """The context's segment's threshold, or the fallback's for an unknown segment."""
+        if self.segment_attribute is not None:
+            return self.segment_thresholds.get(get(self.segment_attribute), self.threshold)
         segment = self.segment_of(get)
         return self.segment_thresholds.get(segment, self.threshold) if segment else self.threshold
 
     def segment_percent(self, get: Callable[[str], object]) -> float:
+        """The context's segment's percent, or the fallback's (as `segment_threshold`)."""
+        if self.segment_attribute is not None:
+            value = get(self.segment_attribute)
+            found = self.segment_percents.get(value) if isinstance(value, str) else None
+            return self.percent if found is None else found
         segment = self.segment_of(get)
         return self.segment_percents.get(segment, self.percent) if segment else self.percent
 

@@ -122,3 +122,22 @@ def test_the_sample_service_labels_each_region_and_injects_into_one(
     assert 'action_exec_total{provider="seg",region="eu-west",action="gmail.send"}' in text
     with pytest.raises(ValueError, match="mars"):
         regional_traffic.inject(["seg"], ["mars"], error_rate=0.1)
+
+
+def test_the_inject_endpoint_breaks_only_the_named_region(
+    regional_traffic: SampleService,
+) -> None:
+    import json
+    import urllib.request
+
+    body = json.dumps({"providers": ["seg"], "regions": ["us-east"], "latency": 0.9}).encode()
+    request = urllib.request.Request(
+        f"{regional_traffic.url}/inject", body, {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            state = json.loads(answer.read())
+        assert state["seg/us-east"]["latency"] == 0.9
+        assert state["seg/eu-west"]["latency"] != 0.9
+    finally:
+        regional_traffic.inject(["seg"], ["us-east"], latency=0.12)

@@ -4,6 +4,7 @@ that region while the other keeps ramping."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,3 +142,52 @@ def test_the_inject_endpoint_breaks_only_the_named_region(
         assert state["seg/eu-west"]["latency"] != 0.9
     finally:
         regional_traffic.inject(["seg"], ["us-east"], latency=0.12)
+
+
+def test_the_controller_flow_reports_one_row_per_segment_in_its_artifact(
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    regional_prometheus: RunningServer,
+    pushgateway: RunningServer,
+    prefect_test_server: None,
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    from flows.controller import rollout_controller
+
+    for name, value in {
+        "REDIS_URL": redis_url,
+        "PROMETHEUS_BASE_URL": regional_prometheus.url,
+        "PUSHGATEWAY_URL": pushgateway.url,
+        "ROLLOUT_AUDIT_LOG": str(tmp_path / "rollout_log.md"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    body = {"segments": {"by": "region", "values": REGIONS}, **gmail_profile("15s", "region")}
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(yaml.safe_dump({"features": {"seg": body}}), encoding="utf-8")
+    client = connect(redis_url)
+    RedisFlagStore(client).init_segments("seg", ["region"], REGIONS, 0, datetime.now(UTC))
+    poll(
+        lambda: error_ratios(PrometheusSource(regional_prometheus.url, timeout=5)),
+        lambda r: all(v is not None for v in r.values()),
+        40,
+    )
+
+    state = rollout_controller(config_path=str(config), dry_run=False, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert "seg[eu-west]: promote 0% -> 10%" in state.message
+    assert "seg[us-east]: hold 0% -> 0%" not in state.message  # sequential: a hold, unlisted
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as api:
+        artifacts = api.read_latest_artifacts()
+    table = next(a for a in artifacts if a.key == "rollout-decisions")
+    rows = table.data if isinstance(table.data, list) else json.loads(str(table.data))
+    assert [(row["feature"], row["action"], row["guard"]) for row in rows] == [
+        ("seg[eu-west]", "promote", None),
+        ("seg[us-east]", "hold", "segment order"),
+    ]
+    assert client.get("flags:seg:segment:us-east:rollout_percent") == "0"
+    client.close()

@@ -309,3 +309,19 @@ def test_segment_invariants_over_a_whole_pass(
         if observed.get(region) == 0.2 and before > 0:
             assert decision.action is Action.ROLLBACK
     fake.close()
+
+
+def test_a_paused_segment_names_its_own_key_and_the_command_that_resumes_it(
+    client: fakeredis.FakeRedis,
+) -> None:
+    seed(client, dict.fromkeys(REGIONS, "10"))
+    client.set("flags:google:segment:eu-west:paused", "true")
+    outcomes = run(client, segmented("parallel"), HEALTHY)
+    assert (
+        "paused: flags:google:segment:eu-west:paused is true; no change until "
+        "`rollout resume google --segment eu-west`"
+    ) in outcomes["google[eu-west]"].summary
+    client.set("flags:google:paused", "true")
+    outcomes = run(client, segmented("parallel"), HEALTHY)
+    assert "flags:google:paused is true" in outcomes["google[us-east]"].summary
+    assert "`rollout resume google`" in outcomes["google[us-east]"].summary

@@ -325,3 +325,44 @@ def test_a_paused_segment_names_its_own_key_and_the_command_that_resumes_it(
     outcomes = run(client, segmented("parallel"), HEALTHY)
     assert "flags:google:paused is true" in outcomes["google[us-east]"].summary
     assert "`rollout resume google`" in outcomes["google[us-east]"].summary
+
+
+def test_two_dimensions_pick_each_segments_series_by_both_labels() -> None:
+    spec = FeatureSpec.model_validate(
+        {
+            "name": "google",
+            "segments": {"by": ["region", "tier"], "values": [["eu", "us"], ["free", "paid"]]},
+            "slos": [
+                {
+                    "name": "error_rate",
+                    "ratio": {"errors": "sum by (region, tier) (e)", "total": "t"},
+                    "max": 0.01,
+                }
+            ],
+        }
+    )
+
+    class TwoLabels:
+        def query(self, promql: str, params: Mapping[str, str]) -> Answer:
+            result = []
+            for region, tier, errors in (
+                ("eu", "free", 1),
+                ("eu", "paid", 2),
+                ("us", "free", 3),
+                ("us", "paid", 400),
+            ):
+                value = errors if promql.startswith("sum") else 1000
+                labels = {"region": region, "tier": tier}
+                result.append({"metric": labels, "value": [0, str(value)]})
+            return Answer(200, {"status": "success", "data": {"result": result}})
+
+    source = PrometheusSource("http://prometheus", client=TwoLabels())
+    snapshots = source.fetch(expand_segments([spec]), NOW)
+    ratios = {name: s.reading("error_rate").value for name, s in snapshots.items()}
+    assert ratios == {
+        "google[eu.free]": 0.001,
+        "google[eu.paid]": 0.002,
+        "google[us.free]": 0.003,
+        "google[us.paid]": 0.4,
+    }
+    assert source.queries_sent == 2

@@ -104,9 +104,11 @@ class FeatureNotInitialised(ConfigError):
 
     def __init__(self, feature: str, known: Sequence[str] | None) -> None:
         listed = "unknown (Redis did not answer)" if known is None else ", ".join(known) or "none"
+        parent, segment = split_unit(feature)
+        init = parent if segment is None else f"{parent} --config rollouts.yaml"
         super().__init__(
-            f"feature {feature!r} is not initialised (flags:{feature}:rollout_percent is "
-            f"absent); known: {listed}; run `rollout init {feature}` if it is new"
+            f"feature {feature!r} is not initialised ({unit_key(feature, 'rollout_percent')} is "
+            f"absent); known: {listed}; run `rollout init {init}` if it is new"
         )
         self.feature, self.known = feature, tuple(known or ())
 

@@ -25,6 +25,7 @@ from rollout_core.controller import (
     run_status,
     stale_run_reason,
     summarize,
+    unconfirmed_warning,
 )
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
 from rollout_core.ports import FlagStore, MetricsSource
@@ -78,7 +79,10 @@ def rollout_controller(
         "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
         "events": announce_changes(quote(outcomes)),
         "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
+        "durability": unconfirmed_warning(outcomes),
     }
+    if warnings["durability"]:
+        logger.warning(warnings["durability"])
     message = ("live: " if live else "dry run: ") + summarize(outcomes)
     message += "".join(f"\nwarning: {part}: {text}" for part, text in warnings.items() if text)
     for outcome in outcomes.values():

@@ -32,7 +32,14 @@ from rollout_core.config import FEATURE_NAME_PATTERN, validate_feature_name, val
 from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, RolloutError
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
-from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
+from rollout_core.redis_connection import (
+    WAIT_TIMEOUT_MS,
+    confirm_replicated,
+    describe,
+    fresh_client,
+    store_error,
+    without_retries,
+)
 from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
 from rollout_sdk.keys import (
     AUDIT_STREAM,
@@ -220,6 +227,7 @@ class WriteResult:
     unknown: bool = False
     recovered: bool = False
     message: str = ""
+    unconfirmed: bool = False  # applied, but no replica acknowledged it in time
 
     @property
     def is_change(self) -> bool:
@@ -239,7 +247,11 @@ class RedisFlagStore:
     """
 
     def __init__(
-        self, client: redis.Redis, *, audit_retention: int = DEFAULT_AUDIT_RETENTION
+        self,
+        client: redis.Redis,
+        *,
+        audit_retention: int = DEFAULT_AUDIT_RETENTION,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         if isinstance(audit_retention, bool) or not isinstance(audit_retention, int):
             raise ConfigError(f"audit retention {audit_retention!r} is not a whole number")
@@ -255,6 +267,7 @@ class RedisFlagStore:
         self._audited_write = self._writer.register_script(_script("audited_write.lua"))
         self._override = self._writer.register_script(_script("override.lua"))
         self._registry_checked = False
+        self.wait_timeout_ms = wait_timeout_ms  # WAIT 1 <ms> after a write, when replicas exist
 
     @property
     def client(self) -> redis.Redis:
@@ -358,7 +371,7 @@ class RedisFlagStore:
             return self._apply_after_lost_reply(change, write_id, exc, doing)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
-        return self._apply_result(change, reply)
+        return cast(ApplyResult, self._confirmed([self._apply_result(change, reply)])[0])
 
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         """Every change's compare-and-set in one pipelined round trip (plus one SCRIPT EXISTS).
@@ -396,7 +409,25 @@ class RedisFlagStore:
                 results.append(self._apply_result(change, reply))
             except RolloutError as error:
                 results.append(error)
-        return results
+        return self._confirmed(results)
+
+    def _confirmed(self, results: list[Any]) -> list[Any]:
+        """After writes that changed Redis: WAIT for one replica (when the master has any);
+        writes none acknowledged come back marked `unconfirmed`, with a message."""
+        if not any(isinstance(r, ApplyResult | WriteResult) and _wrote(r) for r in results):
+            return results
+        if confirm_replicated(self._writer, self.wait_timeout_ms) is not False:
+            return results
+        note = (
+            f"applied on the Redis master, but no replica acknowledged it within "
+            f"{self.wait_timeout_ms} ms (WAIT 1); a failover now could lose it"
+        )
+        return [
+            replace(r, unconfirmed=True, message=f"{r.message}; {note}" if r.message else note)
+            if isinstance(r, ApplyResult | WriteResult) and _wrote(r)
+            else r
+            for r in results
+        ]
 
     def _cas_call(self, change: FlagChange, write_id: str) -> tuple[list[str], list[str]]:
         feature = validate_unit_name(change.feature)
@@ -624,12 +655,13 @@ class RedisFlagStore:
         status, audit_id, old, new, *written = reply
         if status == "not_initialised":
             raise self._not_initialised(feature)
-        return WriteResult(
+        result = WriteResult(
             written=tuple(key.rpartition(":")[2] for key in written),
             audit_id=audit_id or None,
             old_percent=parse_percent_value(old),
             new_percent=parse_percent_value(new),
         )
+        return cast(WriteResult, self._confirmed([result])[0])
 
     def _write_after_lost_reply(
         self, feature: str, write_id: str, values: Mapping[str, str], exc: Exception, doing: str
@@ -676,7 +708,8 @@ class RedisFlagStore:
         if status == "not_initialised":
             raise self._not_initialised(feature)
         written = ("overrides",) if status == "written" else ()
-        return WriteResult(written, audit_id or None, None, None), old or None
+        result = WriteResult(written, audit_id or None, None, None)
+        return cast(WriteResult, self._confirmed([result])[0]), old or None
 
     def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
         """Append an audit entry that changes no flag (e.g. the controller's kill switch, with
@@ -726,6 +759,13 @@ def _expectation(read: Mapping[str, str | None], field: str) -> str:
 def _describe_change(change: FlagChange) -> str:
     before = "unset" if change.expected_percent is None else f"{change.expected_percent:g}%"
     return f"{change.feature} {before} -> {change.new_percent:g}%"
+
+
+def _wrote(result: ApplyResult | WriteResult) -> bool:
+    """The result changed Redis (a dry run's recommendation is not waited for)."""
+    if isinstance(result, WriteResult):
+        return result.is_change or result.audit_id is not None
+    return result.applied and result.audit_id is not None
 
 
 def _text(flag: bool) -> str:

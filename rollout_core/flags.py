@@ -104,6 +104,9 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 SEED = {"enabled": "true", "internal_only": "true", "rollout_percent": "0", "paused": "false"}
 # how far back a read-back looks for a write id the last-write hash no longer holds
 _READ_BACK_ENTRIES = 1000
+# (server, feature) -> the audit entry id of the last change this process applied there: a
+# read that finds an older last write (a failover lost it) is refused, never acted on
+_LAST_APPLIED: dict[tuple[str, str], str] = {}
 
 
 class FeatureNotInitialised(ConfigError):
@@ -293,17 +296,46 @@ class RedisFlagStore:
         names = [validate_unit_name(feature) for feature in features]
         keys = [unit_key(feature, field) for feature in names for field in fields_of(feature)]
         values = self._call("reading flags", self._client.mget, keys) if keys else []
+        lost = self._lost_writes(names)
         states: dict[str, FlagState | RolloutError] = {}
         start = 0
         for feature in names:
             fields = fields_of(feature)
             raw = dict(zip(fields, values[start : start + len(fields)], strict=True))
             start += len(fields)
+            if feature in lost:
+                states[feature] = lost[feature]
+                continue
             try:
                 states[feature] = parse_flag_state(feature, raw)
             except RolloutError as exc:
                 states[feature] = exc
         return states
+
+    def _lost_writes(self, features: Sequence[str]) -> dict[str, FlagStoreError]:
+        """Features whose last write in Redis is older than the last change this process
+        applied: the master lost it (a failover before a replica had it), so what was read
+        is older than what the controller last wrote, and deciding on it is refused."""
+        server = describe(self._client)
+        remembered = {
+            f: _LAST_APPLIED[(server, f)] for f in features if (server, f) in _LAST_APPLIED
+        }
+        if not remembered:
+            return {}
+        recorded = self._call(
+            "reading the last writes", self._client.hmget, LAST_WRITE_HASH, list(remembered)
+        )
+        lost = {}
+        for (feature, mine), theirs in zip(remembered.items(), recorded, strict=True):
+            audit_id = str(theirs or "").partition(" ")[2]
+            if _stream_id(audit_id) < _stream_id(mine):
+                lost[feature] = FlagStoreError(
+                    f"{LAST_WRITE_HASH} {feature} is {audit_id or 'absent'}, older than this "
+                    f"controller's last change {mine}: Redis lost that write (a failover before "
+                    f"a replica had it); held, nothing decided. Check `rollout audit {feature}` "
+                    f"and set the percent again with `rollout set {feature} ...`"
+                )
+        return lost
 
     def known_features(self) -> list[str]:
         """Every initialised feature, sorted: the `rollout:features` registry, or, while it is
@@ -476,6 +508,8 @@ class RedisFlagStore:
                 message=f"{key} was deleted since it was read; nothing written",
             )
         conflict = status == "conflict"
+        if status == "applied" and audit_id and not change.dry_run:
+            _LAST_APPLIED[(describe(self._client), change.feature)] = audit_id
         return ApplyResult(
             applied=status == "applied",
             conflict=conflict,
@@ -759,6 +793,12 @@ def _expectation(read: Mapping[str, str | None], field: str) -> str:
 def _describe_change(change: FlagChange) -> str:
     before = "unset" if change.expected_percent is None else f"{change.expected_percent:g}%"
     return f"{change.feature} {before} -> {change.new_percent:g}%"
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a sortable pair; (0, 0) when absent or malformed."""
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
 
 
 def _wrote(result: ApplyResult | WriteResult) -> bool:

@@ -242,6 +242,17 @@ class RedisHA:
         self.log.append(f"failover {old} -> {new}")
         return old, new
 
+    def wait_for_master(self, port: int, timeout: float = 30.0) -> None:
+        """Until the Sentinels name 127.0.0.1:`port` as master and it says so itself."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeError):
+                if self.master_port() == port and _role(port) == "master":
+                    self.failovers += 1
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"127.0.0.1:{port} was not promoted within {timeout:.0f} s")
+
     def wait_replicated(self, timeout: float = 30.0) -> None:
         """Until the master has a connected replica (after a failover's restart)."""
         deadline = time.monotonic() + timeout

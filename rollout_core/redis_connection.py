@@ -138,9 +138,10 @@ def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreErr
 def confirm_replicated(client: redis.Redis, timeout_ms: int = WAIT_TIMEOUT_MS) -> bool | None:
     """After a write on this client's connection pool: None when the server has no replica
     (nothing to wait for), else whether one replica acknowledged within `timeout_ms`
-    (`WAIT 1 <timeout>`). WAIT covers every write this server received before it, so one call
-    after a batch confirms the batch. A Redis error is an unconfirmed write, never a raise:
-    the write itself was applied."""
+    (`WAIT 1 <timeout>`). Through Sentinel a master always has replicas to wait for: none
+    connected is an unconfirmed write, not "nothing to wait for". WAIT covers every earlier
+    write of its connection (the pool hands the last one back), so one call confirms a batch.
+    A Redis error is an unconfirmed write, never a raise: the write itself was applied."""
     try:
         replication = client.info("replication")
     except redis.ResponseError:
@@ -148,7 +149,7 @@ def confirm_replicated(client: redis.Redis, timeout_ms: int = WAIT_TIMEOUT_MS) -
     except redis.RedisError:
         return False
     if int(replication.get("connected_slaves", 0) or 0) < 1:
-        return None
+        return False if isinstance(client.connection_pool, SentinelConnectionPool) else None
     try:
         return int(client.wait(1, timeout_ms)) >= 1
     except redis.RedisError:

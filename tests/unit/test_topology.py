@@ -117,8 +117,6 @@ def test_a_read_older_than_the_controllers_last_write_is_refused_for_that_featur
     store.init("outlook", T0)
     flags._LAST_APPLIED.clear()
     try:
-        from rollout_core.controller import run_pass  # noqa: F401  (the pass reads the same way)
-
         written = store.set_percent("google", 10, "ramp", at=T0)
         assert written.applied and written.audit_id
         assert flags._LAST_APPLIED[(describe(store.client), "google")] == written.audit_id

@@ -9,6 +9,7 @@ its binaries live in /usr/lib/postgresql/<version>/bin, off the PATH. Sentinel i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -32,9 +34,14 @@ from deployments.servers import (
 )
 
 __all__ = [
+    "HEARTBEAT_SECONDS",
     "SENTINEL_SERVICE",
+    "ZOMBIE_AUTOMATION",
     "RedisHA",
+    "create_zombie_automation",
+    "fail_over_stack",
     "postgres_bin",
+    "sentinel_master_port",
     "start_postgres",
     "start_redis_ha",
     "start_redis_node",
@@ -42,6 +49,11 @@ __all__ = [
 ]
 
 SENTINEL_SERVICE = "rollout"
+# flow runs send a heartbeat this often (Prefect's minimum); a run silent for
+# HEARTBEAT_SECONDS + ZOMBIE_GRACE_SECONDS (its worker died with it) is marked Crashed
+HEARTBEAT_SECONDS = 30
+ZOMBIE_GRACE_SECONDS = 15
+ZOMBIE_AUTOMATION = "rollout: crash flow runs whose heartbeats stopped"
 # a dead master is declared down after this long; Sentinel's failover then takes ~1-2 s more
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
@@ -171,6 +183,44 @@ def start_sentinel(data_dir: Path, master_port: int, port: int | None = None) ->
         "sentinel", [binary, str(config), "--sentinel"], port, data_dir, ready,
         f"127.0.0.1:{port}", timeout=20,
     )  # fmt: skip
+
+
+def create_zombie_automation(api_url: str) -> None:
+    """Prefect's documented zombie-run automation: a flow run whose heartbeats stop (its
+    worker and process were killed) is set Crashed, which frees its deployment concurrency
+    slot; the next scheduled run then proceeds on another worker. Idempotent by name."""
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        with contextlib.suppress(ValueError):
+            if Automation.read(name=ZOMBIE_AUTOMATION):
+                return
+        Automation(
+            name=ZOMBIE_AUTOMATION,
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"},
+                expect={
+                    "prefect.flow-run.heartbeat",
+                    "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed",
+                },
+                match={"prefect.resource.id": ["prefect.flow-run.*"]},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=HEARTBEAT_SECONDS + ZOMBIE_GRACE_SECONDS),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message="no heartbeat: the worker running it died; marked Crashed",
+                )
+            ],
+        ).create()
 
 
 def _direct(port: int) -> redis.Redis:
@@ -333,3 +383,50 @@ def _wait_sentinels_agree(ha: RedisHA, timeout: float = 20.0) -> None:
             return
         time.sleep(0.2)
     raise ServerFailedToStart("the Sentinels did not discover the replica and each other in time")
+
+
+def sentinel_master_port(sentinels: str) -> int:
+    """The master's port as the first answering Sentinel of `host:port,host:port` names it."""
+    for address in sentinels.split(","):
+        port = int(address.rpartition(":")[2])
+        with contextlib.suppress(redis.RedisError):
+            client = _direct(port)
+            try:
+                _, master = client.execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE
+                )
+                return int(master)
+            finally:
+                client.close()
+    raise RuntimeError(f"no Sentinel of {sentinels} answers")
+
+
+def fail_over_stack(directory: Path, timeout: float = 30.0) -> tuple[int, int]:
+    """On a running `--topology ha` stack: SIGKILL the Redis primary, wait until the Sentinels
+    promote the replica, restart the old primary as its replica, and record the new process
+    in stack.json (so `rollout stack down` stops it); (old port, new port)."""
+    import signal
+
+    from deployments.stack import STATE_FILE, _component, read_state, stop_group
+
+    state = read_state(directory)
+    if state is None or "REDIS_SENTINELS" not in state.env:
+        raise RuntimeError(f"no --topology ha stack is up in {directory}")
+    sentinels = state.env["REDIS_SENTINELS"]
+    old = sentinel_master_port(sentinels)
+    [primary] = [c for c in state.components if c.url == f"redis://127.0.0.1:{old}/0"]
+    stop_group(primary.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    new = old
+    while new == old or _role(new) != "master":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no failover from 127.0.0.1:{old} within {timeout:.0f} s")
+        time.sleep(0.1)
+        with contextlib.suppress(RuntimeError):
+            new = sentinel_master_port(sentinels)
+    restarted = start_redis_node(Path(primary.log).parent, old, replica_of=new)
+    components = [c for c in state.components if c is not primary]
+    components.append(_component(restarted))
+    updated = dataclasses.replace(state, components=components)
+    (directory / STATE_FILE).write_text(updated.to_json(), encoding="utf-8")
+    return old, new

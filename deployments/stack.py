@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from deployments.deploy import prefect_executable
-from deployments.ha import SENTINEL_SERVICE
+from deployments.ha import HEARTBEAT_SECONDS, SENTINEL_SERVICE, create_zombie_automation
 from deployments.servers import (
     RunningServer,
     ServerFailedToStart,
@@ -482,16 +482,20 @@ def up(
             "PUSHGATEWAY_URL": pushgateway.url,
             "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
         }
+        worker_env = dict(env)
         if redis_ha is not None:
             env["REDIS_SENTINELS"] = redis_ha.sentinel_hosts
             env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
+            # flow runs beat their heart, so a run whose worker died is marked Crashed
+            worker_env = {**env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+            create_zombie_automation(prefect_server.url)
         _ensure_pool(prefect_server.url, POOL)
         with ThreadPoolExecutor(max_workers=1) as background:
             worker_future = background.submit(
                 start_worker,
                 directory / "prefect-worker",
                 prefect_server.url,
-                env,
+                worker_env,
                 give_up=give_up,
             )
             try:
@@ -509,7 +513,7 @@ def up(
             step("worker online")
         if topology == "ha":  # the second worker: runs go on when one of them dies
             second = start_worker(
-                directory / "prefect-worker-2", prefect_server.url, env, name="worker-2"
+                directory / "prefect-worker-2", prefect_server.url, worker_env, name="worker-2"
             )
             started.append((second, "SIGINT"))
             step("second worker online")

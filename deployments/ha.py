@@ -14,6 +14,7 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,9 +84,10 @@ def start_postgres(
     takes (PREFECT_SERVER_DATABASE_CONNECTION_URL)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    cluster = data_dir / "data"
     if os.geteuid() == 0:
         shutil.chown(data_dir, "postgres")
+        data_dir = _reachable_by_postgres(data_dir)
+    cluster = data_dir / "data"
     if not (cluster / "PG_VERSION").exists():
         initdb = [postgres_bin("initdb"), "-D", str(cluster), "-U", "prefect", "--auth=trust"]
         subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=120)
@@ -123,6 +125,22 @@ def start_postgres(
         server.kill()
         raise ServerFailedToStart(f"createdb {database} failed: {made.stderr.strip()}")
     return server
+
+
+def _reachable_by_postgres(data_dir: Path) -> Path:
+    """`data_dir`, or when the postgres user cannot reach it (a parent such as pytest's
+    /tmp/pytest-of-root is private to root), a folder under /tmp it owns, named in
+    `data_dir/cluster-path` so the next start finds the same cluster."""
+    probe = ["runuser", "-u", "postgres", "--", "test", "-w", str(data_dir)]
+    if subprocess.run(probe, capture_output=True, timeout=10).returncode == 0:
+        return data_dir
+    pointer = data_dir / "cluster-path"
+    if pointer.exists() and Path(pointer.read_text().strip()).is_dir():
+        return Path(pointer.read_text().strip())
+    elsewhere = Path(tempfile.mkdtemp(prefix="rollout-postgres-"))
+    shutil.chown(elsewhere, "postgres")
+    pointer.write_text(str(elsewhere))
+    return elsewhere
 
 
 def start_redis_node(

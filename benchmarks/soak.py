@@ -40,7 +40,6 @@ import requests
 
 from deployments.ha import RedisHA, start_redis_ha
 from deployments.servers import RunningServer, start_pushgateway
-from rollout_core import flags as flag_module
 from rollout_core.config import FeatureSpec, load_config
 from rollout_core.controller import FeatureOutcome, run_pass, run_status
 from rollout_core.errors import RolloutError
@@ -465,7 +464,6 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
 def soak(
     runs: int, seed: int, features: int, fault_rate: float
 ) -> tuple[Soak, dict[str, int], str]:
-    flag_module._LAST_APPLIED.clear()
     directory = Path(tempfile.mkdtemp(prefix="rollout-soak-"))
     state = Soak(
         directory, runs, [f"soak{i}" for i in range(features)], random.Random(seed), fault_rate

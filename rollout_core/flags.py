@@ -104,9 +104,6 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 SEED = {"enabled": "true", "internal_only": "true", "rollout_percent": "0", "paused": "false"}
 # how far back a read-back looks for a write id the last-write hash no longer holds
 _READ_BACK_ENTRIES = 1000
-# (server, feature) -> the audit entry id of the last change this process applied there: a
-# read that finds an older last write (a failover lost it) is refused, never acted on
-_LAST_APPLIED: dict[tuple[str, str], str] = {}
 
 
 class FeatureNotInitialised(ConfigError):
@@ -271,6 +268,9 @@ class RedisFlagStore:
         self._override = self._writer.register_script(_script("override.lua"))
         self._registry_checked = False
         self.wait_timeout_ms = wait_timeout_ms  # WAIT 1 <ms> after a write, when replicas exist
+        # feature -> the audit id of the last change this store applied: a later read that
+        # finds an older last write (a failover lost it) is refused, never acted on
+        self.last_applied: dict[str, str] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -313,13 +313,10 @@ class RedisFlagStore:
         return states
 
     def _lost_writes(self, features: Sequence[str]) -> dict[str, FlagStoreError]:
-        """Features whose last write in Redis is older than the last change this process
+        """Features whose last write in Redis is older than the last change this store
         applied: the master lost it (a failover before a replica had it), so what was read
         is older than what the controller last wrote, and deciding on it is refused."""
-        server = describe(self._client)
-        remembered = {
-            f: _LAST_APPLIED[(server, f)] for f in features if (server, f) in _LAST_APPLIED
-        }
+        remembered = {f: self.last_applied[f] for f in features if f in self.last_applied}
         if not remembered:
             return {}
         recorded = self._call(
@@ -509,7 +506,7 @@ class RedisFlagStore:
             )
         conflict = status == "conflict"
         if status == "applied" and audit_id and not change.dry_run:
-            _LAST_APPLIED[(describe(self._client), change.feature)] = audit_id
+            self.last_applied[change.feature] = audit_id
         return ApplyResult(
             applied=status == "applied",
             conflict=conflict,

@@ -418,10 +418,11 @@ class RedisFlagStore:
         pipe = self._writer.pipeline(transaction=False)
         for keys, args in calls:
             self._cas(keys, args, client=pipe)
+        pipe.info("replication")  # whether to WAIT for a replica after, in the same round trip
         doing = f"applying {len(changes)} change(s) ({', '.join(c.feature for c in changes)})"
         self._connect_writer(doing)
         try:
-            replies = pipe.execute(raise_on_error=False)
+            *replies, replication = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return [
                 self._apply_after_lost_reply(change, write_id, exc, f"applying {change.feature}")
@@ -438,14 +439,14 @@ class RedisFlagStore:
                 results.append(self._apply_result(change, reply))
             except RolloutError as error:
                 results.append(error)
-        return self._confirmed(results)
+        return self._confirmed(results, replication)
 
-    def _confirmed(self, results: list[Any]) -> list[Any]:
+    def _confirmed(self, results: list[Any], replication: Any = None) -> list[Any]:
         """After writes that changed Redis: WAIT for one replica (when the master has any);
         writes none acknowledged come back marked `unconfirmed`, with a message."""
         if not any(isinstance(r, ApplyResult | WriteResult) and _wrote(r) for r in results):
             return results
-        if confirm_replicated(self._writer, self.wait_timeout_ms) is not False:
+        if confirm_replicated(self._writer, self.wait_timeout_ms, replication) is not False:
             return results
         note = (
             f"applied on the Redis master, but no replica acknowledged it within "

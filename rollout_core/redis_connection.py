@@ -11,6 +11,8 @@ and an interrupted write is read back on a `fresh_client` instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -135,15 +137,22 @@ def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreErr
     return FlagStoreError(f"Redis at {where} failed while {doing}: {detail}; {advice}")
 
 
-def confirm_replicated(client: redis.Redis, timeout_ms: int = WAIT_TIMEOUT_MS) -> bool | None:
+def confirm_replicated(
+    client: redis.Redis, timeout_ms: int = WAIT_TIMEOUT_MS, replication: Any = None
+) -> bool | None:
     """After a write on this client's connection pool: None when the server has no replica
     (nothing to wait for), else whether one replica acknowledged within `timeout_ms`
     (`WAIT 1 <timeout>`). Through Sentinel a master always has replicas to wait for: none
     connected is an unconfirmed write, not "nothing to wait for". WAIT covers every earlier
     write of its connection (the pool hands the last one back), so one call confirms a batch.
-    A Redis error is an unconfirmed write, never a raise: the write itself was applied."""
+    A Redis error is an unconfirmed write, never a raise: the write itself was applied.
+    `replication`: the reply of an `INFO replication` sent with the writes (saves a round
+    trip), or None to ask here."""
     try:
-        replication = client.info("replication")
+        if replication is None:
+            replication = client.info("replication")
+        if isinstance(replication, Exception):
+            raise replication
     except redis.ResponseError:
         return None  # a server without INFO (a restricted managed Redis): nothing to tell
     except redis.RedisError:

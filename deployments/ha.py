@@ -152,6 +152,8 @@ def start_redis_node(
     port = port or free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)]
     argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    # a full sync starts at once (the default waits 5 s for more replicas to join)
+    argv += ["--repl-diskless-sync-delay", "0"]
     if replica_of is not None:
         argv += ["--replicaof", "127.0.0.1", str(replica_of)]
 
@@ -165,7 +167,7 @@ def start_redis_node(
 
     name = "redis-replica" if replica_of is not None else "redis-primary"
     return start_process(
-        name, argv, port, data_dir, ready, f"redis://127.0.0.1:{port}/0", timeout=20
+        name, argv, port, data_dir, ready, f"redis://127.0.0.1:{port}/0", timeout=60
     )
 
 

@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import itertools
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -218,6 +219,8 @@ class Soak:
                 self.recover_lost_writes(operator, outcomes)
             self.ticks.append(tick)
             self.settle(traffic, tick)
+            if (index + 1) % 100 == 0:
+                print(f"  {index + 1} ticks, {sum(self.injected.values())} faults", file=sys.stderr)
         self.flush(telemetry)
 
     # --- faults ---------------------------------------------------------------------------

@@ -454,7 +454,16 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
     for name, count in violations.items():
         lines.append(f"{name:<52}{count:>10}")
     ok = states.get("ok", 0)
+    applied = Counter(
+        str(o.decision.action)
+        for t in soak.ticks
+        for o in t.outcomes.values()
+        if o.applied and not o.dry_run and o.decision is not None and o.decision.is_change
+    )
     lines += [
+        "",
+        f"controller changes applied: {applied.get('promote', 0)} promotions, "
+        f"{applied.get('rollback', 0)} rollbacks",
         "",
         f"availability (ticks with a successful run): {ok}/{soak.runs} = {ok / soak.runs:.1%}",
         f"Sentinel failovers: {soak.ha.failovers if soak.ha else 0}; writes applied but "

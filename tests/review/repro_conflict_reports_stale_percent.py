@@ -20,7 +20,7 @@ from rollout_core.flags import RedisFlagStore
 from rollout_core.ports import FlagChange
 from rollout_core.redis_connection import connect
 from rollout_core.slo import PrometheusSource
-from tests.review._harness import NOW, ratio_spec, seed
+from tests.integration.one_feature import NOW, ratio_spec, seed
 
 
 class OperatorRacesTheWrite(RedisFlagStore):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import redis
 
 from deployments.servers import RunningServer
-from tests.review._harness import audit_of, one_pass, ratio_spec, seed
+from tests.integration.one_feature import audit_of, one_pass, ratio_spec, seed
 
 
 def test_a_second_incident_is_recommended_again_in_a_dry_run(

@@ -19,7 +19,7 @@ from rollout_core.errors import InvalidFlagValue
 from rollout_core.flags import RedisFlagStore
 from rollout_core.minimal_gate import MinimalGate
 from rollout_core.redis_connection import connect
-from tests.review._harness import seed
+from tests.integration.one_feature import seed
 
 
 @pytest.mark.parametrize("raw", ["1e1", " 50", "1_0", "+50", "50 "])

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from deployments.servers import RunningServer
-from tests.review._harness import audit_of, one_pass, ratio_spec, seed
+from tests.integration.one_feature import audit_of, one_pass, ratio_spec, seed
 
 
 @pytest.mark.parametrize("errors", ["vector(-100)", '"0"'])

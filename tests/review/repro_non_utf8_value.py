@@ -23,7 +23,7 @@ from rollout_core.controller import run_pass
 from rollout_core.flags import RedisFlagStore
 from rollout_core.redis_connection import connect
 from rollout_core.slo import PrometheusSource
-from tests.review._harness import NOW
+from tests.integration.one_feature import NOW
 
 ROLLOUT = Path(sys.executable).parent / "rollout"
 

@@ -17,7 +17,7 @@ from rollout_core.flags import RedisFlagStore
 from rollout_core.redis_connection import connect
 from tests.integration.conftest import prefect_test_server  # noqa: F401 (fixture)
 from tests.integration.reply_dropping_proxy import reply_dropping_proxy
-from tests.review._harness import NOW
+from tests.integration.one_feature import NOW
 
 
 def test_an_override_whose_outcome_is_unknown_does_not_complete_as_nothing_written(

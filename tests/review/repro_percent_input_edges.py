@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 from rollout_sdk.flag_values import parse_percent_value
-from tests.review._harness import seed
+from tests.integration.one_feature import seed
 
 ROLLOUT = Path(sys.executable).parent / "rollout"
 

@@ -1,5 +1,5 @@
-"""Shared bits of the review repros: one feature `f1`, a real Redis store, a real Prometheus
-source whose SLO queries are PromQL constants (so any value can be served on demand)."""
+"""One feature `f1` for the seam regression tests (review 9): a real Redis store, a real
+Prometheus source whose SLO queries are PromQL constants (so any value can be served on demand)."""
 
 from __future__ import annotations
 

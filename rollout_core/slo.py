@@ -119,17 +119,23 @@ def distinct_queries(specs: Sequence[FeatureSpec]) -> list[str]:
     return list(dict.fromkeys(q for spec in specs for slo in spec.slos for q in slo.queries))
 
 
-def parse_result(raw: Any) -> tuple[Series, ...]:
-    """An instant vector or scalar from the API's `data.result`; ValueError for anything else."""
+def parse_result(raw: Any, result_type: str | None = None) -> tuple[Series, ...]:
+    """An instant vector or scalar from the API's `data.result` (`result_type` its
+    `data.resultType`, when known); ValueError for anything else, a string result included."""
+    if result_type not in (None, "vector", "scalar"):
+        raise ValueError(_NOT_INSTANT.replace("a range vector or a string", f"a {result_type}"))
     if isinstance(raw, list) and len(raw) == 2 and not isinstance(raw[0], dict):
         return (Series({}, float(raw[1])),)  # a scalar: [time, "value"]
     try:
         return tuple(Series(dict(item.get("metric", {})), float(item["value"][1])) for item in raw)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError):
-        raise ValueError(
-            "a range vector or a string, not an instant vector; wrap a range selector in a "
-            "function such as increase()"
-        ) from None
+        raise ValueError(_NOT_INSTANT) from None
+
+
+_NOT_INSTANT = (
+    "a range vector or a string, not an instant vector; wrap a range selector in a function "
+    "such as increase(), and query a number, not a string"
+)
 
 
 class QueryResults:
@@ -297,7 +303,8 @@ class PrometheusSource:
         body = answer.body if isinstance(answer.body, dict) else {}
         if answer.status == 200 and body.get("status") == "success":
             try:
-                return parse_result(body["data"]["result"])
+                data = body["data"]
+                return parse_result(data["result"], data.get("resultType"))
             except (KeyError, TypeError):
                 pass  # not the API's shape: refused below
             except ValueError as exc:

@@ -106,7 +106,15 @@ def _not_bool(value: object) -> object:
     return value
 
 
+def _only_bool(value: object) -> object:
+    """A switch is `true` or `false`; pydantic would read "yes", "on" or 1 as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a boolean; write true or false, unquoted")
+    return value
+
+
 Number = Annotated[float, BeforeValidator(_not_bool)]
+Switch = Annotated[bool, BeforeValidator(_only_bool)]
 Count = Annotated[int, BeforeValidator(_not_bool)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -195,7 +203,7 @@ class SloSpec(_Frozen):
     max: Number = Field(ge=0, allow_inf_nan=False)
     min_samples: Count | None = Field(default=None, ge=0)
     samples: str | None = Field(default=None, min_length=1)  # request count for a value SLO
-    absent_is_zero: bool | None = None  # count SLOs: an absent series means zero (default)
+    absent_is_zero: Switch | None = None  # count SLOs: an absent series means zero (default)
     group_by: str | None = Field(default=None, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
     @model_validator(mode="after")
@@ -240,7 +248,7 @@ class FeatureSpec(_Frozen):
     freeze: tuple[FreezeWindow, ...] = ()
     slos: tuple[SloSpec, ...] = Field(min_length=1)
     metric_key: str | None = None  # label value of grouped queries; defaults to the name
-    promote_without_traffic: bool = False  # opt-in: promote with no SLO counting requests
+    promote_without_traffic: Switch = False  # opt-in: promote with no SLO counting requests
 
     @field_validator("name")
     @classmethod

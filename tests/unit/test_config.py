@@ -372,3 +372,27 @@ def test_feature_names_stop_key_injection() -> None:
 def test_parse_config_names_its_source() -> None:
     with pytest.raises(ConfigError, match=r"^inline\.yaml:8: feature 'google' field dwell"):
         parse_config(with_feature_field("dwell: 5x"), source="inline.yaml")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'promote_without_traffic: "yes"',
+        'promote_without_traffic: "true"',
+        "promote_without_traffic: 1",
+    ],
+)
+def test_a_switch_written_as_a_string_or_number_is_refused(tmp_path: Path, line: str) -> None:
+    text = with_feature_field(line)
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, line)}: feature 'google' field promote_without_traffic:" in (
+        message
+    )
+    assert "is not a boolean; write true or false, unquoted" in message
+
+
+def test_absent_is_zero_written_as_a_string_is_refused(tmp_path: Path) -> None:
+    count = "      - {name: failures, kind: count, query: sum(f), max: 5, absent_is_zero: 'no'}\n"
+    message, _ = load_error(tmp_path, BASE + count)
+    assert "absent_is_zero" in message and "'no' is not a boolean" in message
+

@@ -119,6 +119,17 @@ Count = Annotated[int, BeforeValidator(_not_bool)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _check_granularity(percent: float, what: str) -> float:
+    """The gate serves percents in steps of 0.01 (its bucket granularity), and the store holds
+    no finer step: a finer one would be promoted to again and again, never reached."""
+    if abs(percent * 100 - round(percent * 100)) > 1e-6:
+        raise ValueError(
+            f"{what} {percent!r} has more than 2 decimals; the gate serves percents in steps "
+            f"of 0.01, so write e.g. {round(percent, 2):g}"
+        )
+    return percent
+
+
 def _parse_clock(value: object) -> time | None:
     """`"HH:MM"`; `"24:00"` (end of day) is returned as None."""
     if isinstance(value, time):
@@ -266,6 +277,8 @@ class FeatureSpec(_Frozen):
             raise ValueError(f"ladder {list(ladder)} must start at 0 and end at 100")
         if any(b <= a for a, b in itertools.pairwise(ladder)):
             raise ValueError(f"ladder {list(ladder)} must be strictly increasing")
+        for step in ladder:
+            _check_granularity(step, "ladder step")
         return ladder
 
     @field_validator("slos")

@@ -396,3 +396,13 @@ def test_absent_is_zero_written_as_a_string_is_refused(tmp_path: Path) -> None:
     message, _ = load_error(tmp_path, BASE + count)
     assert "absent_is_zero" in message and "'no' is not a boolean" in message
 
+
+
+def test_a_ladder_step_finer_than_the_gates_0_01_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = with_feature_field("ladder: [0, 33.3333333, 66.6666667, 100]")
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, 'ladder: [0, 33.3')}: feature 'google' field ladder:" in message
+    assert "ladder step 33.3333333 has more than 2 decimals" in message and "33.33" in message
+    fine = with_feature_field("ladder: [0, 0.01, 33.33, 100]")
+    assert load(tmp_path, fine).feature("google").ladder == (0, 0.01, 33.33, 100)
+

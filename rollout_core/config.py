@@ -13,6 +13,7 @@ import difflib
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -411,7 +412,30 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
             features[name] = FeatureSpec.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, source, lines, name, origins)) from None
+    _reject_shared_series(features, source, lines)
     return RolloutsConfig(features=features, source=source)
+
+
+def _reject_shared_series(
+    features: Mapping[str, FeatureSpec], source: str, lines: dict[tuple[Any, ...], int]
+) -> None:
+    """Two features that pick the same series out of the same grouped query would each
+    promote on the other's traffic (borrowed evidence): refused, naming both."""
+    readers: dict[tuple[str, str, str], str] = {}
+    for name, spec in features.items():
+        for slo in spec.slos:
+            if slo.group_by is None:
+                continue
+            for query in slo.queries:
+                first = readers.setdefault((query, slo.group_by, spec.series_key), name)
+                if first == name:
+                    continue
+                raise ConfigError(
+                    f"{_at(source, lines, ('features', name, 'metric_key'))}: feature {name!r} "
+                    f"reads the same series as feature {first!r} ({slo.group_by}="
+                    f"{spec.series_key!r} in SLO {slo.name!r}), so each would promote on the "
+                    f"other's traffic; give {name!r} the metric_key its own series carry"
+                )
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> RolloutsConfig:

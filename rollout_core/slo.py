@@ -15,6 +15,7 @@ the SLO. Only a Prometheus that cannot answer at all raises MetricsUnavailable.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from rollout_core.config import FeatureSpec, SloSpec
@@ -104,14 +106,38 @@ class HttpQueryClient:
             self._session.mount(scheme, HTTPAdapter(max_retries=0))
 
     def query(self, promql: str, params: Mapping[str, str]) -> Answer:
-        response = self._session.get(
-            self.endpoint, params={"query": promql, **params}, timeout=self.timeout
-        )
+        """One answer read whole within `timeout` seconds of the answer's start (requests'
+        timeout bounds each socket read only, so a dripping server could hold it for hours):
+        requests.Timeout past it; each read also waits at most `timeout`."""
+        deadline = time.monotonic() + self.timeout
+        with self._session.get(
+            self.endpoint, params={"query": promql, **params}, timeout=self.timeout, stream=True
+        ) as response:
+            content = _read_until(response, deadline, self.timeout)
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         return Answer(response.status_code, body)
+
+
+def _read_until(response: requests.Response, deadline: float, timeout: float) -> bytes:
+    """The body, decoded as sent (gzip), read in whatever pieces arrive; urllib3's own
+    errors become the requests errors the source turns into MetricsUnavailable."""
+    chunks: list[bytes] = []
+    try:
+        while chunk := response.raw.read1(_READ_SIZE, decode_content=True):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"timed out: no complete answer within {timeout:g}s")
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.Timeout(f"timed out: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.ConnectionError(f"the answer broke off: {exc}") from exc
+    return b"".join(chunks)
+
+
+_READ_SIZE = 65536
 
 
 def distinct_queries(specs: Sequence[FeatureSpec]) -> list[str]:

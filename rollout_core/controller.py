@@ -76,6 +76,9 @@ class FeatureOutcome:
     dry_run: bool = False
     error: str | None = None
     audit_id: str | None = None
+    # a conflict: nothing written, and this is what Redis held instead (None: absent/unparsable)
+    conflict: bool = False
+    held_percent: float | None = None
 
     def __post_init__(self) -> None:
         if self.status is OutcomeStatus.OK and self.configuration_problems:
@@ -99,7 +102,10 @@ class FeatureOutcome:
 
     @property
     def percent(self) -> float | None:
-        """The percent the flag holds after this pass, when known."""
+        """The percent the flag holds after this pass, when known: after a conflict, what
+        Redis held when the write was refused, not what the pass had read."""
+        if self.conflict:
+            return self.held_percent
         if self.decision is None:
             return None
         return (
@@ -224,7 +230,14 @@ def apply_decisions(
             outcomes[name] = FeatureOutcome(name, status, decision, error=result.message)
         elif result.conflict:
             held = _held_by_concurrent_change(decision, result.current_percent, result.message)
-            outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, held, dry_run=dry_run)
+            outcomes[name] = FeatureOutcome(
+                name,
+                OutcomeStatus.OK,
+                held,
+                dry_run=dry_run,
+                conflict=True,
+                held_percent=result.current_percent,
+            )
         else:
             outcomes[name] = FeatureOutcome(
                 name, OutcomeStatus.OK, decision, result.applied, dry_run, audit_id=result.audit_id
@@ -279,7 +292,7 @@ def decision_rows(outcomes: Mapping[str, FeatureOutcome]) -> list[dict[str, Any]
                 "feature": outcome.feature,
                 "status": str(outcome.status),
                 "before": None if d is None else f"{d.from_percent:g}%",
-                "after": None if d is None else f"{outcome.percent:g}%",
+                "after": None if outcome.percent is None else f"{outcome.percent:g}%",
                 "action": action_label(outcome),
                 "reason": outcome.error if d is None else d.reason,
                 "slos": "" if d is None else "; ".join(str(v) for v in d.verdicts),

@@ -82,7 +82,8 @@ _CAS_FIELDS = (
 )
 # controller-owned: feature -> "<write id> <audit entry id>" of its last audited write
 LAST_WRITE_HASH = "rollout:last_write"
-# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation
+# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation,
+# cleared by an applied change and by a dry-run hold (so only a run of repeats is suppressed)
 RECOMMENDATIONS_HASH = "rollout:recommendations"
 DEFAULT_AUDIT_RETENTION = 100_000
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -508,6 +509,12 @@ class RedisFlagStore:
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
         return self.apply(replace(change, expected_raw=read))
+
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        """Clear these features' last dry-run recommendation (`rollout:recommendations`)."""
+        if features:
+            doing = f"clearing the last recommendation of {', '.join(features)}"
+            self._call(doing, self._writer.hdel, RECOMMENDATIONS_HASH, *features)
 
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""

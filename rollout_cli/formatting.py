@@ -163,15 +163,9 @@ def audit_json(entries: Sequence[AuditEntry]) -> str:
 def audit_table(entries: Sequence[AuditEntry]) -> Table:
     table = Table("time", "feature", "change", "action", "by", "reason")
     for entry in entries:
-        old, new = (
-            "unset" if p is None else format_percent(p)
-            for p in (entry.old_percent, entry.new_percent)
-        )
-        if entry.old_percent is None and entry.old_raw:
-            old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
-        change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
-        cells = [format_time(entry.time), entry.feature, change, entry.action, entry.by]
-        table.add_row(*(Text(cell) for cell in (*cells, entry.reason)))
+        reason = f"{entry.reason} ({entry.problem})" if entry.problem else entry.reason
+        cells = [format_time(entry.time), entry.feature, entry.change, entry.action, entry.by]
+        table.add_row(*(Text(cell) for cell in (*cells, reason)))
     return table
 
 

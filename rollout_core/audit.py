@@ -59,6 +59,10 @@ class AuditEntry:
     action: str = ""
     id: str | None = None  # the stream entry id
     old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
+    new_raw: str = ""  # new_percent as the stream holds it
+    # what is malformed in the entry (e.g. a foreign XADD's time); "" for a well-formed one.
+    # A malformed entry is still shown (its time then comes from its stream id), never dropped
+    problem: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,11 +76,24 @@ class AuditEntry:
             "dry_run": self.dry_run,
             "action": self.action,
             "old_percent_raw": self.old_raw,
+            "new_percent_raw": self.new_raw,
+            "problem": self.problem,
         }
+
+    @property
+    def change(self) -> str:
+        """`0% -> 10%`; an unparsable percent as the stream holds it, quoted; dry runs read
+        `recommend 0% -> 10%`."""
+        old, new = (
+            repr(raw) if percent is None and raw else _shown(percent)
+            for percent, raw in ((self.old_percent, self.old_raw), (self.new_percent, self.new_raw))
+        )
+        return f"recommend {old} -> {new}" if self.dry_run else f"{old} -> {new}"
 
 
 def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
-    """Parse one stream entry; a field that does not parse names the entry and the field."""
+    """Parse one stream entry, never refusing it: a time that does not parse (a foreign or
+    hand-written entry) is taken from the stream id, and `problem` names the entry and field."""
 
     def percent(name: str) -> float | None:
         # an entry may carry an operator's unparsable percent (a pause of a broken flag): the
@@ -87,8 +104,13 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         except InvalidFlagValue:
             return None
 
+    problem = ""
+    try:
+        at = parse_time(f"{AUDIT_STREAM} {entry_id} time", fields.get("time", ""))
+    except InvalidFlagValue as error:
+        at, problem = _time_of_id(entry_id), f"malformed: {error}; time from the entry id"
     return AuditEntry(
-        time=parse_time(f"{AUDIT_STREAM} {entry_id} time", fields.get("time", "")),
+        time=at,
         feature=fields.get("feature", ""),
         old_percent=percent("old_percent"),
         new_percent=percent("new_percent"),
@@ -98,7 +120,18 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         action=fields.get("action", ""),
         id=entry_id,
         old_raw=fields.get("old_percent", ""),
+        new_raw=fields.get("new_percent", ""),
+        problem=problem,
     )
+
+
+def _time_of_id(entry_id: str) -> datetime:
+    """When Redis added the entry: the milliseconds of its stream id."""
+    millis, _, _ = entry_id.partition("-")
+    try:
+        return datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
 
 
 def read_audit(
@@ -133,16 +166,15 @@ def _newest_first(client: redis.Redis) -> Iterator[tuple[str, dict[str, str]]]:
 def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
-    old, new = (_shown(p) for p in (entry.old_percent, entry.new_percent))
-    if entry.old_percent is None and entry.old_raw:
-        old = repr(entry.old_raw)  # an operator's typo, as it was overwritten
-    change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
     reason = " ".join(entry.reason.split())  # one entry, one line
-    line = f"{format_time(entry.time)}  {entry.feature}  {change}  reason={reason}  by={entry.by}"
+    line = f"{format_time(entry.time)}  {entry.feature}  {entry.change}  reason={reason}"
+    line += f"  by={entry.by}"
     if entry.dry_run:
         line += "  dry_run=true"
     if entry.action not in _PERCENT_ACTIONS:
         line += f"  action={entry.action}"
+    if entry.problem:
+        line += f"  ({entry.problem})"
     return line
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from rollout_core.errors import ConfigError
-from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_percent_value
+from rollout_sdk.flag_values import PERCENT_EXPECTED, is_servable_percent, parse_percent_value
 
 __all__ = ["parse_audience", "parse_limit", "parse_percent_argument", "require_reason"]
 
@@ -18,6 +18,11 @@ def parse_percent_argument(text: str) -> float:
     cleaned = text.strip().removesuffix("%").strip()
     value = parse_percent_value(cleaned)
     if value is not None:
+        if not is_servable_percent(value):
+            raise ConfigError(
+                f"percent {text!r} has more than 2 decimals; the gate serves percents in steps "
+                f"of 0.01, so write e.g. {round(value, 2):g}"
+            )
         return value
     try:
         number = float(cleaned)

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from rollout_core.errors import ConfigError, InvalidFeatureName
+from rollout_sdk.flag_values import is_servable_percent
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -123,7 +124,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 def _check_granularity(percent: float, what: str) -> float:
     """The gate serves percents in steps of 0.01 (its bucket granularity), and the store holds
     no finer step: a finer one would be promoted to again and again, never reached."""
-    if abs(percent * 100 - round(percent * 100)) > 1e-6:
+    if not is_servable_percent(percent):
         raise ValueError(
             f"{what} {percent!r} has more than 2 decimals; the gate serves percents in steps "
             f"of 0.01, so write e.g. {round(percent, 2):g}"

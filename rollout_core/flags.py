@@ -33,7 +33,12 @@ from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, R
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
-from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
+from rollout_sdk.flag_values import (
+    PERCENT_EXPECTED,
+    is_servable_percent,
+    parse_bool_value,
+    parse_percent_value,
+)
 from rollout_sdk.keys import (
     AUDIT_STREAM,
     CHANGES_CHANNEL,
@@ -497,6 +502,11 @@ class RedisFlagStore:
         """
         feature = validate_feature_name(feature)
         target = float(format_percent_value(percent))
+        if not is_servable_percent(percent):
+            raise ConfigError(
+                f"percent {percent!r} has more than 2 decimals; the gate serves percents in "
+                f"steps of 0.01, so set e.g. {round(percent, 2):g}; nothing written"
+            )
         keys = [flag_key(feature, "rollout_percent"), flag_key(feature, "paused")]
         raw_percent, raw_paused = self._call(f"reading {feature}", self._client.mget, keys)
         if raw_percent is None:

@@ -6,6 +6,7 @@ Dry-run entries are recommendations (`recommend 0% -> 10% ... dry_run=true`), ne
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ __all__ = [
     "append_rollout_log",
     "entry_from_stream",
     "format_log_line",
+    "has_control_characters",
     "log_audited_write",
     "log_path",
     "read_audit",
@@ -166,16 +168,35 @@ def _newest_first(client: redis.Redis) -> Iterator[tuple[str, dict[str, str]]]:
 def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
-    reason = " ".join(entry.reason.split())  # one entry, one line
-    line = f"{format_time(entry.time)}  {entry.feature}  {entry.change}  reason={reason}"
-    line += f"  by={entry.by}"
+    feature, reason, by = (_one_line(text) for text in (entry.feature, entry.reason, entry.by))
+    line = f"{format_time(entry.time)}  {feature}  {entry.change}  reason={reason}  by={by}"
     if entry.dry_run:
         line += "  dry_run=true"
     if entry.action not in _PERCENT_ACTIONS:
-        line += f"  action={entry.action}"
+        line += f"  action={_one_line(entry.action)}"
     if entry.problem:
         line += f"  ({entry.problem})"
     return line
+
+
+def has_control_characters(text: str) -> bool:
+    """True when `text` holds a newline, an escape, a bidi override or another character that
+    could make one audit field read as several lines or as other text."""
+    return any(_is_control(char) for char in text)
+
+
+def _one_line(text: str) -> str:
+    """One entry, one line: control characters (newlines, escapes, bidi overrides) and runs of
+    whitespace fold to one space, so no field can forge another log line."""
+    visible = "".join(" " if _is_control(char) else char for char in text)
+    return " ".join(visible.split())
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in _CONTROL_CATEGORIES
+
+
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def _shown(percent: float | None) -> str:

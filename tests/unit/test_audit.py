@@ -170,3 +170,11 @@ def test_json_form_has_the_fields_scripts_rely_on() -> None:
     required = {"time", "feature", "old_percent", "new_percent", "reason", "by", "dry_run"}
     assert required <= set(record)
     assert record["time"] == "2025-10-08T15:00:00Z"
+
+
+def test_the_log_line_folds_control_characters_in_every_free_text_field() -> None:
+    forged = entry(0, 10, reason="ok\u2028next", by="on\x1b[2K\ncall\u202e", action="pause\rx")
+    line = format_log_line(forged)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "\u2028" not in line and "\u202e" not in line and "\x00" not in line
+    assert "reason=ok next  by=on [2K call  action=pause x" in line

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from rich.table import Table
 from rich.text import Text
 
-from rollout_core.audit import AuditEntry
+from rollout_core.audit import AuditEntry, one_line
 from rollout_core.flags import SEED, WriteResult, format_time
 from rollout_core.model import FlagState, format_percent
 from rollout_core.ports import ApplyResult
@@ -164,8 +164,12 @@ def audit_table(entries: Sequence[AuditEntry]) -> Table:
     table = Table("time", "feature", "change", "action", "by", "reason")
     for entry in entries:
         reason = f"{entry.reason} ({entry.problem})" if entry.problem else entry.reason
-        cells = [format_time(entry.time), entry.feature, entry.change, entry.action, entry.by]
-        table.add_row(*(Text(cell) for cell in (*cells, reason)))
+        # free text folded to one line: no escape sequence reaches the terminal, and bytes
+        # that were not UTF-8 show as a space rather than failing the print
+        free = (one_line(text) for text in (entry.feature, entry.action, entry.by, reason))
+        feature, action, by, reason = free
+        cells = [format_time(entry.time), feature, entry.change, action, by, reason]
+        table.add_row(*(Text(cell) for cell in cells))
     return table
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "has_control_characters",
     "log_audited_write",
     "log_path",
+    "one_line",
     "read_audit",
     "read_entry",
     "rebuild_rollout_log",
@@ -168,12 +169,12 @@ def _newest_first(client: redis.Redis) -> Iterator[tuple[str, dict[str, str]]]:
 def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
-    feature, reason, by = (_one_line(text) for text in (entry.feature, entry.reason, entry.by))
+    feature, reason, by = (one_line(text) for text in (entry.feature, entry.reason, entry.by))
     line = f"{format_time(entry.time)}  {feature}  {entry.change}  reason={reason}  by={by}"
     if entry.dry_run:
         line += "  dry_run=true"
     if entry.action not in _PERCENT_ACTIONS:
-        line += f"  action={_one_line(entry.action)}"
+        line += f"  action={one_line(entry.action)}"
     if entry.problem:
         line += f"  ({entry.problem})"
     return line
@@ -185,7 +186,7 @@ def has_control_characters(text: str) -> bool:
     return any(_is_control(char) for char in text)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """One entry, one line: control characters (newlines, escapes, bidi overrides) and runs of
     whitespace fold to one space, so no field can forge another log line."""
     visible = "".join(" " if _is_control(char) else char for char in text)

@@ -129,3 +129,28 @@ def test_a_binary_percent_is_named_as_bytes_that_are_not_utf8(redis_url: str) ->
     raw.set("flags:f1:rollout_percent", b"5\xff")
     state = RedisFlagStore(connect(redis_url)).read_each(["f1"])["f1"]
     assert "flags:f1:rollout_percent is b'5\\xff' (not UTF-8)" in str(state)
+
+
+def test_rollout_audit_shows_an_entry_whose_fields_are_not_utf8(redis_url: str) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    _seed_two(raw)
+    raw.xadd(
+        "rollout:audit",
+        {
+            b"time": b"2026-11-30T05:00:00Z",
+            b"feature": b"f1",
+            b"reason": b"bad \xff byte",
+            b"by": b"\xfe",
+            b"action": b"promote",
+            b"new_percent": b"\xff",
+        },
+    )
+    done = subprocess.run(
+        [str(ROLLOUT), "audit", "f1"],
+        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bad byte" in done.stdout

@@ -39,10 +39,14 @@ from tasks.controller import (
     write_audit,
 )
 
-__all__ = ["outcomes_of", "rollout_controller"]
+__all__ = ["RUN_TIMEOUT_SECONDS", "outcomes_of", "rollout_controller"]
 
 
-@flow(name="rollout-controller", log_prints=True)
+# under the 10-minute schedule: a hung run must end before the next one is due (CANCEL_NEW)
+RUN_TIMEOUT_SECONDS = 540
+
+
+@flow(name="rollout-controller", log_prints=True, timeout_seconds=RUN_TIMEOUT_SECONDS)
 def rollout_controller(
     features: list[str] | None = None,
     dry_run: bool | None = None,

@@ -46,6 +46,8 @@ def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
     store = current_adapters(Settings.from_env()).store
     require_initialised(store, feature)
     result = store.set_percent(feature, percent, reason, by="manual", at=datetime.now(UTC))
+    if result.unknown:  # the reply was lost and Redis stays unreachable: it may be written
+        return f"{feature}: not confirmed: {result.message}", False
     if result.conflict:
         return (
             f"{feature}: not changed; the flag moved to {result.current_percent}% while this "
@@ -53,7 +55,8 @@ def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
             False,
         )
     if result.applied:
-        return f"{feature}: set to {percent:g}% (audit {result.audit_id})", True
+        recovered = f"; {result.message}" if result.recovered else ""
+        return f"{feature}: set to {percent:g}% (audit {result.audit_id}){recovered}", True
     return f"{feature}: already at {percent:g}%, nothing written", True
 
 

@@ -118,6 +118,16 @@ def format_status(switch: SwitchState, runs: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_control_characters(reason: str | None, by: str | None) -> None:
+    """Checked before the switch acts: an audit field that could forge log lines is bad
+    input (exit 2), never a switch that acted with its audit entry refused."""
+    from rollout_cli.inputs import require_one_line
+
+    if reason is not None:
+        require_one_line(reason, "--reason")
+    actor(by)
+
+
 def _audit_outcome(text: str, action: str, reason: str, by: str | None) -> Outcome:
     """Append the audit entry; a kill switch that acted is never undone by a Redis failure,
     but the missing entry is an error (exit 1) that says so."""
@@ -145,6 +155,7 @@ def pause(
     def command() -> Outcome:
         from deployments.kill_switch import pause_controller
 
+        _refuse_control_characters(reason, by)
         result = _with_prefect(deployment, lambda c, name: (pause_controller(c, name), []))
         if isinstance(result, Outcome):
             return result
@@ -175,6 +186,7 @@ def resume(
     def command() -> Outcome:
         from deployments.kill_switch import resume_controller
 
+        _refuse_control_characters(reason, by)
         result = _with_prefect(deployment, lambda c, name: (resume_controller(c, name), []))
         if isinstance(result, Outcome):
             return result
@@ -198,6 +210,8 @@ def status(
 
     def command() -> Outcome:
         from deployments.kill_switch import read_switch, recent_runs
+
+        _refuse_control_characters(None, by)
 
         def act(client: Any, name: str) -> tuple[SwitchState, list[RunSummary]]:
             switch = read_switch(client, name)

@@ -290,9 +290,11 @@ def resume(feature: Feature, reason: Reason = None, by: By = None, segment: Segm
 
 def _pause(feature: str, paused: bool, reason: str, by: str, segment: str | None) -> Outcome:
     from rollout_cli.formatting import pause_message
+    from rollout_cli.inputs import require_one_line
     from rollout_core.config import validate_feature_name
 
     name = validate_feature_name(feature)
+    reason = require_one_line(reason, "--reason")
     store = open_store()
     name = _unit(store, name, segment)
     result = store.set_paused(name, paused, reason, by, now())

@@ -33,7 +33,12 @@ from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, R
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
-from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
+from rollout_sdk.flag_values import (
+    PERCENT_EXPECTED,
+    is_servable_percent,
+    parse_bool_value,
+    parse_percent_value,
+)
 from rollout_sdk.keys import (
     AUDIT_STREAM,
     CHANGES_CHANNEL,
@@ -89,7 +94,8 @@ _CAS_FIELDS = (
 )
 # controller-owned: feature -> "<write id> <audit entry id>" of its last audited write
 LAST_WRITE_HASH = "rollout:last_write"
-# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation
+# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation,
+# cleared by an applied change and by a dry-run hold (so only a run of repeats is suppressed)
 RECOMMENDATIONS_HASH = "rollout:recommendations"
 DEFAULT_AUDIT_RETENTION = 100_000
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -526,6 +532,11 @@ class RedisFlagStore:
         """
         feature = validate_unit_name(feature)
         target = float(format_percent_value(percent))
+        if not is_servable_percent(percent):
+            raise ConfigError(
+                f"percent {percent!r} has more than 2 decimals; the gate serves percents in "
+                f"steps of 0.01, so set e.g. {round(percent, 2):g}; nothing written"
+            )
         keys = [unit_key(feature, "rollout_percent"), unit_key(feature, "paused")]
         raw_percent, raw_paused = self._call(f"reading {feature}", self._client.mget, keys)
         if raw_percent is None:
@@ -538,6 +549,12 @@ class RedisFlagStore:
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
         return self.apply(replace(change, expected_raw=read))
+
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        """Clear these features' last dry-run recommendation (`rollout:recommendations`)."""
+        if features:
+            doing = f"clearing the last recommendation of {', '.join(features)}"
+            self._call(doing, self._writer.hdel, RECOMMENDATIONS_HASH, *features)
 
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""

@@ -245,6 +245,9 @@ class DelegatingStore:
     ) -> ApplyResult:
         return self.inner.set_percent(feature, percent, reason, by, at=at)
 
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        self.inner.forget_recommendations(features)
+
 
 class OperatorRacingStore(DelegatingStore):
     """An operator sets the percent right after the controller read it."""

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from tests.review._support import redis_server, verdict  # noqa: E402
+from tests.review._support import redis_server, verdict
 
 NAME = "rollout-controller/every-10-minutes"
 
@@ -49,7 +49,9 @@ def main() -> int:
             code = deploy.wait()
             time.sleep(15)  # let the orphaned `prefect deploy` finish
             paused = client.read_deployment(deployment_id).paused
-            schedules = [(s.slug, s.active) for s in client.read_deployment(deployment_id).schedules]
+            schedules = [
+                (s.slug, s.active) for s in client.read_deployment(deployment_id).schedules
+            ]
         return verdict(
             paused,
             f"rollout deploy exit {code} on SIGTERM; the deployment is now paused={paused}, "

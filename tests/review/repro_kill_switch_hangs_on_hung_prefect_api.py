@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.getcwd())
-from tests.review._support import redis_server, verdict  # noqa: E402
+from tests.review._support import redis_server, verdict
 
 LIMIT = 90.0
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from tests.review._support import redis_server, verdict  # noqa: E402
+from tests.review._support import redis_server, verdict
 
 RUN = """
 import sys

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from tests.review._support import redis_server, verdict  # noqa: E402
+from tests.review._support import redis_server, verdict
 
 
 def main() -> int:
@@ -73,7 +73,9 @@ def main() -> int:
             handed = client.get_scheduled_flow_runs_for_work_pool(
                 "review-pool", scheduled_before=datetime.now(UTC) + timedelta(seconds=10)
             )
-        names = [(r.flow_run.name, r.flow_run.state.name if r.flow_run.state else "?") for r in handed]
+        names = [
+            (r.flow_run.name, r.flow_run.state.name if r.flow_run.state else "?") for r in handed
+        ]
         return verdict(
             pause.returncode == 0 and not handed,
             f"pause exit {pause.returncode}, then a worker's poll is handed {names}",

@@ -20,8 +20,8 @@ import sys
 import redis
 
 sys.path.insert(0, os.getcwd())
-from rollout_sdk import RolloutClient  # noqa: E402
-from tests.review._support import redis_server, verdict  # noqa: E402
+from rollout_sdk import RolloutClient
+from tests.review._support import redis_server, verdict
 
 
 def main() -> int:

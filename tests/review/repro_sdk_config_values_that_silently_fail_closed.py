@@ -21,8 +21,8 @@ import time
 import redis
 
 sys.path.insert(0, os.getcwd())
-from rollout_sdk import RolloutClient  # noqa: E402
-from tests.review._support import redis_server, verdict  # noqa: E402
+from rollout_sdk import RolloutClient
+from tests.review._support import redis_server, verdict
 
 
 def main() -> int:
@@ -35,7 +35,9 @@ def main() -> int:
         raw = redis.Redis.from_url(server.url)
         results = []
         for interval, stale in ((math.inf, 2.0), (1e10, 2.0), (5.0, 0.0), (1.0, 0.5)):
-            client = RolloutClient(server.url, refresh_interval=interval, max_stale=stale, environ={})
+            client = RolloutClient(
+                server.url, refresh_interval=interval, max_stale=stale, environ={}
+            )
             ready = client.wait_ready(3)
             time.sleep(0.2)
             raw.publish("rollout:changes", "google")

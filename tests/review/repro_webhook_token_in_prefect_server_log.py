@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from tests.review._support import eventually, redis_server, verdict  # noqa: E402
+from tests.review._support import eventually, redis_server, verdict
 
 TOKEN = "T0KEN-IN-PATH"
 received: list[str] = []

@@ -15,8 +15,8 @@ import time
 import redis
 
 sys.path.insert(0, os.getcwd())
-from rollout_sdk import RolloutClient  # noqa: E402
-from tests.review._support import eventually, redis_server, verdict  # noqa: E402
+from rollout_sdk import RolloutClient
+from tests.review._support import eventually, redis_server, verdict
 
 
 def main() -> int:

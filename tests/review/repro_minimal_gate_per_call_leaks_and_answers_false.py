@@ -54,7 +54,8 @@ def main() -> int:
             all(answers) and threads_after - threads_before < 10,
             f"{answers.count(True)} of 200 calls at 100% answered True; threads "
             f"{threads_before} -> {threads_after}; Redis connected_clients {connections}",
-            "the seed's callers keep their answers (True at 100%) and resources stay bounded; the caller's own Redis client keeps working",
+            "the seed's callers keep their answers (True at 100%) and resources stay bounded; "
+            "the caller's own Redis client keeps working",
         )
     finally:
         server.stop()

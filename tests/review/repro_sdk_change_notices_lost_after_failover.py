@@ -95,8 +95,9 @@ def main() -> int:
             return verdict(
                 before and after,
                 f"notice applied before the failover: {before}; a `rollout set` on the new "
-                f"server reached the client within 5 s: {after} (percent {client.percent('google')},"
-                f" refresh errors {client.status().refresh_errors})",
+                f"server reached the client within 5 s: {after} "
+                f"(percent {client.percent('google')}, "
+                f"refresh errors {client.status().refresh_errors})",
                 "the listener detects the dead subscription (health check / PING with a timeout) "
                 "and resubscribes to the new server: the notice arrives within a second",
             )

@@ -140,7 +140,8 @@ def pause(
     reason: Reason = None,
     by: By = None,
 ) -> None:
-    """Switch the controller off: its schedule inactive, future scheduled runs deleted."""
+    """Switch the controller off: its schedule inactive, future scheduled runs deleted, runs
+    already due (Scheduled, Late, Pending) cancelled."""
 
     def command() -> Outcome:
         from deployments.kill_switch import pause_controller

@@ -452,20 +452,37 @@ class RolloutClient:
                 pipe.hgetall(overrides_key(name))
         if with_registry:
             pipe.smembers(FEATURES_REGISTRY)
-        replies = pipe.execute() if (names or with_registry) else []
+        # a wrong-typed key fails only its own reply, never the whole read
+        replies = pipe.execute(raise_on_error=False) if (names or with_registry) else []
+        for reply in replies:
+            if isinstance(reply, redis.ConnectionError | redis.TimeoutError):
+                raise reply  # Redis itself did not answer: the read failed
         registry: set[str] = set()
         if with_registry:
-            for raw in replies.pop() or ():
+            members = replies.pop()
+            if isinstance(members, Exception):
+                self._log_once(
+                    ("registry", type(members)),
+                    "%s cannot be read as a set (%s); the known features are kept, new ones "
+                    "load when first asked for; delete it and run `rollout init` per feature",
+                    FEATURES_REGISTRY,
+                    members,
+                )
+                members = ()
+            for raw in members or ():
                 name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
                 if FEATURE_NAME_PATTERN.fullmatch(name):
                     registry.add(name)
         states: dict[str, FeatureState] = {}
         if names:
             values, hashes = replies[0], replies[1:]
+            if isinstance(values, Exception):
+                raise values
             width = len(GATE_FIELDS)
             for index, name in enumerate(names):
                 enabled, internal_only, percent = values[index * width : (index + 1) * width]
-                raw = RawFlags(enabled, internal_only, percent, hashes[index] or {})
+                overrides = hashes[index]
+                raw = RawFlags(enabled, internal_only, percent, overrides or {})
                 state = feature_state(name, raw, self._environ, read_at, self._max_stale)
                 for problem in state.problems:
                     self._log_once(("problem", problem), "%s", problem)

@@ -9,6 +9,7 @@ When that restore fails, KillSwitchOff says loudly that the controller is runnin
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -123,10 +124,10 @@ def prefect_executable() -> str:
 def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployReport:
     """Run `prefect --no-prompt deploy --all` in project_dir and restore every recorded pause,
     whatever happens to the deploy; KillSwitchOff when a restore fails."""
-    from prefect.client.orchestration import get_client
+    from deployments.prefect_api import api_env, prefect_api
 
     names = deployment_names(project_dir)
-    with get_client(sync_client=True) as client:
+    with prefect_api() as client:
         ensure_work_pool(client, work_pool)
         before = [s for s in read_pause_states(client, names) if s.is_switched_off]
     restored: list[str] = []
@@ -137,11 +138,12 @@ def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployRepo
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, **api_env()},
         )
     finally:  # re-apply even when the deploy failed half-way or was interrupted
         if before:
             try:
-                with get_client(sync_client=True) as client:
+                with prefect_api() as client:
                     restored = restore_pauses(client, before)
             except BaseException as error:
                 raise KillSwitchOff([s.name for s in before], error) from error

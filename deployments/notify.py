@@ -166,7 +166,14 @@ def ensure_notifications(destinations: list[Destination]) -> NotificationSetup:
         raise ConfigError(
             "no destination; pass --webhook, --slack, --teams or the --pagerduty-* keys"
         )
-    saved = [(d, d.block.save(d.block_name, overwrite=True)) for d in destinations]
+    from deployments.prefect_api import prefect_api
+
+    with prefect_api() as client:  # the block saves inherit its timeout
+        saved = [(d, d.block.save(d.block_name, overwrite=True)) for d in destinations]
+        return _ensure_automations(client, saved)
+
+
+def _ensure_automations(client: Any, saved: list[tuple[Destination, UUID]]) -> NotificationSetup:
     every = [block_id for _, block_id in saved]
     chat = [block_id for d, block_id in saved if not d.pages]
     wanted = [
@@ -194,21 +201,18 @@ def ensure_notifications(destinations: list[Destination]) -> NotificationSetup:
             else None,
         ),
     ]
-    from prefect.client.orchestration import get_client
-
     results = []
-    with get_client(sync_client=True) as client:
-        for name, automation in wanted:
-            existing = client.read_automations_by_name(name)
-            for extra in existing[1:] if automation is not None else existing:
-                client.delete_automation(extra.id)  # duplicates of an earlier race, or unwanted
-            if automation is None:
-                continue
-            if existing:
-                client.update_automation(existing[0].id, automation)
-                results.append((name, existing[0].id, False))
-            else:
-                results.append((name, automation.create().id, True))
+    for name, automation in wanted:
+        existing = client.read_automations_by_name(name)
+        for extra in existing[1:] if automation is not None else existing:
+            client.delete_automation(extra.id)  # duplicates of an earlier race, or unwanted
+        if automation is None:
+            continue
+        if existing:
+            client.update_automation(existing[0].id, automation)
+            results.append((name, existing[0].id, False))
+        else:
+            results.append((name, automation.create().id, True))
     _, failed_id, created = results[0]
     return NotificationSetup(every[0], failed_id, created, tuple(results))
 

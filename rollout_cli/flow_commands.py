@@ -212,7 +212,12 @@ def serve(
 
         mode = "dry run" if dry_run else "LIVE"
         typer.echo(f"serving rollout-controller every {interval} s ({mode}) with {config}")
-        serve_all(dry_run=dry_run, interval_seconds=interval, config_path=str(config))
+        from deployments.prefect_api import PrefectApiTimeout
+
+        try:
+            serve_all(dry_run=dry_run, interval_seconds=interval, config_path=str(config))
+        except PrefectApiTimeout as error:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         return Outcome()
 
     run(command)
@@ -276,9 +281,13 @@ def notify(
             )
         import httpx
 
+        from deployments.prefect_api import PrefectApiTimeout
+
         api = _require_prefect_api()
         try:
             setup = ensure_notifications(destinations)
+        except PrefectApiTimeout as error:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         except (httpx.HTTPError, OSError) as error:
             return _unreachable(api, error)
         shown = ", ".join(d.shown for d in destinations)

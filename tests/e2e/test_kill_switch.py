@@ -258,6 +258,32 @@ def test_an_interrupted_deploy_still_restores_the_pause(
     assert after.deployment_paused and [s.active for s in after.schedules] == [False]
 
 
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_a_deploy_killed_by_sigterm_or_sighup_still_restores_the_pause(
+    operator_env: redis.Redis, monkeypatch: pytest.MonkeyPatch, number: signal.Signals
+) -> None:
+    import deployments.deploy as deploy_module
+
+    set_switch(schedule_active=False, paused=True)
+    real_run = subprocess.run
+    previous = signal.getsignal(number)
+
+    def deploy_then_signal(*args: Any, **kwargs: Any) -> Any:
+        real_run(*args, **kwargs)
+        assert not switch().deployment_paused  # the plain deploy lifted the pause
+        os.kill(os.getpid(), number)  # as systemd, `timeout` or a closed ssh session would
+        raise AssertionError("the signal did not interrupt the deploy")
+
+    monkeypatch.setattr(deploy_module.subprocess, "run", deploy_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        deploy_module.deploy_all(REPO_ROOT)
+
+    after = switch()
+    assert stopped.value.code == 128 + number
+    assert after.deployment_paused and [s.active for s in after.schedules] == [False]
+    assert signal.getsignal(number) == previous
+
+
 def test_a_failed_restore_raises_kill_switch_off_naming_the_deployment_and_the_fix(
     operator_env: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -138,11 +138,7 @@ class RolloutClient:
         start: bool = True,
         subscribe: bool = True,
     ) -> None:
-        if not (refresh_interval > 0 and max_stale >= 0):
-            raise ValueError(
-                f"refresh_interval={refresh_interval!r}, max_stale={max_stale!r}: expected "
-                "refresh_interval > 0 and max_stale >= 0 seconds"
-            )
+        _check_timing(refresh_interval, max_stale)
         self._owns_redis = client is None
         self._redis: redis.Redis = client if client is not None else _connect(redis_url)
         self._interval = float(refresh_interval)
@@ -628,6 +624,28 @@ class RolloutClient:
         if key not in self._logged:
             self._logged.add(key)
             log.warning(message, *args)
+
+
+MAX_REFRESH_INTERVAL_SEC = 86_400.0  # a day; changes pushed on the channel arrive sooner
+
+
+def _check_timing(refresh_interval: float, max_stale: float) -> None:
+    """Refuse settings that would leave the client failing closed while Redis is healthy: an
+    interval the refresher cannot wait on (inf, NaN, over a day), or a max_stale that expires
+    each state before the next poll reads it again (0, or shorter than the interval)."""
+    if isinstance(refresh_interval, bool) or not (0 < refresh_interval <= MAX_REFRESH_INTERVAL_SEC):
+        raise ValueError(
+            f"refresh_interval={refresh_interval!r} is not usable; expected seconds above 0 and "
+            f"at most {MAX_REFRESH_INTERVAL_SEC:g} (a day), e.g. 5.0; changes pushed on "
+            f"{CHANGES_CHANNEL} arrive without waiting for it"
+        )
+    if isinstance(max_stale, bool) or not (max_stale > 0 and max_stale >= refresh_interval):
+        raise ValueError(
+            f"max_stale={max_stale!r} with refresh_interval={refresh_interval!r}: each state "
+            "would expire before the next poll reads it and the client would answer False "
+            "while Redis is healthy; expected max_stale at least refresh_interval, better 12 "
+            "times it (60.0 for 5.0), or math.inf to never fail closed on age"
+        )
 
 
 def _connect(url: str | None) -> redis.Redis:

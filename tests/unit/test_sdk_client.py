@@ -4,6 +4,8 @@ health changes, life cycle, and what `import rollout_sdk` pulls in."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -193,7 +195,7 @@ def test_a_change_notice_is_applied_without_waiting_for_the_poll(
 ) -> None:
     flags(redis, rollout_percent="10")
     redis.sadd("rollout:features", "google")
-    with RolloutClient(client=redis, refresh_interval=600, environ={}) as client:
+    with RolloutClient(client=redis, refresh_interval=600, max_stale=6000, environ={}) as client:
         assert client.wait_ready(5)
         assert client.percent("google") == 10
         flags(redis, rollout_percent="20")
@@ -216,3 +218,28 @@ def test_import_rollout_sdk_loads_no_heavy_dependency() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("refresh_interval", "max_stale", "named"),
+    [
+        (math.inf, 60.0, "refresh_interval=inf"),
+        (1e10, 2e10, "refresh_interval=10000000000.0"),
+        (math.nan, 60.0, "refresh_interval=nan"),
+        (0.0, 60.0, "refresh_interval=0.0"),
+        (5.0, 0.0, "max_stale=0.0"),
+        (120.0, 60.0, "max_stale=60.0"),
+        (1.0, 0.5, "max_stale=0.5"),
+        (5.0, math.nan, "max_stale=nan"),
+    ],
+)
+def test_timing_that_would_fail_closed_while_redis_is_healthy_is_refused_naming_the_value(
+    refresh_interval: float, max_stale: float, named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        RolloutClient(
+            client=fakeredis.FakeRedis(),
+            refresh_interval=refresh_interval,
+            max_stale=max_stale,
+            start=False,
+        )

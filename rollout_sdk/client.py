@@ -147,6 +147,7 @@ class RolloutClient:
         self._clock = clock
         self._subscribe = subscribe
         self._states: dict[str, FeatureState] = {}
+        self._first_seen_names: set[str] = set()  # tracked because a request named them
         # each segmented feature's segments as last read: their percents join the next read
         self._segment_lists: dict[str, tuple[str, ...]] = {}
         self._logged: set[object] = set()
@@ -316,12 +317,28 @@ class RolloutClient:
         return Evaluation(value, SPLIT, percent, problem)
 
     def _first_seen(self, feature: object) -> FeatureState:
-        """A feature not read yet: off at once, fetched by the refresher."""
+        """A feature not read yet: off at once, fetched by the refresher. At most
+        MAX_UNKNOWN_FEATURES names outside the registry are tracked (a name built from request
+        data must not grow every refresh); beyond that they answer False untracked."""
         if not isinstance(feature, str) or not FEATURE_NAME_PATTERN.fullmatch(feature):
             self._log_once(
-                ("name", feature), "feature name %r is invalid; answering False", feature
+                ("name",),
+                "feature name %r is invalid; answering False (further invalid names are "
+                "answered False without a log line)",
+                feature,
             )
             return placeholder_state(str(feature))
+        if len(self._first_seen_names) >= MAX_UNKNOWN_FEATURES:
+            self._log_once(
+                ("unknown",),
+                "%d feature names outside %s were asked for; %r and any further one answer "
+                "False without being read (initialise them with `rollout init`)",
+                MAX_UNKNOWN_FEATURES,
+                FEATURES_REGISTRY,
+                feature,
+            )
+            return placeholder_state(feature)
+        self._first_seen_names.add(feature)
         state = self._states.setdefault(feature, placeholder_state(feature))
         if not state.loaded:
             self._wake.put(feature)
@@ -415,6 +432,7 @@ class RolloutClient:
         try:
             states, registry = self._read(names, read_at, with_registry=features is None)
             new = sorted(registry - set(states) - set(self._states))
+            self._first_seen_names -= registry  # initialised since: no longer counted
             if new:
                 more, _ = self._read(new, self._clock(), with_registry=False)
                 states.update(more)
@@ -626,6 +644,7 @@ class RolloutClient:
             log.warning(message, *args)
 
 
+MAX_UNKNOWN_FEATURES = 1_000  # names outside the registry a client tracks; then untracked
 MAX_REFRESH_INTERVAL_SEC = 86_400.0  # a day; changes pushed on the channel arrive sooner
 
 

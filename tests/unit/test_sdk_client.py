@@ -243,3 +243,27 @@ def test_timing_that_would_fail_closed_while_redis_is_healthy_is_refused_naming_
             max_stale=max_stale,
             start=False,
         )
+
+
+def test_names_asked_for_outside_the_registry_are_bounded_and_logged_once_in_aggregate(
+    redis: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rollout_sdk.client import MAX_UNKNOWN_FEATURES
+
+    flags(redis, "google", enabled="true", internal_only="false", rollout_percent="100")
+    redis.sadd("rollout:features", "google")
+    client = client_over(redis)
+    assert client.refresh()
+    caplog.set_level("WARNING", logger="rollout_sdk")
+
+    for number in range(MAX_UNKNOWN_FEATURES + 500):
+        assert client.allow(f"tenant-{number}", {"actor_id": "a"}) is False
+        assert client.allow(f"Tenant-{number}", {"actor_id": "a"}) is False  # invalid
+    assert client.refresh()
+
+    assert len(client.status().features) == MAX_UNKNOWN_FEATURES + 1  # google stays
+    assert client.allow("google", {"actor_id": "a"}) is True
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "'Tenant-0' is invalid" in warnings[0]
+    assert f"'tenant-{MAX_UNKNOWN_FEATURES}' and any further one answer False" in warnings[1]

@@ -84,6 +84,8 @@ _STOP = "\0stop"
 _MAX_BACKOFF_SEC = 5.0
 _SEGMENT_DISCOVERY = (SEGMENT_BY_FIELD, SEGMENTS_FIELD, SEGMENT_FALLBACK_FIELD)
 _LISTEN_RETRY_SEC = 1.0  # between attempts to resubscribe; polling covers the gap
+_LISTEN_PING_SEC = 1.0  # the subscription is PINGed this often...
+_LISTEN_DEAD_AFTER_SEC = 3.0  # ...and dropped for a new one when nothing came back this long
 
 
 class Evaluation(NamedTuple):
@@ -599,10 +601,23 @@ class RolloutClient:
             try:
                 pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CHANGES_CHANNEL)
+                last_heard = last_ping = time.monotonic()
                 while not stop.is_set():
+                    now = time.monotonic()
+                    if now - last_heard > _LISTEN_DEAD_AFTER_SEC:
+                        # a connection black-holed by a failover answers nothing, not even
+                        # an error: resubscribe on a new one
+                        raise redis.ConnectionError(
+                            f"no answer to PING on {CHANGES_CHANNEL} for "
+                            f"{_LISTEN_DEAD_AFTER_SEC:g}s"
+                        )
+                    if now - last_ping >= _LISTEN_PING_SEC:
+                        pubsub.ping()
+                        last_ping = now
                     message = pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
+                    last_heard = time.monotonic()
                     data = message.get("data")
                     if message.get("type") == "subscribe":
                         wake.put(_REFRESH_ALL)  # whatever changed while we were not listening

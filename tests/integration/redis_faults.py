@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-__all__ = ["HungRedis", "ScriptDelayingProxy", "SlowProxy"]
+__all__ = ["FailoverProxy", "HungRedis", "ScriptDelayingProxy", "SlowProxy"]
 
 
 class HungRedis:
@@ -150,6 +150,52 @@ class ScriptDelayingProxy:
             upstream.sendall(data)
             upstream.recv(65536)  # Redis has run it once it answers
         self.delivered.set()
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class FailoverProxy:
+    """Forwards new connections to the current target; `failover(port)` switches the target
+    and black-holes every older connection (kept open, nothing forwarded, never closed), as
+    when the old primary's address vanishes: no FIN, no RST."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._generation = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def failover(self, target_port: int) -> None:
+        self._target, self._generation = target_port, self._generation + 1
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                downstream, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+                self._open += [downstream, upstream]
+                threading.Thread(
+                    target=self._pump, args=(downstream, upstream, self._generation), daemon=True
+                ).start()
+
+    def _pump(self, downstream: socket.socket, upstream: socket.socket, generation: int) -> None:
+        with contextlib.suppress(OSError):
+            while generation == self._generation:
+                ready, _, _ = select.select([downstream, upstream], [], [], 0.05)
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is downstream else downstream).sendall(data)
 
     def close(self) -> None:
         self._listener.close()

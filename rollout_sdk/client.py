@@ -150,6 +150,7 @@ class RolloutClient:
         self._subscribe = subscribe
         self._states: dict[str, FeatureState] = {}
         self._first_seen_names: set[str] = set()  # tracked because a request named them
+        self._own_pool: redis.ConnectionPool | None = None  # the subscription's, see _subscriber
         # each segmented feature's segments as last read: their percents join the next read
         self._segment_lists: dict[str, tuple[str, ...]] = {}
         self._logged: set[object] = set()
@@ -404,6 +405,8 @@ class RolloutClient:
                 thread.join(timeout=2.0)
         if self._owns_redis:
             self._redis.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()
 
     def __enter__(self) -> RolloutClient:
         return self
@@ -599,7 +602,7 @@ class RolloutClient:
         while not stop.is_set():
             pubsub = None
             try:
-                pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = self._subscriber()
                 pubsub.subscribe(CHANGES_CHANNEL)
                 last_heard = last_ping = time.monotonic()
                 while not stop.is_set():
@@ -639,6 +642,19 @@ class RolloutClient:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):  # a broken one is already gone
                         pubsub.close()
+
+    def _subscriber(self) -> Any:
+        """A PubSub on a pool of its own when the caller gave a client with a plain pool: a
+        subscription holds its connection for good and must not take one of the caller's."""
+        pool = self._redis.connection_pool
+        if self._owns_redis or type(pool) is not redis.ConnectionPool:
+            return self._redis.pubsub()  # type: ignore[no-untyped-call]
+        if self._own_pool is None:
+            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "retry"}
+            self._own_pool = redis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=4, **kwargs
+            )
+        return redis.client.PubSub(self._own_pool)
 
     # what an operator watches
 

@@ -87,15 +87,25 @@ class NotificationSetup:
 
 
 def webhook_destination(url: str, token: str | None = None) -> Destination:
-    """A generic webhook. The path and query (where tokens usually sit) and `token` (sent as
-    `Authorization: Bearer ...`) live in the block's secrets; its plain `url` is the origin."""
+    """A generic webhook, POSTed to `url` as given, which is no secret: Prefect's server logs
+    the rendered URL of every failed delivery (httpx's error), whatever the block hides in the
+    UI. So a query string (where tokens usually sit) or user:password@ is refused, and the
+    receiver authenticates by `token`, sent as `Authorization: Bearer ...` from the block's
+    secrets (headers are never logged)."""
     parts = _http_url("--webhook", url)
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
             "--webhook carries credentials in the URL; pass the token with --webhook-token"
         )
     origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    secrets = {"webhook_path": urlunsplit(("", "", parts.path or "/", parts.query, ""))}
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"--webhook {origin}{parts.path or '/'}?... has a query string; Prefect's server "
+            "logs the URL of a failed delivery, so a token there would be in its log. Give the "
+            "receiver a URL without one and pass its token with --webhook-token (sent as "
+            "`Authorization: Bearer ...`)"
+        )
+    secrets: dict[str, str] = {}
     headers = None
     if token:
         secrets["webhook_token"] = token
@@ -104,7 +114,7 @@ def webhook_destination(url: str, token: str | None = None) -> Destination:
 
     block = CustomWebhookNotificationBlock(
         name="rollout-controller",
-        url=origin + "{{webhook_path}}",
+        url=urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", "")),
         method="POST",
         json_data={"subject": "{{subject}}", "text": "{{subject}}\n{{body}}", "body": "{{body}}"},
         headers=headers,

@@ -235,7 +235,10 @@ def serve(
 def notify(
     webhook: Annotated[
         str | None,
-        typer.Option(help="A generic webhook URL: receives a JSON POST (subject, text, body)."),
+        typer.Option(
+            help="A generic webhook URL: receives a JSON POST (subject, text, body). No query "
+            "string: Prefect logs the URL of a failed delivery; authenticate with --webhook-token."
+        ),
     ] = None,
     webhook_token: Annotated[
         str | None,

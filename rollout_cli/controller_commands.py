@@ -60,9 +60,9 @@ def _with_prefect(
 ) -> tuple[SwitchState, list[RunSummary]] | Outcome:
     """Run `act(client, deployment)` against PREFECT_API_URL; an Outcome when it cannot."""
     import httpx
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
+    from deployments.prefect_api import PrefectApiTimeout, prefect_api
     from rollout_core.errors import ConfigError
     from rollout_core.urls import redact_url
 
@@ -73,7 +73,7 @@ def _with_prefect(
         )
     url = _prefect_api_url()
     try:
-        with get_client(sync_client=True) as client:
+        with prefect_api() as client:
             return act(client, deployment)
     except ObjectNotFound:
         line = (
@@ -81,6 +81,8 @@ def _with_prefect(
             "deploy it with `rollout deploy` or pick another with --deployment"
         )
         return Outcome(code=EXIT_BAD_INPUT, notes=(line,))
+    except PrefectApiTimeout as error:
+        return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
     except (httpx.HTTPError, OSError, RuntimeError) as error:
         line = f"error: the Prefect API at {redact_url(url)} did not answer ({error})"
         line += "; is it running?"
@@ -150,7 +152,8 @@ def pause(
     reason: Reason = None,
     by: By = None,
 ) -> None:
-    """Switch the controller off: its schedule inactive, future scheduled runs deleted."""
+    """Switch the controller off: its schedule inactive, future scheduled runs deleted, runs
+    already due (Scheduled, Late, Pending) cancelled."""
 
     def command() -> Outcome:
         from deployments.kill_switch import pause_controller

@@ -13,7 +13,7 @@ import difflib
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +31,7 @@ from pydantic import (
 
 from rollout_core.errors import ConfigError, InvalidFeatureName
 from rollout_sdk.flag_values import is_servable_percent
+from rollout_sdk.keys import env_token
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -41,6 +42,7 @@ __all__ = [
     "RolloutsConfig",
     "SegmentsSpec",
     "SloSpec",
+    "env_collision",
     "expand_segments",
     "load_config",
     "parse_config",
@@ -566,6 +568,9 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
             )
         if not FEATURE_NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"{_at(source, lines, where)}: {InvalidFeatureName(name)}")
+        clash = env_collision(name, features)
+        if clash is not None:
+            raise ConfigError(f"{_at(source, lines, where)}: {clash}")
         if body is not None and not isinstance(body, dict):
             raise ConfigError(f"{_at(source, lines, where)}: feature {name!r} must be a mapping")
         body = dict(body or {})
@@ -624,6 +629,22 @@ def _reject_shared_series(
                     f"{spec.series_key!r} in SLO {slo.name!r}), so each would promote on the "
                     f"other's traffic; give {name!r} the metric_key its own series carry"
                 )
+
+
+def env_collision(name: str, others: Iterable[str]) -> str | None:
+    """Why `name` cannot sit beside `others`: its environment token (PROVIDER_<T>_ENABLED,
+    FLAGS_<T>_ROLLOUT_PERCENT) is another feature's, so one hard kill or fallback percent
+    would act on both; None when it is its own."""
+    token = env_token(name)
+    clashes = sorted(other for other in others if other != name and env_token(other) == token)
+    if not clashes:
+        return None
+    return (
+        f"feature {name!r} shares the environment names PROVIDER_{token}_ENABLED and "
+        f"FLAGS_{token}_ROLLOUT_PERCENT with {', '.join(map(repr, clashes))} ('.', '-' and "
+        "'_' all become '_'): a hard kill of one would kill both; pick a name that differs "
+        "in a letter or digit"
+    )
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> RolloutsConfig:

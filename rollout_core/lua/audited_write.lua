@@ -25,6 +25,17 @@ local function is_percent(text)
   return tonumber(text) <= 100
 end
 
+-- A write id '<hex>@<deadline>' is refused once Redis's clock (TIME) is past the deadline
+-- (milliseconds since the epoch, on Redis's clock): a call delayed in flight past its caller's
+-- timeout never lands after the caller read back "not applied".
+local deadline = tonumber(string.match(ARGV[7], '@(%d+)$'))
+if deadline then
+  local clock = redis.call('TIME')
+  if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > deadline then
+    return redis.error_reply('EXPIRED write ' .. ARGV[7] .. ' reached Redis after its deadline; nothing written')
+  end
+end
+
 -- every key the script writes is type-checked before the first write: Redis never rolls a
 -- script back, so a failing command after a SET would leave half a change and no audit entry
 local function wrong_type(wanted)

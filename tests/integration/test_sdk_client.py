@@ -22,7 +22,7 @@ from deployments.servers import RunningServer, start_redis
 from rollout_core.flags import RedisFlagStore
 from rollout_sdk import STALE, RolloutClient
 from rollout_sdk.keys import CHANGES_CHANNEL, FEATURES_REGISTRY
-from tests.integration.redis_faults import HungRedis, SlowProxy
+from tests.integration.redis_faults import FailoverProxy, HungRedis, SlowProxy
 
 pytestmark = pytest.mark.integration
 IDS = [f"user-{number}" for number in range(2_000)]
@@ -160,6 +160,30 @@ def test_a_restarted_server_is_read_again_and_its_notices_arrive(
         fresh.publish(CHANGES_CHANNEL, "google")
         assert eventually(lambda: client.percent("google") == 42)
         fresh.close()
+
+
+def test_change_notices_arrive_again_after_a_failover_that_black_holes_the_subscription(
+    own_redis: RunningServer, redis_server: RunningServer, redis_url: str
+) -> None:
+    seed(own_redis.url, percent="10").close()
+    new = seed(redis_url, percent="10")
+    proxy = FailoverProxy(own_redis.port)
+    try:
+        with RolloutClient(
+            proxy.url, refresh_interval=60, max_stale=600, environ={}
+        ) as client:  # polls once a minute: only a notice can bring the change in time
+            assert client.wait_ready(5)
+            proxy.failover(redis_server.port)
+            new.set("flags:google:rollout_percent", "30")
+
+            def noticed() -> bool:
+                new.publish(CHANGES_CHANNEL, "google")
+                return client.percent("google") == 30
+
+            assert eventually(noticed, timeout=15)
+    finally:
+        proxy.close()
+        new.close()
 
 
 def _child(client: RolloutClient, ready: Any, go: Any, results: Any) -> None:

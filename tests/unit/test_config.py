@@ -183,6 +183,16 @@ def test_a_feature_listed_twice_is_an_error_not_silently_the_last_one(tmp_path: 
     assert message.startswith(f"{path}:16: duplicate key 'google'")
 
 
+def test_a_feature_whose_environment_names_are_another_features_is_refused(
+    tmp_path: Path,
+) -> None:
+    body = "\n    promote_without_traffic: true\n    slos: [{name: x, query: q, max: 1}]\n"
+    text = BASE + "  google.send:" + body + "  google-send:" + body
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:{line_of(text, 'google-send')}: feature 'google-send'")
+    assert "PROVIDER_GOOGLE_SEND_ENABLED" in message and "'google.send'" in message
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

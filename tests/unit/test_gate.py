@@ -54,11 +54,11 @@ class CountingRedis:
         pipe = self.client.pipeline(transaction=transaction)
         execute = pipe.execute
 
-        def counted_execute(*args: Any) -> Any:
+        def counted_execute(*args: Any, **kwargs: Any) -> Any:
             self.round_trips += 1
             if self.on_execute is not None:
                 self.on_execute()
-            return execute(*args)
+            return execute(*args, **kwargs)
 
         pipe.execute = counted_execute
         return pipe

@@ -23,6 +23,7 @@ from rollout_core.flags import RedisFlagStore
 from rollout_sdk import STALE, RolloutClient
 from rollout_sdk.keys import CHANGES_CHANNEL, FEATURES_REGISTRY
 from tests.integration.redis_faults import FailoverProxy, HungRedis, SlowProxy
+from tests.integration.traffic import poll
 
 pytestmark = pytest.mark.integration
 IDS = [f"user-{number}" for number in range(2_000)]
@@ -202,7 +203,14 @@ def test_a_forked_child_restarts_its_own_refresher(redis_url: str, flags: redis.
         child.start()
         try:
             assert ready.wait(10)
-            time.sleep(0.5)  # the child's listener subscribes
+            # the child's listener subscribes beside the parent's: two subscribers (a fixed
+            # sleep here raced the child's start on a loaded machine)
+            poll(
+                lambda: dict(flags.pubsub_numsub(CHANGES_CHANNEL)),
+                lambda n: n.get(CHANGES_CHANNEL, 0) >= 2,
+                15,
+                "the child's subscription",
+            )
             flags.set("flags:google:rollout_percent", "55")
             flags.publish(CHANGES_CHANNEL, "google")
             go.set()

@@ -6,6 +6,7 @@ other worker; a stale run that a dead worker left behind is skipped."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,11 @@ def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
     finally:
         down(directory)
+        # PostgreSQL's cluster lives under /tmp when pytest's private folder is out of the
+        # postgres user's reach (deployments/ha.py): remove it with the stack
+        pointer = directory / "postgres" / "cluster-path"
+        if pointer.exists():
+            shutil.rmtree(pointer.read_text().strip(), ignore_errors=True)
 
 
 def state_of(directory: Path) -> StackState:

@@ -337,7 +337,9 @@ def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink |
         return None
     client: redis.Redis
     try:
-        client = connect(Settings.from_env({"REDIS_URL": env.get("REDIS_URL", "")}).redis_url)
+        redis_names = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE")
+        redis_env = {name: env[name] for name in redis_names if name in env}
+        client = connect(Settings.from_env(redis_env).redis_target())
     except ConfigError:
         # nowhere to connect: every command fails at once, and the sink falls back
         client = redis.Redis(

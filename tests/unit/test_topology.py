@@ -128,3 +128,17 @@ def test_a_read_older_than_the_controllers_last_write_is_refused_for_that_featur
     # the operator's new write is newer than the remembered one: decided on again
     store.set_percent("google", 0, "re-set after the failover", at=T0)
     assert not isinstance(store.read_each(["google"])["google"], FlagStoreError)
+
+
+def test_a_failed_configuration_still_counts_through_the_sentinels() -> None:
+    from rollout_core.bootstrap import error_telemetry
+
+    sink = error_telemetry(
+        {
+            "REDIS_SENTINELS": "127.0.0.1:26379",
+            "REDIS_SENTINEL_SERVICE": "rollout",
+            "ROLLOUT_DRY_RUN": "maybe",  # the bad value that failed the run
+        }
+    )
+    assert sink is not None
+    assert describe(sink._redis) == "redis+sentinel://127.0.0.1:26379/rollout/0"

@@ -18,6 +18,7 @@ from rollout_core.errors import FlagStoreError
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 from rollout_core.redis_connection import connect
 from rollout_sdk import RolloutClient
+from tests.integration.traffic import poll
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -114,3 +115,18 @@ def test_the_sdk_reads_flags_through_the_sentinels_after_a_failover(redis_ha: Re
         assert gate.percent("google") == 40
     finally:
         gate.close()
+
+
+def test_the_sdks_change_subscription_follows_the_master_through_a_failover(
+    redis_ha: RedisHA,
+) -> None:
+    store = RedisFlagStore(connect(redis_ha.url))
+    store.init("google", T0)
+    store.set_percent("google", 10, "ramp", at=T0)
+    # refreshes too rare to matter: only a change notice can bring the new percent in time
+    with RolloutClient(redis_ha.url, refresh_interval=3600, max_stale=7200) as gate:
+        assert gate.wait_ready(10)
+        assert gate.percent("google") == 10
+        redis_ha.fail_over()
+        store.set_percent("google", 50, "ramp", at=T0 + timedelta(minutes=10))
+        poll(lambda: gate.percent("google"), lambda p: p == 50, 30, "the notice after failover")

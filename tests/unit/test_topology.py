@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -142,3 +143,11 @@ def test_a_failed_configuration_still_counts_through_the_sentinels() -> None:
     )
     assert sink is not None
     assert describe(sink._redis) == "redis+sentinel://127.0.0.1:26379/rollout/0"
+
+
+def test_an_unknown_topology_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from deployments.stack import up
+
+    with pytest.raises(RuntimeError, match="topology 'cluster' is unknown; expected one of"):
+        up(tmp_path / "stack", topology="cluster")
+    assert not (tmp_path / "stack").exists()

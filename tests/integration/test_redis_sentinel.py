@@ -44,7 +44,8 @@ def audit_of(store: RedisFlagStore, feature: str) -> list[dict[str, str]]:
 def test_acknowledged_writes_survive_a_failover_with_one_audit_entry_each(
     redis_ha: RedisHA,
 ) -> None:
-    store = RedisFlagStore(connect(redis_ha.url))
+    # a generous WAIT: on a loaded machine a replica may take over a second to acknowledge
+    store = RedisFlagStore(connect(redis_ha.url), wait_timeout_ms=10_000)
     store.init("google", T0)
     first = store.set_percent("google", 10, "ramp", at=T0)
     assert first.applied and not first.unconfirmed  # one replica acknowledged it (WAIT 1)

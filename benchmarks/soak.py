@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import itertools
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -487,6 +488,7 @@ def soak(
         violations = check(state)
     finally:
         state.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     return state, violations, table(state, violations, time.perf_counter() - began)
 
 

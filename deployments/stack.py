@@ -487,7 +487,11 @@ def up(
             env["REDIS_SENTINELS"] = redis_ha.sentinel_hosts
             env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
             # flow runs beat their heart, so a run whose worker died is marked Crashed
-            worker_env = {**env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+            worker_env = {
+                **env,
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+                "ROLLOUT_WRITE_MEMORY": "true",  # a lost write is refused on every worker
+            }
             create_zombie_automation(prefect_server.url)
         _ensure_pool(prefect_server.url, POOL)
         with ThreadPoolExecutor(max_workers=1) as background:

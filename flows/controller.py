@@ -29,6 +29,7 @@ from rollout_core.controller import (
 )
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
 from rollout_core.ports import FlagStore, MetricsSource
+from rollout_core.urls import redact_url
 from tasks.controller import (
     announce_changes,
     apply_flag,
@@ -39,6 +40,7 @@ from tasks.controller import (
     read_flags,
     write_audit,
 )
+from tasks.write_memory import recall_writes, remember_writes
 
 __all__ = ["PAUSED_REASON", "RUN_TIMEOUT_SECONDS", "outcomes_of", "rollout_controller"]
 
@@ -125,6 +127,10 @@ def _decide_and_apply(
     fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
     # quote(): Prefect would otherwise walk every nested value of every argument looking for
     # futures, about 5 s per run at 1,000 features; these are plain values, never futures.
+    memory = settings.write_memory and live  # ROLLOUT_WRITE_MEMORY: see tasks/write_memory.py
+    target = redact_url(settings.redis_target()) if memory else ""
+    if memory:
+        recall_writes(quote(store), target)
     try:
         snapshots = fetch(quote(source), quote(specs), at)
         states = read_flags(quote(store), quote(names))
@@ -135,6 +141,8 @@ def _decide_and_apply(
     outcomes: dict[str, FeatureOutcome] = apply_flag(
         quote(store), quote(decisions), quote(states), at, dry_run=not live
     )
+    if memory:
+        remember_writes(quote(store), target)
     return outcomes
 
 

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # lends its password and database)
     redis_sentinels: str = Field(default="", validation_alias="REDIS_SENTINELS")
     redis_sentinel_service: str = Field(default="", validation_alias="REDIS_SENTINEL_SERVICE")
+    # remember the audit id of each change in a Prefect Variable, so the next run (on any
+    # worker) refuses a Redis that lost it in a failover; off unless set
+    write_memory: bool = Field(default=False, validation_alias="ROLLOUT_WRITE_MEMORY")
     # WAIT 1 <ms> after each flag write, when the master has replicas
     redis_wait_timeout_ms: int = Field(default=1000, validation_alias="ROLLOUT_REDIS_WAIT_MS")
     prometheus_url: str = Field(
@@ -190,6 +193,13 @@ class Settings(BaseSettings):
                     "host:port,host:port (e.g. 127.0.0.1:26379,127.0.0.1:26380)"
                 )
         return text
+
+    @field_validator("write_memory", mode="before")
+    @classmethod
+    def _write_memory(cls, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        return bool(parse_bool_env("ROLLOUT_WRITE_MEMORY", raw))
 
     @field_validator("redis_wait_timeout_ms", mode="before")
     @classmethod

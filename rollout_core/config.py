@@ -31,6 +31,7 @@ from pydantic import (
 from rollout_core.errors import ConfigError, InvalidFeatureName
 
 __all__ = [
+    "ALERT_NAME_PATTERN",
     "DEFAULT_CONFIG_PATH",
     "FEATURE_NAME_PATTERN",
     "FeatureSpec",
@@ -46,6 +47,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "rollouts.yaml"
 FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+ALERT_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # a Prometheus alertname
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 MAX_DURATION = timedelta(days=3650)  # far beyond any sane dwell; keeps time arithmetic finite
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -241,6 +243,8 @@ class FeatureSpec(_Frozen):
     slos: tuple[SloSpec, ...] = Field(min_length=1)
     metric_key: str | None = None  # label value of grouped queries; defaults to the name
     promote_without_traffic: bool = False  # opt-in: promote with no SLO counting requests
+    # Prometheus alert names whose firing rolls the feature back at once (the fast abort)
+    abort_on: tuple[Annotated[str, Field(pattern=ALERT_NAME_PATTERN.pattern)], ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -312,7 +316,7 @@ class RolloutsConfig(_Frozen):
 _NODE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DEFAULT_KEYS = {"ladder", "safe_percent", "dwell", "cooldown", "freeze", "slos"}
 _TOP_KEYS = {"defaults", "profiles", "features"}
-_FEATURE_ONLY_KEYS = {"name", "promote_without_traffic", "profile"}
+_FEATURE_ONLY_KEYS = {"name", "promote_without_traffic", "profile", "abort_on"}
 
 
 def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:

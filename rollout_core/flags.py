@@ -35,6 +35,7 @@ from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
 from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
 from rollout_sdk.keys import (
+    ABORT_EPISODES_HASH,
     AUDIT_STREAM,
     CHANGES_CHANNEL,
     FEATURES_REGISTRY,
@@ -314,6 +315,11 @@ class RedisFlagStore:
             raise store_error(self._client, exc, doing) from exc
         pool.release(connection)
 
+    def is_episode_handled(self, episode: str) -> bool:
+        """True when this alert episode already aborted its feature (`rollout:abort:episodes`)."""
+        doing = "reading abort episodes"
+        return bool(self._call(doing, self._client.hexists, ABORT_EPISODES_HASH, episode))
+
     def raw_values(self, feature: str) -> dict[str, str | None]:
         """The raw strings of a feature's flag keys (None = absent), unparsed."""
         feature = validate_feature_name(feature)
@@ -388,6 +394,7 @@ class RedisFlagStore:
             LAST_WRITE_HASH,
             RECOMMENDATIONS_HASH,
             FEATURES_REGISTRY,
+            ABORT_EPISODES_HASH,
         ]
         expected = _expectations(change)
         raw_read = dict(change.expected_raw)
@@ -407,6 +414,7 @@ class RedisFlagStore:
             write_id,
             self._retention,
             CHANGES_CHANNEL,
+            change.episode or "",
         ]
         return keys, args
 
@@ -430,7 +438,7 @@ class RedisFlagStore:
             current_percent=parse_percent_value(current) if current else None,
             current_paused=paused == "true",
             audit_id=audit_id or None,
-            message=f"{key} changed since it was read; nothing written" if conflict else "",
+            message=_conflict_message(change, key) if conflict else "",
         )
 
     def _apply_after_lost_reply(
@@ -663,6 +671,12 @@ def _expectations(change: FlagChange) -> dict[str, str]:
     expected["rollout_percent"] = "-" if percent is None else f"#{float(percent)!r}"
     expected["paused"] = f"?{_text(change.expected_paused)}"
     return expected
+
+
+def _conflict_message(change: FlagChange, key: str) -> str:
+    if key == ABORT_EPISODES_HASH:
+        return f"alert episode {change.episode} already aborted {change.feature}; nothing written"
+    return f"{key} changed since it was read; nothing written"
 
 
 def _describe_change(change: FlagChange) -> str:

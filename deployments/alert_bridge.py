@@ -31,7 +31,9 @@ from starlette.routing import Route
 from rollout_core.abort import InvalidAlertPayload, alert_event, parse_webhook
 from rollout_core.errors import ConfigError
 
-__all__ = ["BridgeMetrics", "EventSender", "PrefectEventSender", "create_app"]
+__all__ = ["ABORT_DEPLOYMENT", "BridgeMetrics", "EventSender", "PrefectEventSender", "create_app"]
+
+ABORT_DEPLOYMENT = "rollout-controller/abort"  # prefect.yaml: the deployment the events trigger
 
 log = logging.getLogger("rollout.alert_bridge")
 EventSender = Callable[[Sequence[dict[str, Any]]], Any]  # an awaitable that sends the events

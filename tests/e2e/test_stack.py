@@ -148,6 +148,7 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
             "prometheus",
             "prefect-server",
             "worker",
+            "alert-bridge",
         }
 
         again = rollout("up", stack_dir=stack_dir)

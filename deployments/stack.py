@@ -565,13 +565,15 @@ def start_alert_bridge(
     return server
 
 
-def make_abort_live(api_url: str, name: str = "rollout-controller/abort") -> None:
+def make_abort_live(
+    api_url: str, name: str = "rollout-controller/abort", *, live: bool = True
+) -> None:
     """The stack's abort deployment runs live (prefect.yaml ships it as a dry run)."""
     from prefect.client.schemas.actions import DeploymentUpdate
 
     with prefect_client(api_url) as client:
         deployment = client.read_deployment_by_name(name)
-        parameters = {**(deployment.parameters or {}), "dry_run": False}
+        parameters = {**(deployment.parameters or {}), "dry_run": not live}
         client.update_deployment(deployment.id, DeploymentUpdate(parameters=parameters))
 
 

@@ -8,8 +8,9 @@ fault, and times each stage of the path from the servers' own records:
   for                       pending -> firing (polled from Prometheus' /api/v1/alerts)
   Alertmanager grouping     firing -> the bridge's event (its `occurred`, from Prefect's events)
   event to flow run         the event -> the abort flow run created by the trigger
-  worker pickup             run created -> run started (the worker polls every second)
-  run to write              run started -> the safe step in Redis (flow start-up included)
+  worker pickup + start-up  run created -> run Running (the worker polls every second, then
+                            starts a Python process that imports Prefect and the flow)
+  run to write              run Running -> the safe step in Redis (the flow's tasks)
 
 Prints the 5 trials, the stage breakdown, the median and the worst; asserts nothing. Uses the
 stack in $ROLLOUT_STACK_DIR / .stack when one is up, else starts one on random ports (and
@@ -44,7 +45,7 @@ STAGES = (
     "for",
     "Alertmanager grouping",
     "event to flow run",
-    "worker pickup",
+    "worker pickup + start-up",
     "run to write",
 )
 

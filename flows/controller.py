@@ -18,9 +18,9 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from rollout_core.abort import Alert, ignore_reason, parse_alert
+from rollout_core.abort import Alert, aborted_units, ignore_reason, parse_alert
 from rollout_core.bootstrap import Adapters, Settings, current_adapters, error_telemetry
-from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, load_config
+from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, expand_segments, load_config
 from rollout_core.controller import (
     FeatureOutcome,
     failed_outcomes,
@@ -128,6 +128,7 @@ def _decide_and_apply(
     abort: Alert | None = None,
 ) -> dict[str, FeatureOutcome]:
     """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing."""
+    specs = expand_segments(specs)  # a segmented feature is judged segment by segment
     names = [spec.name for spec in specs]
     fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
     # quote(): Prefect would otherwise walk every nested value of every argument looking for
@@ -139,15 +140,15 @@ def _decide_and_apply(
         return failed_outcomes(names, error)
     proposals = evaluate_policy(quote(specs), quote(snapshots), quote(states))
     episodes: dict[str, str] = {}
-    if abort is not None:
+    if abort is not None:  # the feature, or the segments the alert names (all without a label)
+        episodes = {unit: abort.episode_of(unit) for unit in aborted_units(specs, abort)}
         try:
-            handled = read_abort_episode(quote(store), abort.episode)
+            handled = [u for u, e in episodes.items() if read_abort_episode(quote(store), e)]
         except FlagStoreError as error:
             return failed_outcomes(names, error)
         proposals = add_alert_verdict(
             quote(specs), quote(proposals), quote(states), quote(abort), handled
         )
-        episodes[abort.feature] = abort.episode
     decisions = check_guards(quote(specs), quote(states), quote(proposals), at)
     outcomes: dict[str, FeatureOutcome] = apply_flag(
         quote(store), quote(decisions), quote(states), at, dry_run=not live, episodes=episodes

@@ -9,13 +9,15 @@ disabled feature stays unchanged; dwell, cooldown and freeze never delay a rollb
 
 One alert episode (fingerprint + startsAt) aborts at most once: the compare-and-set records
 it in `rollout:abort:episodes` in the same script that writes the percent, and a run whose
-episode is already there holds. Everything here is pure.
+episode is already there holds. For a segmented feature an alert carrying a segment's label
+(`region="eu-west"`) aborts that segment only; one without it aborts every segment, each
+recording the episode for itself. Everything here is pure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,9 +34,11 @@ __all__ = [
     "Alert",
     "InvalidAlertPayload",
     "abort_proposals",
+    "aborted_units",
     "alert_event",
     "alert_verdict",
     "ignore_reason",
+    "is_aborted_by",
     "parse_alert",
     "parse_webhook",
 ]
@@ -67,7 +71,11 @@ class Alert:
     @property
     def episode(self) -> str:
         """One firing episode: the same fingerprint and startsAt on every resend."""
-        return f"{self.feature}|{self.name}|{self.fingerprint}|{self.starts_at}"
+        return self.episode_of(self.feature)
+
+    def episode_of(self, unit: str) -> str:
+        """The episode as recorded for one unit: the feature, or a segment `google[eu-west]`."""
+        return f"{unit}|{self.name}|{self.fingerprint}|{self.starts_at}"
 
     def as_parameter(self) -> dict[str, Any]:
         """The JSON the event carries and the abort run receives (`parse_alert` reads it)."""
@@ -233,23 +241,38 @@ def _episode_handled(decision: Decision, alert: Alert) -> Decision:
     )
 
 
+def is_aborted_by(spec: FeatureSpec, alert: Alert) -> bool:
+    """Whether the alert aborts this unit: its feature, or a segment of it whose labels
+    (`region`, ...) the alert carries with the segment's values. An alert without a segment's
+    label aborts every segment of the feature."""
+    if spec.feature != alert.feature:
+        return False
+    return all(alert.labels.get(label, value) == value for label, value in spec.segment_match)
+
+
+def aborted_units(specs: Sequence[FeatureSpec], alert: Alert) -> list[str]:
+    """The names of the units (the feature, or its segments) this alert aborts."""
+    return [spec.name for spec in specs if is_aborted_by(spec, alert)]
+
+
 def abort_proposals(
     specs: Sequence[FeatureSpec],
     proposals: Mapping[str, Decision | Any],
     states: Mapping[str, FlagState | Any],
     alert: Alert,
-    handled: bool,
+    handled: Collection[str] = (),
 ) -> dict[str, Decision | Any]:
-    """The scheduled path's proposals with the alert's verdict added to the alert's feature:
-    a rollback to the safe step (the guards still apply), or, for an episode that already
-    aborted, a hold that still records the SLO verdicts. Other entries pass through."""
+    """The scheduled path's proposals with the alert's verdict added to each unit it aborts:
+    a rollback to the safe step (the guards still apply), or, for a unit whose episode
+    already aborted (`handled`), a hold that still records the SLO verdicts. Other entries
+    pass through."""
     result = dict(proposals)
     for spec in specs:
         proposal, state = proposals.get(spec.name), states.get(spec.name)
-        if spec.name != alert.feature or not isinstance(proposal, Decision):
+        if not is_aborted_by(spec, alert) or not isinstance(proposal, Decision):
             continue
         if not isinstance(state, FlagState):
             continue
         decision = propose(spec, state, (alert_verdict(alert), *proposal.verdicts))
-        result[spec.name] = _episode_handled(decision, alert) if handled else decision
+        result[spec.name] = _episode_handled(decision, alert) if spec.name in handled else decision
     return result

@@ -110,7 +110,7 @@ def add_alert_verdict(
     proposals: Mapping[str, Decision | FeatureOutcome],
     states: Mapping[str, FlagState | RolloutError],
     alert: Alert,
-    handled: bool,
+    handled: Sequence[str],
 ) -> dict[str, Decision | FeatureOutcome]:
     """The fast abort: the firing alert is a breach verdict beside the SLOs' (pure)."""
     return abort_proposals(specs, proposals, states, alert, handled)

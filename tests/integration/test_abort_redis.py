@@ -44,7 +44,7 @@ def decide(store: RedisFlagStore, abort: bool) -> tuple[Any, Any]:
     states = store.read_each(["google"])
     proposals = evaluate_all([SPEC], HEALTHY, states)
     if abort:
-        handled = store.is_episode_handled(ALERT.episode)
+        handled = ["google"] if store.is_episode_handled(ALERT.episode) else []
         proposals = abort_proposals([SPEC], proposals, states, ALERT, handled)
     return check_all_guards([SPEC], states, proposals, NOW), states
 

@@ -107,7 +107,7 @@ def abort_pass(
     states = store.read_each(["google"])
     snapshots = {"google": SloSnapshot("google", {"error_rate": reading})}
     proposals = evaluate_all(specs, snapshots, states)
-    handled = store.is_episode_handled(the_alert.episode)
+    handled = ["google"] if store.is_episode_handled(the_alert.episode) else []
     proposals = abort_proposals(specs, proposals, states, the_alert, handled)
     decisions = check_all_guards(specs, states, proposals, NOW)
     episodes = {"google": the_alert.episode}
@@ -141,7 +141,7 @@ def test_the_abort_is_not_delayed_by_dwell_cooldown_or_freeze(
     states = store.read_each(["google"])
     snapshots = {"google": SloSnapshot("google", {"error_rate": TOO_FEW})}
     proposals = abort_proposals(
-        [frozen], evaluate_all([frozen], snapshots, states), states, alert(), False
+        [frozen], evaluate_all([frozen], snapshots, states), states, alert()
     )
     decision = check_all_guards([frozen], states, proposals, NOW)["google"]
     assert decision.action is Action.ROLLBACK and decision.to_percent == 10
@@ -202,7 +202,7 @@ def test_an_episode_recorded_between_read_and_write_is_a_conflict_in_the_script(
     states = store.read_each(["google"])
     snapshots = {"google": SloSnapshot("google", {"error_rate": HEALTHY})}
     proposals = abort_proposals(
-        specs, evaluate_all(specs, snapshots, states), states, alert(), handled=False
+        specs, evaluate_all(specs, snapshots, states), states, alert(), handled=()
     )
     decisions = check_all_guards(specs, states, proposals, NOW)
     outcome = apply_decisions(
@@ -222,7 +222,7 @@ def test_two_concurrent_aborts_write_once_and_the_other_is_a_conflict(
     runs = []
     for _ in range(2):  # both read before either writes
         states = store.read_each(["google"])
-        handled = store.is_episode_handled(alert().episode)
+        handled = ["google"] if store.is_episode_handled(alert().episode) else []
         proposals = abort_proposals(
             specs, evaluate_all(specs, snapshots, states), states, alert(), handled
         )
@@ -293,3 +293,52 @@ def test_a_bad_alert_parameter_is_a_configuration_error() -> None:
         parse_alert({"name": "A", "feature": "google", "starts_at": STARTS_AT})
     with pytest.raises(ConfigError, match="expected an alert object"):
         parse_alert("google")
+
+
+def segmented_abort(client: fakeredis.FakeRedis, the_alert: Alert) -> dict[str, Any]:
+    """An abort pass over google segmented by region (all at 50%, healthy), as the flow runs it."""
+    from rollout_core.abort import aborted_units
+    from rollout_core.config import expand_segments
+    from tests.unit.test_segments import HEALTHY as HEALTHY_REGIONS
+    from tests.unit.test_segments import REGIONS, segmented
+    from tests.unit.test_segments import seed as seed_segments
+
+    seed_segments(client, dict.fromkeys(REGIONS, "50"))
+    store = RedisFlagStore(client)
+    specs = expand_segments([segmented(order="parallel").model_copy(update={"abort_on": ("A",)})])
+    names = [s.name for s in specs]
+    states = store.read_each(names)
+    snapshots = {
+        s.name: SloSnapshot(s.name, {"error_rate": SloReading("error_rate", HEALTHY_REGIONS[r])})
+        for s, r in zip(specs, REGIONS, strict=True)
+    }
+    episodes = {u: the_alert.episode_of(u) for u in aborted_units(specs, the_alert)}
+    handled = [u for u, e in episodes.items() if store.is_episode_handled(e)]
+    proposals = abort_proposals(
+        specs, evaluate_all(specs, snapshots, states), states, the_alert, handled
+    )
+    decisions = check_all_guards(specs, states, proposals, NOW)
+    apply_decisions(store, decisions, states, NOW, False, episodes=episodes)
+    return {r: client.get(f"flags:google:segment:{r}:rollout_percent") for r in REGIONS}
+
+
+def test_an_alert_with_a_segments_label_aborts_that_segment_only(
+    client: fakeredis.FakeRedis,
+) -> None:
+    labelled = alert(
+        "A", labels={"alertname": "A", "rollout_feature": "google", "region": "eu-west"}
+    )
+    percents = segmented_abort(client, labelled)
+    assert percents == {"eu-canary": "50", "eu-west": "10", "us-east": "50"}
+    [episode] = client.hkeys(ABORT_EPISODES_HASH)
+    assert episode.startswith("google[eu-west]|A|")
+
+
+def test_an_alert_without_the_segment_label_aborts_every_segment_once(
+    client: fakeredis.FakeRedis,
+) -> None:
+    percents = segmented_abort(client, alert("A", labels={"rollout_feature": "google"}))
+    assert percents == {"eu-canary": "10", "eu-west": "10", "us-east": "10"}
+    assert len(client.hkeys(ABORT_EPISODES_HASH)) == 3
+    again = segmented_abort(client, alert("A", labels={"rollout_feature": "google"}))
+    assert again == {"eu-canary": "50", "eu-west": "50", "us-east": "50"}  # re-seeded, held

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from rollout_cli import (
+    bridge_command,
     controller_commands,
     demo_command,
     flag_commands,
@@ -40,6 +41,7 @@ app.command("run")(flow_commands.run_once)
 app.command("deploy")(flow_commands.deploy)
 app.command("serve")(flow_commands.serve)
 app.command("notify")(flow_commands.notify)
+app.command("alert-bridge")(bridge_command.alert_bridge)
 app.command("demo")(demo_command.demo)
 app.add_typer(stack_commands.app, name="stack")
 app.add_typer(controller_commands.app, name="controller")

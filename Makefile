@@ -7,7 +7,7 @@ UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 PYTEST := $(PY) -m pytest
-SERVERS := redis-server prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool
+SERVERS := redis-server prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool initdb postgres
 
 .PHONY: help demo install servers test test-unit test-integration test-e2e lint format bench clean
 .PHONY: stack stack-down

@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 
 from deployments.deploy import prefect_executable
+from deployments.ha import HEARTBEAT_SECONDS, SENTINEL_SERVICE, create_zombie_automation
 from deployments.servers import (
     RunningServer,
     ServerFailedToStart,
@@ -85,11 +86,15 @@ USUAL_PORTS = {
     "redis": 6379,
     "sample-service": 9101,
     "alert-bridge": 9095,
+    "postgres": 5432,
 }
 ABORT_LIVE_NOTE = (
     "rollout-controller/abort runs LIVE in this stack (a playground): a firing abort_on alert "
     "rolls the feature back in Redis; the scheduled controller keeps prefect.yaml's dry_run"
 )
+TOPOLOGIES = ("single", "ha")
+# the HA topology's Redis: primary, replica, three Sentinels
+HA_REDIS_PORTS = (6379, 6380, 26379, 26380, 26381)
 QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
 
 
@@ -194,6 +199,7 @@ def start_worker(
     pool: str = POOL,
     timeout: float = 90,
     give_up: threading.Event | None = None,
+    name: str = "worker",
 ) -> RunningServer:
     """`prefect worker start --pool <pool>` polling every second; flow runs inherit `env`
     (the stack's REDIS_URL, PROMETHEUS_BASE_URL, PUSHGATEWAY_URL). Stop it with SIGINT: a
@@ -208,11 +214,12 @@ def start_worker(
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     argv = [PREFECT, "worker", "start", "--pool", pool, "--type", "process"]
+    argv += [] if name == "worker" else ["--name", f"{name}-{os.getpid()}-{time.time_ns()}"]
     launched = datetime.now(UTC)  # the database may remember workers of an earlier stack
     with prefect_client(api_url) as client:  # one client for every readiness probe
         online = lambda: worker_online(api_url, pool, since=launched, client=client)  # noqa: E731
         ready = _unless(give_up, online)
-        return start_process("worker", argv, 0, home, ready, api_url, timeout, worker_env)
+        return start_process(name, argv, 0, home, ready, api_url, timeout, worker_env)
 
 
 def _unless(give_up: threading.Event | None, probe: Callable[[], bool]) -> Callable[[], bool]:
@@ -388,9 +395,15 @@ def up(
     ui: bool = True,
     project_dir: Path = PROJECT_DIR,
     log: Callable[[str], None] = lambda line: None,
+    topology: str = "single",
 ) -> UpResult:
     """Start the stack, or report the one already up. On a failure everything started so far
-    is stopped and ServerFailedToStart (with the log tail) or MissingServer is raised."""
+    is stopped and ServerFailedToStart (with the log tail) or MissingServer is raised.
+
+    `topology="ha"`: Prefect's server on PostgreSQL, two workers, and Redis as a primary, a
+    replica and three Sentinels (REDIS_URL is then a redis+sentinel:// URL)."""
+    if topology not in TOPOLOGIES:
+        raise RuntimeError(f"topology {topology!r} is unknown; expected one of {TOPOLOGIES}")
     notes: list[str] = []
     previous = read_state(directory)
     if previous is not None:
@@ -411,6 +424,14 @@ def up(
     started: list[tuple[RunningServer, str]] = []
     give_up = threading.Event()  # a failure stops the background wait for a slow server
     try:
+        prefect_env: dict[str, str] = {}
+        if topology == "ha":
+            from deployments.ha import start_postgres
+
+            postgres = start_postgres(directory / "postgres", _port("postgres", usual_ports))
+            started.append((postgres, "SIGINT"))  # SIGINT: PostgreSQL's fast shutdown
+            prefect_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.url
+            step("postgresql")
         with ThreadPoolExecutor(max_workers=1) as background:
             # the Prefect server is the slow one: the others start while it migrates its db
             prefect_future = background.submit(
@@ -419,10 +440,12 @@ def up(
                 _port("prefect-server", usual_ports),
                 ui=ui,
                 give_up=give_up,
+                extra_env=prefect_env,
             )
             try:
-                redis_server = start_redis(directory / "redis", _port("redis", usual_ports))
-                started.append((redis_server, "SIGTERM"))
+                redis_server, redis_ha = _start_stack_redis(directory, usual_ports, topology)
+                for server in redis_ha.servers() if redis_ha else [redis_server]:
+                    started.append((server, "SIGTERM"))
                 pushgateway = start_pushgateway(
                     directory / "pushgateway", _port("pushgateway", usual_ports)
                 )
@@ -443,7 +466,7 @@ def up(
                 sample = _start_sample_service(
                     directory / "sample-service",
                     _port("sample-service", usual_ports),
-                    redis_server.url,
+                    redis_ha.url if redis_ha else redis_server.url,
                 )
                 started.append((sample, "SIGTERM"))
                 prometheus = start_prometheus(
@@ -478,19 +501,30 @@ def up(
             step("alert bridge")
         env = {
             "PREFECT_API_URL": prefect_server.url,
-            "REDIS_URL": redis_server.url,
+            "REDIS_URL": redis_ha.url if redis_ha else redis_server.url,
             "PROMETHEUS_BASE_URL": prometheus.url,
             "PUSHGATEWAY_URL": pushgateway.url,
             "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
             "ROLLOUT_BRIDGE_TOKEN": bridge_token,  # a playground's token, made per `up`
         }
+        worker_env = dict(env)
+        if redis_ha is not None:
+            env["REDIS_SENTINELS"] = redis_ha.sentinel_hosts
+            env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
+            # flow runs beat their heart, so a run whose worker died is marked Crashed
+            worker_env = {
+                **env,
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+                "ROLLOUT_WRITE_MEMORY": "true",  # a lost write is refused on every worker
+            }
+            create_zombie_automation(prefect_server.url)
         _ensure_pool(prefect_server.url, POOL)
         with ThreadPoolExecutor(max_workers=1) as background:
             worker_future = background.submit(
                 start_worker,
                 directory / "prefect-worker",
                 prefect_server.url,
-                env,
+                worker_env,
                 give_up=give_up,
             )
             try:
@@ -508,6 +542,12 @@ def up(
                 _collect(worker_future, "SIGINT", started, give_up)
             worker_future.result()
             step("worker online")
+        if topology == "ha":  # the second worker: runs go on when one of them dies
+            second = start_worker(
+                directory / "prefect-worker-2", prefect_server.url, worker_env, name="worker-2"
+            )
+            started.append((second, "SIGINT"))
+            step("second worker online")
         components = [_component(server, stop_signal) for server, stop_signal in started]
         urls = {
             "Prefect UI": prefect_server.url.removesuffix("/api"),
@@ -516,7 +556,7 @@ def up(
             "Alertmanager": alertmanager.url,
             "Alert bridge": bridge.url,
             "Pushgateway": pushgateway.url,
-            "Redis": redis_server.url,
+            "Redis": redis_ha.url if redis_ha else redis_server.url,
             "Sample service": f"{sample.url}/metrics",
         }
         state = StackState(
@@ -598,6 +638,30 @@ def _collect(
         raise
 
 
+def _start_stack_redis(
+    directory: Path, usual_ports: bool, topology: str
+) -> tuple[RunningServer, Any]:
+    """The stack's Redis: one server, or (its primary, the RedisHA) for the HA topology."""
+    if topology != "ha":
+        return start_redis(directory / "redis", _port("redis", usual_ports)), None
+    from deployments.ha import start_redis_ha
+
+    ports = [_free_or_any(port, usual_ports) for port in HA_REDIS_PORTS]
+    redis_ha = start_redis_ha(directory / "redis", ports)
+    return redis_ha.nodes[0], redis_ha
+
+
+def _free_or_any(port: int, usual_ports: bool) -> int:
+    import socket
+
+    if usual_ports:
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+            return port
+    return free_port()
+
+
 def _deployment_names(api_url: str) -> list[str]:
     with prefect_client(api_url) as client:
         deployments = client.read_deployments()  # the stack's own server: prefect.yaml's
@@ -611,7 +675,14 @@ def down(directory: Path) -> list[Component] | None:
     state = read_state(directory)
     if state is None:
         return None
-    order = sorted(state.components, key=lambda c: (c.name != "worker", c.name != "sample-service"))
+    order = sorted(
+        state.components,
+        key=lambda c: (
+            not c.name.startswith("worker"),
+            c.name != "sample-service",
+            c.name == "postgres",
+        ),
+    )
     stopped = []
     for component in order:
         # the leader may be gone while its children (a flow run of the worker) still run

@@ -28,9 +28,11 @@ from rollout_core.controller import (
     run_status,
     stale_run_reason,
     summarize,
+    unconfirmed_warning,
 )
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
 from rollout_core.ports import FlagStore, MetricsSource
+from rollout_core.urls import redact_url
 from tasks.controller import (
     add_alert_verdict,
     announce_changes,
@@ -43,6 +45,7 @@ from tasks.controller import (
     read_flags,
     write_audit,
 )
+from tasks.write_memory import recall_writes, remember_writes
 
 __all__ = ["PAUSED_REASON", "RUN_TIMEOUT_SECONDS", "outcomes_of", "rollout_controller"]
 
@@ -100,7 +103,10 @@ def rollout_controller(
         "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
         "events": announce_changes(quote(outcomes)),
         "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
+        "durability": unconfirmed_warning(outcomes),
     }
+    if warnings["durability"]:
+        logger.warning(warnings["durability"])
     mode = ("live" if live else "dry run") + (f", abort on {abort.name}" if abort else "")
     message = f"{mode}: " + summarize(outcomes)
     message += "".join(f"\nwarning: {part}: {text}" for part, text in warnings.items() if text)
@@ -139,6 +145,10 @@ def _decide_and_apply(
     fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
     # quote(): Prefect would otherwise walk every nested value of every argument looking for
     # futures, about 5 s per run at 1,000 features; these are plain values, never futures.
+    memory = settings.write_memory and live  # ROLLOUT_WRITE_MEMORY: see tasks/write_memory.py
+    target = redact_url(settings.redis_target()) if memory else ""
+    if memory:
+        recall_writes(quote(store), target)
     try:
         snapshots = fetch(quote(source), quote(specs), at)
         states = read_flags(quote(store), quote(names))
@@ -159,6 +169,8 @@ def _decide_and_apply(
     outcomes: dict[str, FeatureOutcome] = apply_flag(
         quote(store), quote(decisions), quote(states), at, dry_run=not live, episodes=episodes
     )
+    if memory:
+        remember_writes(quote(store), target)
     return outcomes
 
 

@@ -101,7 +101,11 @@ def open_store() -> RedisFlagStore:
     config = settings()
     # the bootstrap engineer adds `audit_retention` (ROLLOUT_AUDIT_RETENTION) to Settings
     retention = getattr(config, "audit_retention", None) or DEFAULT_AUDIT_RETENTION
-    return RedisFlagStore(connect(config.redis_url), audit_retention=retention)
+    return RedisFlagStore(
+        connect(config.redis_target()),  # REDIS_URL, or through REDIS_SENTINELS
+        audit_retention=retention,
+        wait_timeout_ms=config.redis_wait_timeout_ms,
+    )
 
 
 def actor(by: str | None) -> str:

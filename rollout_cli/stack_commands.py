@@ -58,6 +58,14 @@ def up(
         ),
     ] = False,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the Prefect UI.")] = True,
+    topology: Annotated[
+        str,
+        typer.Option(
+            "--topology",
+            help="single (one of each, SQLite) or ha (Prefect on PostgreSQL, two workers, "
+            "Redis primary + replica + three Sentinels).",
+        ),
+    ] = "single",
 ) -> None:
     """Start every server detached; prints the URLs and the environment to export."""
 
@@ -69,7 +77,9 @@ def up(
         where = resolve_stack_dir(directory)
         progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731
         try:
-            result = start_stack(where, usual_ports=not random_ports, ui=ui, log=progress)
+            result = start_stack(
+                where, usual_ports=not random_ports, ui=ui, log=progress, topology=topology
+            )
         except (MissingServer, ServerFailedToStart, RuntimeError) as error:
             return Outcome(code=EXIT_FAILURE, notes=(f"error: stack not started: {error}",))
         state = result.state

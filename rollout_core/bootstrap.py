@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     variables: ClassVar[dict[str, str]] = {}  # field name -> environment variable, filled below
 
     redis_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
+    # Sentinel addressing: host:port,host:port and the monitored master's name; when set, the
+    # controller and the CLI reach the master through the Sentinels (REDIS_URL then only
+    # lends its password and database)
+    redis_sentinels: str = Field(default="", validation_alias="REDIS_SENTINELS")
+    redis_sentinel_service: str = Field(default="", validation_alias="REDIS_SENTINEL_SERVICE")
+    # remember the audit id of each change in a Prefect Variable, so the next run (on any
+    # worker) refuses a Redis that lost it in a failover; off unless set
+    write_memory: bool = Field(default=False, validation_alias="ROLLOUT_WRITE_MEMORY")
+    # WAIT 1 <ms> after each flag write, when the master has replicas
+    redis_wait_timeout_ms: int = Field(default=1000, validation_alias="ROLLOUT_REDIS_WAIT_MS")
     prometheus_url: str = Field(
         default="http://127.0.0.1:9090", validation_alias="PROMETHEUS_BASE_URL"
     )
@@ -164,14 +174,71 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, raw: Any) -> str:
         scheme = urlsplit(str(raw)).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        if scheme == "redis+sentinel":
+            from rollout_sdk.sentinel import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(str(raw))
+            except ValueError as exc:
+                raise ConfigError(f"REDIS_URL: {exc}") from None
+        elif scheme not in ("redis", "rediss", "unix"):
             from rollout_core.urls import redact_url
 
             raise ConfigError(
                 f"REDIS_URL is {redact_url(str(raw))!r}; expected redis://[:password@]host:port/db "
-                "(or rediss://, unix://)"
+                "(or rediss://, unix://, redis+sentinel://host:port,host:port/service/db)"
             )
         return str(raw)
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinels(cls, raw: Any) -> str:
+        text = str(raw).replace(" ", "")
+        for address in filter(None, text.split(",")):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"REDIS_SENTINELS is {raw!r}: {address!r} is not host:port; expected "
+                    "host:port,host:port (e.g. 127.0.0.1:26379,127.0.0.1:26380)"
+                )
+        return text
+
+    @field_validator("write_memory", mode="before")
+    @classmethod
+    def _write_memory(cls, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        return bool(parse_bool_env("ROLLOUT_WRITE_MEMORY", raw))
+
+    @field_validator("redis_wait_timeout_ms", mode="before")
+    @classmethod
+    def _wait_ms(cls, raw: Any) -> int:
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
+            raise ConfigError(
+                f"ROLLOUT_REDIS_WAIT_MS is {raw!r}; expected a positive whole number of "
+                "milliseconds a write waits for a replica (default 1000)"
+            )
+        return int(text)
+
+    def redis_target(self) -> str:
+        """The URL the controller and CLI connect to: REDIS_URL, or, with REDIS_SENTINELS set,
+        a redis+sentinel:// URL for REDIS_SENTINEL_SERVICE with REDIS_URL's password and db."""
+        if not self.redis_sentinels:
+            return self.redis_url
+        if not self.redis_sentinel_service:
+            raise ConfigError(
+                f"REDIS_SENTINELS is {self.redis_sentinels!r} but REDIS_SENTINEL_SERVICE is "
+                "unset; set it to the master name the Sentinels monitor (e.g. rollout)"
+            )
+        from rollout_sdk.sentinel import sentinel_url
+
+        parts = urlsplit(self.redis_url)
+        db_text = parts.path.strip("/")
+        db = int(db_text) if db_text.isdigit() else 0
+        return sentinel_url(
+            self.redis_sentinels, self.redis_sentinel_service, db, parts.password or None
+        )
 
     @field_validator("prometheus_url", "pushgateway_url", mode="before")
     @classmethod
@@ -265,9 +332,13 @@ def wire(settings: Settings) -> Adapters:
     from rollout_core.slo import PrometheusSource
     from rollout_core.telemetry import PushgatewayTelemetry
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_target())
     return Adapters(
-        store=RedisFlagStore(client, audit_retention=settings.audit_retention),
+        store=RedisFlagStore(
+            client,
+            audit_retention=settings.audit_retention,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        ),
         source=PrometheusSource(settings.prometheus_url, timeout=settings.prometheus_timeout),
         telemetry=PushgatewayTelemetry(settings.pushgateway_target(), redis_client=client),
         redis=client,
@@ -296,7 +367,9 @@ def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink |
         return None
     client: redis.Redis
     try:
-        client = connect(Settings.from_env({"REDIS_URL": env.get("REDIS_URL", "")}).redis_url)
+        redis_names = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE")
+        redis_env = {name: env[name] for name in redis_names if name in env}
+        client = connect(Settings.from_env(redis_env).redis_target())
     except ConfigError:
         # nowhere to connect: every command fails at once, and the sink falls back
         client = redis.Redis(

@@ -40,6 +40,7 @@ __all__ = [
     "run_status",
     "stale_run_reason",
     "summarize",
+    "unconfirmed_warning",
 ]
 
 
@@ -81,6 +82,8 @@ class FeatureOutcome:
     # a compare-and-set conflict: what Redis held instead (None: absent or unparsable)
     conflict: bool = False
     current_percent: float | None = None
+    # applied on the Redis master, but no replica acknowledged it (WAIT 1) in time
+    unconfirmed: bool = False
 
     def __post_init__(self) -> None:
         if self.status is OutcomeStatus.OK and self.configuration_problems:
@@ -250,7 +253,13 @@ def apply_decisions(
             )
         else:
             outcomes[name] = FeatureOutcome(
-                name, OutcomeStatus.OK, decision, result.applied, dry_run, audit_id=result.audit_id
+                name,
+                OutcomeStatus.OK,
+                decision,
+                result.applied,
+                dry_run,
+                audit_id=result.audit_id,
+                unconfirmed=result.unconfirmed,
             )
     return {name: outcomes[name] for name in decisions}
 
@@ -395,6 +404,18 @@ def _is_reported_change(outcome: FeatureOutcome) -> bool:
 
 def _cut(line: str) -> str:
     return line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 1] + "…"
+
+
+def unconfirmed_warning(outcomes: Mapping[str, FeatureOutcome]) -> str | None:
+    """The run's warning for changes applied on the master that no replica acknowledged."""
+    names = sorted(name for name, outcome in outcomes.items() if outcome.unconfirmed)
+    if not names:
+        return None
+    return (
+        f"applied but unconfirmed: no Redis replica acknowledged the change of "
+        f"{', '.join(names)} in time (WAIT 1); a failover now could lose it, and the next run "
+        "then holds that feature"
+    )
 
 
 def resolve_dry_run(requested: bool | None, from_env: bool | None) -> bool:

@@ -33,7 +33,14 @@ from rollout_core.config import FEATURE_NAME_PATTERN, validate_feature_name, val
 from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, RolloutError
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
-from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
+from rollout_core.redis_connection import (
+    WAIT_TIMEOUT_MS,
+    confirm_replicated,
+    describe,
+    fresh_client,
+    store_error,
+    without_retries,
+)
 from rollout_sdk.flag_values import (
     PERCENT_EXPECTED,
     is_servable_percent,
@@ -233,6 +240,7 @@ class WriteResult:
     unknown: bool = False
     recovered: bool = False
     message: str = ""
+    unconfirmed: bool = False  # applied, but no replica acknowledged it in time
 
     @property
     def is_change(self) -> bool:
@@ -252,7 +260,11 @@ class RedisFlagStore:
     """
 
     def __init__(
-        self, client: redis.Redis, *, audit_retention: int = DEFAULT_AUDIT_RETENTION
+        self,
+        client: redis.Redis,
+        *,
+        audit_retention: int = DEFAULT_AUDIT_RETENTION,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         if isinstance(audit_retention, bool) or not isinstance(audit_retention, int):
             raise ConfigError(f"audit retention {audit_retention!r} is not a whole number")
@@ -268,6 +280,10 @@ class RedisFlagStore:
         self._audited_write = self._writer.register_script(_script("audited_write.lua"))
         self._override = self._writer.register_script(_script("override.lua"))
         self._registry_checked = False
+        self.wait_timeout_ms = wait_timeout_ms  # WAIT 1 <ms> after a write, when replicas exist
+        # feature -> the audit id of the last change this store applied: a later read that
+        # finds an older last write (a failover lost it) is refused, never acted on
+        self.last_applied: dict[str, str] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -293,17 +309,43 @@ class RedisFlagStore:
         names = [validate_unit_name(feature) for feature in features]
         keys = [unit_key(feature, field) for feature in names for field in fields_of(feature)]
         values = self._call("reading flags", self._client.mget, keys) if keys else []
+        lost = self._lost_writes(names)
         states: dict[str, FlagState | RolloutError] = {}
         start = 0
         for feature in names:
             fields = fields_of(feature)
             raw = dict(zip(fields, values[start : start + len(fields)], strict=True))
             start += len(fields)
+            if feature in lost:
+                states[feature] = lost[feature]
+                continue
             try:
                 states[feature] = parse_flag_state(feature, raw)
             except RolloutError as exc:
                 states[feature] = exc
         return states
+
+    def _lost_writes(self, features: Sequence[str]) -> dict[str, FlagStoreError]:
+        """Features whose last write in Redis is older than the last change this store
+        applied: the master lost it (a failover before a replica had it), so what was read
+        is older than what the controller last wrote, and deciding on it is refused."""
+        remembered = {f: self.last_applied[f] for f in features if f in self.last_applied}
+        if not remembered:
+            return {}
+        recorded = self._call(
+            "reading the last writes", self._client.hmget, LAST_WRITE_HASH, list(remembered)
+        )
+        lost = {}
+        for (feature, mine), theirs in zip(remembered.items(), recorded, strict=True):
+            audit_id = str(theirs or "").partition(" ")[2]
+            if _stream_id(audit_id) < _stream_id(mine):
+                lost[feature] = FlagStoreError(
+                    f"{LAST_WRITE_HASH} {feature} is {audit_id or 'absent'}, older than this "
+                    f"controller's last change {mine}: Redis lost that write (a failover before "
+                    f"a replica had it); held, nothing decided. Check `rollout audit {feature}` "
+                    f"and set the percent again with `rollout set {feature} ...`"
+                )
+        return lost
 
     def known_features(self) -> list[str]:
         """Every initialised feature, sorted: the `rollout:features` registry, or, while it is
@@ -380,7 +422,7 @@ class RedisFlagStore:
             return self._apply_after_lost_reply(change, write_id, exc, doing)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
-        return self._apply_result(change, reply)
+        return cast(ApplyResult, self._confirmed([self._apply_result(change, reply)])[0])
 
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         """Every change's compare-and-set in one pipelined round trip (plus one SCRIPT EXISTS).
@@ -400,8 +442,9 @@ class RedisFlagStore:
         pipe = self._writer.pipeline(transaction=False)
         for keys, args in calls:
             self._cas(keys, args, client=pipe)
+        pipe.info("replication")  # whether to WAIT for a replica after, in the same round trip
         try:
-            replies = pipe.execute(raise_on_error=False)
+            *replies, replication = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return [
                 self._apply_after_lost_reply(change, write_id, exc, f"applying {change.feature}")
@@ -418,7 +461,25 @@ class RedisFlagStore:
                 results.append(self._apply_result(change, reply))
             except RolloutError as error:
                 results.append(error)
-        return results
+        return self._confirmed(results, replication)
+
+    def _confirmed(self, results: list[Any], replication: Any = None) -> list[Any]:
+        """After writes that changed Redis: WAIT for one replica (when the master has any);
+        writes none acknowledged come back marked `unconfirmed`, with a message."""
+        if not any(isinstance(r, ApplyResult | WriteResult) and _wrote(r) for r in results):
+            return results
+        if confirm_replicated(self._writer, self.wait_timeout_ms, replication) is not False:
+            return results
+        note = (
+            f"applied on the Redis master, but no replica acknowledged it within "
+            f"{self.wait_timeout_ms} ms (WAIT 1); a failover now could lose it"
+        )
+        return [
+            replace(r, unconfirmed=True, message=f"{r.message}; {note}" if r.message else note)
+            if isinstance(r, ApplyResult | WriteResult) and _wrote(r)
+            else r
+            for r in results
+        ]
 
     def _cas_call(self, change: FlagChange, write_id: str) -> tuple[list[str], list[str]]:
         feature = validate_unit_name(change.feature)
@@ -469,6 +530,8 @@ class RedisFlagStore:
                 message=f"{key} was deleted since it was read; nothing written",
             )
         conflict = status == "conflict"
+        if status == "applied" and audit_id and not change.dry_run:
+            self.last_applied[change.feature] = audit_id
         return ApplyResult(
             applied=status == "applied",
             conflict=conflict,
@@ -661,12 +724,13 @@ class RedisFlagStore:
         status, audit_id, old, new, *written = reply
         if status == "not_initialised":
             raise self._not_initialised(feature)
-        return WriteResult(
+        result = WriteResult(
             written=tuple(key.rpartition(":")[2] for key in written),
             audit_id=audit_id or None,
             old_percent=parse_percent_value(old),
             new_percent=parse_percent_value(new),
         )
+        return cast(WriteResult, self._confirmed([result])[0])
 
     def _write_after_lost_reply(
         self, feature: str, write_id: str, values: Mapping[str, str], exc: Exception, doing: str
@@ -712,7 +776,8 @@ class RedisFlagStore:
         if status == "not_initialised":
             raise self._not_initialised(feature)
         written = ("overrides",) if status == "written" else ()
-        return WriteResult(written, audit_id or None, None, None), old or None
+        result = WriteResult(written, audit_id or None, None, None)
+        return cast(WriteResult, self._confirmed([result])[0]), old or None
 
     def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
         """Append an audit entry that changes no flag (e.g. the controller's kill switch, with
@@ -788,6 +853,19 @@ def _expectation(read: Mapping[str, str | None], field: str) -> str:
 def _describe_change(change: FlagChange) -> str:
     before = "unset" if change.expected_percent is None else f"{change.expected_percent:g}%"
     return f"{change.feature} {before} -> {change.new_percent:g}%"
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a sortable pair; (0, 0) when absent or malformed."""
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
+
+
+def _wrote(result: ApplyResult | WriteResult) -> bool:
+    """The result changed Redis (a dry run's recommendation is not waited for)."""
+    if isinstance(result, WriteResult):
+        return result.is_change or result.audit_id is not None
+    return result.applied and result.audit_id is not None
 
 
 def _text(flag: bool) -> str:

@@ -66,6 +66,9 @@ class ApplyResult:
     unknown: bool = False
     recovered: bool = False
     message: str = ""
+    # applied on the master, but no replica acknowledged it in time (WAIT 1): a failover now
+    # could lose it
+    unconfirmed: bool = False
 
 
 class FlagStore(Protocol):

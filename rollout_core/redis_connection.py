@@ -1,26 +1,34 @@
 """The Redis edge: timeouts, a small retry budget for reads, no retry at all for writes, and
 redis-py errors turned into FlagStoreError messages that never show a password.
 
-The URL comes from the caller (`rollout_core.bootstrap.Settings.redis_url`); nothing here
-reads the environment. Writes are never retried blindly: a compare-and-set whose reply was
+The URL comes from the caller (`rollout_core.bootstrap.Settings.redis_target()`); nothing
+here reads the environment. A `redis+sentinel://host:port,host:port/service/db` URL gives a
+client on the Sentinels' current master that follows a failover, and so do its copies.
+Writes are never retried blindly: a compare-and-set whose reply was
 lost would see its own write as a conflict, so writes go through `without_retries(client)`
 and an interrupted write is read back on a `fresh_client` instead.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from rollout_core.errors import ConfigError, FlagStoreError
 from rollout_core.urls import redact_url
+from rollout_sdk.sentinel import is_sentinel_url, master_client
 
 __all__ = [
     "CONNECT_TIMEOUT_SEC",
     "DEFAULT_REDIS_URL",
     "RETRIES",
     "SOCKET_TIMEOUT_SEC",
+    "WAIT_TIMEOUT_MS",
+    "confirm_replicated",
     "connect",
     "describe",
     "fresh_client",
@@ -34,28 +42,33 @@ SOCKET_TIMEOUT_SEC = 5.0
 # redis-py retries 10 times by default (about 3.7 s on a refused connection); two retries
 # ride out a blip in a read without making an outage look like a hang. Writes get none.
 RETRIES = 2
+# how long a write waits for one replica to acknowledge it (WAIT 1 <ms>) when replicas exist
+WAIT_TIMEOUT_MS = 1000
 
 
 def connect(url: str | None = None) -> redis.Redis:
     """A client for `url` (None: the local default); nothing is sent until used."""
     url = url or DEFAULT_REDIS_URL
+    options = {
+        "decode_responses": True,
+        # an operator's stray byte (`redis-cli SET k $'\xff'`) is a corrupt value of that
+        # key, never a UnicodeDecodeError out of the pass: it decodes to a lone surrogate,
+        # which no parser accepts, and encodes back to the same bytes, so a compare-and-set
+        # compares it exactly and an audit entry records it as it was
+        "encoding_errors": "surrogateescape",
+        "socket_connect_timeout": CONNECT_TIMEOUT_SEC,
+        "socket_timeout": SOCKET_TIMEOUT_SEC,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES),
+    }
     try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            # an operator's stray byte (`redis-cli SET k $'\xff'`) is a corrupt value of that
-            # key, never a UnicodeDecodeError out of the pass: it decodes to a lone surrogate,
-            # which no parser accepts, and encodes back to the same bytes, so a compare-and-set
-            # compares it exactly and an audit entry records it as it was
-            encoding_errors="surrogateescape",
-            socket_connect_timeout=CONNECT_TIMEOUT_SEC,
-            socket_timeout=SOCKET_TIMEOUT_SEC,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES),
-        )
+        if is_sentinel_url(url):
+            return master_client(url, **options)
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(
             f"REDIS_URL {redact_url(url)!r} is not a Redis URL ({exc}); "
-            "expected redis://[:password@]host:port/db"
+            "expected redis://[:password@]host:port/db or "
+            "redis+sentinel://host:port,host:port/service/db"
         ) from None
 
 
@@ -65,6 +78,17 @@ def _copy(client: redis.Redis, retry: Retry | None) -> redis.Redis:
     kwargs = dict(pool.connection_kwargs)
     if retry is not None:
         kwargs["retry"] = retry
+    if isinstance(pool, SentinelConnectionPool):  # a copy that follows the master too
+        kwargs.pop("connection_pool", None)  # the old pool's proxy; the new pool makes its own
+        sentinel_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            pool.service_name,
+            pool.sentinel_manager,
+            connection_class=pool.connection_class,
+            is_master=pool.is_master,
+            check_connection=pool.check_connection,
+            **kwargs,
+        )
+        return redis.Redis(connection_pool=sentinel_pool)
     fresh_pool = type(pool)(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=fresh_pool)
 
@@ -82,8 +106,17 @@ def fresh_client(client: redis.Redis) -> redis.Redis:
 
 def describe(client: redis.Redis) -> str:
     """The client's redacted URL, rebuilt from its connection settings."""
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
     auth = ":****@" if kwargs.get("password") else ""
+    if isinstance(pool, SentinelConnectionPool):
+        hosts = ",".join(
+            f"{sentinel.connection_pool.connection_kwargs.get('host')}:"
+            f"{sentinel.connection_pool.connection_kwargs.get('port')}"
+            for sentinel in pool.sentinel_manager.sentinels
+        )
+        db = kwargs.get("db", 0)
+        return f"redis+sentinel://{auth}{hosts}/{pool.service_name}/{db}"
     if kwargs.get("username"):
         auth = f"{kwargs['username']}:****@"
     if kwargs.get("path"):
@@ -107,3 +140,31 @@ def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreErr
     else:
         advice = "check the server log and REDIS_URL"
     return FlagStoreError(f"Redis at {where} failed while {doing}: {detail}; {advice}")
+
+
+def confirm_replicated(
+    client: redis.Redis, timeout_ms: int = WAIT_TIMEOUT_MS, replication: Any = None
+) -> bool | None:
+    """After a write on this client's connection pool: None when the server has no replica
+    (nothing to wait for), else whether one replica acknowledged within `timeout_ms`
+    (`WAIT 1 <timeout>`). Through Sentinel a master always has replicas to wait for: none
+    connected is an unconfirmed write, not "nothing to wait for". WAIT covers every earlier
+    write of its connection (the pool hands the last one back), so one call confirms a batch.
+    A Redis error is an unconfirmed write, never a raise: the write itself was applied.
+    `replication`: the reply of an `INFO replication` sent with the writes (saves a round
+    trip), or None to ask here."""
+    try:
+        if replication is None:
+            replication = client.info("replication")
+        if isinstance(replication, Exception):
+            raise replication
+    except redis.ResponseError:
+        return None  # a server without INFO (a restricted managed Redis): nothing to tell
+    except redis.RedisError:
+        return False
+    if int(replication.get("connected_slaves", 0) or 0) < 1:
+        return False if isinstance(client.connection_pool, SentinelConnectionPool) else None
+    try:
+        return int(client.wait(1, timeout_ms)) >= 1
+    except redis.RedisError:
+        return False

@@ -11,6 +11,7 @@ Redis keys:
     rollout:telemetry:percent         hash  feature -> the percent last reported
     rollout:telemetry:last_success    string  Unix seconds of the last run with status ok
     rollout:telemetry:last_run        string  Unix seconds of the last run
+    rollout:telemetry:unconfirmed_writes_total  hash  feature -> writes no replica acknowledged
 
 Every run status (ok, prom_unreachable, redis_error, error) is pushed from 0, so the first
 failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing); so is
@@ -37,7 +38,7 @@ import logging
 import math
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "PERCENT_KEY",
     "RUNS_KEY",
     "RUN_STATUSES",
+    "UNCONFIRMED_KEY",
     "PushgatewayTelemetry",
     "Totals",
     "read_metrics_text",
@@ -75,6 +77,7 @@ RUNS_KEY = KEY_PREFIX + "runs_total"
 PERCENT_KEY = KEY_PREFIX + "percent"
 LAST_SUCCESS_KEY = KEY_PREFIX + "last_success"
 LAST_RUN_KEY = KEY_PREFIX + "last_run"
+UNCONFIRMED_KEY = KEY_PREFIX + "unconfirmed_writes_total"
 RUN_STATUSES = ("ok", "prom_unreachable", "redis_error", "error")
 _PREFIX = "rollout_controller_"
 _MAX_COUNT = 2**63 - 1  # Redis' HINCRBY range
@@ -92,11 +95,14 @@ class Totals:
     percents: dict[str, float] = field(default_factory=dict)
     last_success: float | None = None
     last_run: float | None = None
+    unconfirmed: dict[str, float] = field(default_factory=dict)  # feature -> writes
 
     def add(self, other: Totals) -> None:
         """Add other's counts; its percents and times, when set, replace these."""
         for pair, count in other.changes.items():
             self.changes[pair] = self.changes.get(pair, 0) + count
+        for feature, count in other.unconfirmed.items():
+            self.unconfirmed[feature] = self.unconfirmed.get(feature, 0) + count
         for status, count in other.runs.items():
             self.runs[status] = self.runs.get(status, 0) + count
         self.percents.update(other.percents)
@@ -152,6 +158,15 @@ class _TotalsCollector:
         for feature, value in sorted(totals.percents.items()):
             percent.add_metric([feature], value)
         yield from (changes, runs, percent)
+        if totals.unconfirmed:
+            unconfirmed = CounterMetricFamily(
+                _PREFIX + "unconfirmed_writes",
+                "Flag writes applied on the Redis master that no replica acknowledged in time.",
+                labels=["feature"],
+            )
+            for feature, count in sorted(totals.unconfirmed.items()):
+                unconfirmed.add_metric([feature], count)
+            yield unconfirmed
         if totals.last_success is not None:
             yield GaugeMetricFamily(
                 _PREFIX + "last_success_timestamp_seconds",
@@ -235,13 +250,15 @@ class PushgatewayTelemetry:
         percents: Mapping[str, float],
         status: str,
         at: datetime,
+        unconfirmed: Sequence[str] = (),
     ) -> str:
         """Count the run, push every total; a short status for the run log, never an error.
 
         "pushed" (or "pushed (redis down: ...)") when all went well; anything else names
-        what went wrong (an unreachable gateway, repaired totals) for the run's warning."""
+        what went wrong (an unreachable gateway, repaired totals) for the run's warning.
+        `unconfirmed`: features whose write no replica acknowledged (one count each)."""
         try:
-            return self._record_run(results, percents, status, at)
+            return self._record_run(results, percents, status, at, unconfirmed)
         except Exception as exc:  # the contract: a decision never depends on telemetry
             log.exception("telemetry: run not recorded")
             return f"telemetry not recorded: {type(exc).__name__}: {exc}"
@@ -252,6 +269,7 @@ class PushgatewayTelemetry:
         percents: Mapping[str, float],
         status: str,
         at: datetime,
+        unconfirmed: Sequence[str] = (),
     ) -> str:
         notes: list[str] = []
         if status not in RUN_STATUSES:
@@ -261,6 +279,7 @@ class PushgatewayTelemetry:
         for name in percents.keys() - usable.keys():
             notes.append(f"percent of {name} is {percents[name]!r}, not a number; not reported")
         run = run_totals(results, usable, status, at)
+        run.unconfirmed = {feature: 1 for feature in unconfirmed}
         totals, repaired = self._persist(run)
         notes += repaired
         for note in notes:
@@ -310,6 +329,10 @@ class PushgatewayTelemetry:
         if owed.last_success is not None:
             pipe.set(LAST_SUCCESS_KEY, repr(owed.last_success))
         pipe.set(LAST_RUN_KEY, repr(run.last_run))
+        for feature, count in owed.unconfirmed.items():
+            pipe.hincrby(UNCONFIRMED_KEY, feature, int(count))
+            counted.append((UNCONFIRMED_KEY, feature))
+        pipe.hgetall(UNCONFIRMED_KEY)
         pipe.hgetall(CHANGES_KEY)
         pipe.hgetall(RUNS_KEY)
         pipe.hgetall(PERCENT_KEY)
@@ -340,6 +363,10 @@ class PushgatewayTelemetry:
         last_success, last_run = times if isinstance(times, list) else (None, None)
         totals.last_success = repair.time(LAST_SUCCESS_KEY, last_success)
         totals.last_run = repair.time(LAST_RUN_KEY, last_run)
+        unconfirmed = replies[-5]
+        totals.unconfirmed = dict(
+            repair.counters(UNCONFIRMED_KEY, unconfirmed, owed.unconfirmed, failed)
+        )
         return totals, repair.apply(self._redis)
 
     def _handler(

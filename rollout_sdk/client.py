@@ -41,6 +41,7 @@ from rollout_sdk.keys import (
     overrides_key,
     segment_key,
 )
+from rollout_sdk.sentinel import is_sentinel_url, master_client
 from rollout_sdk.state import (
     DEFAULT,
     DISABLED,
@@ -701,12 +702,14 @@ def _check_timing(refresh_interval: float, max_stale: float) -> None:
 def _connect(url: str | None) -> redis.Redis:
     """A client that fails fast (one try, short timeouts): only the background waits on it."""
     url = url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SEC,
-        socket_connect_timeout=SOCKET_TIMEOUT_SEC,
-        retry=Retry(NoBackoff(), 0),
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_SEC,
+        "socket_connect_timeout": SOCKET_TIMEOUT_SEC,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if is_sentinel_url(url):  # redis+sentinel://host:port,host:port/service/db
+        return master_client(url, **options)
+    return redis.Redis.from_url(url, **options)
 
 
 def _copied_event(event: threading.Event) -> threading.Event:

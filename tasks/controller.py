@@ -164,8 +164,12 @@ def emit_metrics(
     percents = {
         name: outcome.percent for name, outcome in outcomes.items() if outcome.percent is not None
     }
+    unconfirmed = sorted(name for name, outcome in outcomes.items() if outcome.unconfirmed)
     try:
-        pushed = telemetry.record_run(results, percents, status, at)
+        if unconfirmed:  # only then: a sink without the keyword (a fake) still works
+            pushed = telemetry.record_run(results, percents, status, at, unconfirmed=unconfirmed)
+        else:
+            pushed = telemetry.record_run(results, percents, status, at)
     except Exception as exc:  # the sink promises not to raise; a decision never depends on it
         pushed = f"telemetry not recorded: {exc}"
     if pushed is None or pushed.startswith("pushed"):

@@ -1,0 +1,153 @@
+"""Sentinel addressing, the durability warning and the lost-write refusal, without servers
+(the real Sentinel failover is in tests/integration/test_redis_sentinel.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from rollout_core.bootstrap import Settings
+from rollout_core.controller import FeatureOutcome, OutcomeStatus, unconfirmed_warning
+from rollout_core.errors import ConfigError, FlagStoreError
+from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
+from rollout_core.model import Action
+from rollout_core.redis_connection import confirm_replicated, connect, describe
+from rollout_core.telemetry import Totals, registry_for
+from rollout_sdk.sentinel import SentinelAddress, parse_sentinel_url, sentinel_url
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_the_db_and_the_password() -> None:
+    address = parse_sentinel_url("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26380/rollout/2")
+    assert address == SentinelAddress(
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380)), "rollout", 2, "s3cret", None
+    )
+    assert address.redacted() == "redis+sentinel://:****@10.0.0.1:26379,10.0.0.2:26380/rollout/2"
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis+sentinel://10.0.0.1/rollout", "not host:port"),
+        ("redis+sentinel://10.0.0.1:26379/", "names no service"),
+        ("redis+sentinel:///rollout/0", "names no Sentinel"),
+        ("redis+sentinel://10.0.0.1:26379/rollout/x", "is not a number"),
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_with_the_expected_form(url: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint) as error:
+        parse_sentinel_url(url)
+    assert "redis+sentinel://[:password@]host:port" in str(error.value)
+
+
+def test_redis_sentinels_and_the_service_make_the_controllers_redis_target() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://default:pw@ignored:6379/3",
+            "REDIS_SENTINELS": "127.0.0.1:26379, 127.0.0.1:26380",
+            "REDIS_SENTINEL_SERVICE": "rollout",
+        }
+    )
+    assert settings.redis_target() == sentinel_url(
+        "127.0.0.1:26379,127.0.0.1:26380", "rollout", 3, "pw"
+    )
+    assert Settings.from_env({}).redis_target() == "redis://127.0.0.1:6379/0"
+
+
+def test_sentinels_without_a_service_name_are_a_config_error_naming_the_variable() -> None:
+    settings = Settings.from_env({"REDIS_SENTINELS": "127.0.0.1:26379"})
+    with pytest.raises(ConfigError, match="REDIS_SENTINEL_SERVICE is unset"):
+        settings.redis_target()
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"REDIS_SENTINELS": "127.0.0.1"}, "REDIS_SENTINELS"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379/"}, "REDIS_URL"),
+        ({"ROLLOUT_REDIS_WAIT_MS": "0"}, "ROLLOUT_REDIS_WAIT_MS"),
+    ],
+)
+def test_a_bad_sentinel_setting_is_a_config_error_naming_it(
+    environ: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(environ)
+
+
+def test_a_sentinel_client_and_its_write_copy_both_follow_the_service() -> None:
+    client = connect("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/rollout/1")
+    store = RedisFlagStore(client)
+    for each in (client, store.writer):
+        assert describe(each) == "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/rollout/1"
+    assert store.writer.connection_pool.service_name == "rollout"
+    assert store.writer.connection_pool is not client.connection_pool
+
+
+def test_a_server_without_replicas_is_not_waited_for() -> None:
+    assert confirm_replicated(fakeredis.FakeRedis(), 10) is None
+
+
+def test_the_run_warns_of_each_unconfirmed_change_by_name() -> None:
+    outcomes = {
+        "google": FeatureOutcome("google", OutcomeStatus.OK, applied=True, unconfirmed=True),
+        "outlook": FeatureOutcome("outlook", OutcomeStatus.OK, applied=True),
+    }
+    warning = unconfirmed_warning(outcomes)
+    assert warning is not None and "google" in warning and "outlook" not in warning
+    assert unconfirmed_warning({"outlook": outcomes["outlook"]}) is None
+
+
+def test_unconfirmed_writes_are_pushed_as_a_counter_per_feature() -> None:
+    totals = Totals(changes={("google", str(Action.PROMOTE)): 1}, unconfirmed={"google": 2})
+    value = registry_for(totals).get_sample_value(
+        "rollout_controller_unconfirmed_writes_total", {"feature": "google"}
+    )
+    assert value == 2
+
+
+def test_a_read_older_than_the_controllers_last_write_is_refused_for_that_feature_only() -> None:
+    store = RedisFlagStore(
+        fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    )
+    store.init("google", T0)
+    store.init("outlook", T0)
+    written = store.set_percent("google", 10, "ramp", at=T0)
+    assert written.applied and written.audit_id
+    assert store.last_applied["google"] == written.audit_id
+    # a failover to a replica that never got the write: the hash points at an older entry
+    store.client.hset(LAST_WRITE_HASH, "google", "old-write 1-0")
+    states = store.read_each(["google", "outlook"])
+    assert isinstance(states["google"], FlagStoreError)
+    assert "Redis lost that write" in str(states["google"])
+    assert written.audit_id in str(states["google"])
+    assert not isinstance(states["outlook"], FlagStoreError)
+    # the operator's new write is newer than the remembered one: decided on again
+    store.set_percent("google", 0, "re-set after the failover", at=T0)
+    assert not isinstance(store.read_each(["google"])["google"], FlagStoreError)
+
+
+def test_a_failed_configuration_still_counts_through_the_sentinels() -> None:
+    from rollout_core.bootstrap import error_telemetry
+
+    sink = error_telemetry(
+        {
+            "REDIS_SENTINELS": "127.0.0.1:26379",
+            "REDIS_SENTINEL_SERVICE": "rollout",
+            "ROLLOUT_DRY_RUN": "maybe",  # the bad value that failed the run
+        }
+    )
+    assert sink is not None
+    assert describe(sink._redis) == "redis+sentinel://127.0.0.1:26379/rollout/0"
+
+
+def test_an_unknown_topology_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from deployments.stack import up
+
+    with pytest.raises(RuntimeError, match="topology 'cluster' is unknown; expected one of"):
+        up(tmp_path / "stack", topology="cluster")
+    assert not (tmp_path / "stack").exists()

@@ -97,14 +97,16 @@ def master_client(url: str, **connection_kwargs: Any) -> redis.Redis:
         for name in ("socket_timeout", "socket_connect_timeout")
         if name in connection_kwargs
     }
-    sentinel = Sentinel(list(address.sentinels), sentinel_kwargs=timeouts)
-    return sentinel.master_for(
+    # redis-py's Sentinel is untyped
+    sentinel = Sentinel(list(address.sentinels), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         address.service,
         db=address.db,
         password=address.password,
         username=address.username,
         **connection_kwargs,
     )
+    return master
 
 
 def _redact(url: str) -> str:

@@ -59,6 +59,7 @@ class AuditEntry:
     action: str = ""
     id: str | None = None  # the stream entry id
     old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
+    inputs: str = ""  # the controller's decision inputs, compact JSON (rollout explain)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class AuditEntry:
             "dry_run": self.dry_run,
             "action": self.action,
             "old_percent_raw": self.old_raw,
+            "inputs": self.inputs or None,
         }
 
 
@@ -98,6 +100,7 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         action=fields.get("action", ""),
         id=entry_id,
         old_raw=fields.get("old_percent", ""),
+        inputs=fields.get("inputs", ""),
     )
 
 

@@ -407,6 +407,7 @@ class RedisFlagStore:
             write_id,
             self._retention,
             CHANGES_CHANNEL,
+            change.inputs,
         ]
         return keys, args
 

@@ -42,6 +42,9 @@ class FlagChange:
     # given, the script compares each exactly and any difference is a conflict; when empty,
     # only the percent (numerically) and `paused` are compared.
     expected_raw: tuple[tuple[str, str | None], ...] = ()
+    # the decision's inputs as compact JSON (rollout_core.decision_inputs); when given, the
+    # audit entry carries them in its `inputs` field
+    inputs: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@
 --       percent), '?<value>' this value or absent read as 'false' (an older caller's paused);
 --       8 new percent, 9 old percent as audited (the raw string read), 10 time,
 --       11 dry run ('true'|'false'), 12 feature, 13 reason, 14 by, 15 action, 16 write id,
---       17 audit retention (entries, trimmed approximately), 18 the changes channel
+--       17 audit retention (entries, trimmed approximately), 18 the changes channel,
+--       19 the decision's inputs as compact JSON (optional; '' or absent: no `inputs` field)
 -- Returns {status, current percent ('' = absent), current paused, audit entry id, key}
 -- where status is applied | conflict | recommended | not_initialised, and key names the
 -- first key that differed on a conflict.
@@ -57,6 +58,10 @@ local new, old, now, dry_run, feature = ARGV[8], ARGV[9], ARGV[10], ARGV[11], AR
 local entry = {'time', now, 'feature', feature, 'old_percent', old, 'new_percent', new,
                'reason', ARGV[13], 'by', ARGV[14], 'dry_run', dry_run, 'action', ARGV[15],
                'write_id', ARGV[16]}
+if ARGV[19] and ARGV[19] ~= '' then
+  table.insert(entry, 'inputs')
+  table.insert(entry, ARGV[19])
+end
 
 local function append()
   local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[17], '*', unpack(entry))

@@ -2,10 +2,12 @@
 
 Healthy behaviour is estimated robustly: the median and the median absolute deviation of the
 per-window readings, and windows far outside them (incidents) are set aside and counted. Then,
-per SLO, the smallest `max` whose false-rollback rate per evaluation stays at most the target,
-both on the history's healthy windows (judged exactly as the policy judges: the Wilson lower
-bound for ratios) and under a binomial / Poisson model of healthy noise at the typical traffic.
-With it, the smallest regression caught with 99% probability at that traffic.
+per SLO, a `max` above every healthy window of the history (judged exactly as the policy
+judges: the Wilson lower bound for ratios), raised until the false-rollback rate per evaluation
+under a binomial / Poisson model of healthy noise at the typical traffic is at most the target.
+With it, the smallest regression caught with 99% probability at that traffic. A per-evaluation
+rate of 0.5% would still be five false rollbacks a week at a 10-minute step; hence the
+history's healthy windows must all pass, not 99.5% of them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DETECTION_PROBABILITY = 0.99
 _MAD_SCALE = 1.4826  # MAD to standard deviation, for normal noise
 _FENCE = 6.0  # windows further than this many spreads above the median are incidents
 _MIN_TRAFFIC = 30  # requests per window below which an error ratio says little
+_MARGIN = 1.1  # above the worst healthy window seen
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,9 @@ def _suggest_ratio(slo: SloSpec, rows: pd.DataFrame, target: float, step: float)
     _refuse_short(slo, len(healthy), target, step)
     bounds = sorted(wilson_lower_bound(r, n) for r, n in healthy)
     noisy = min(1.0, median + spread)  # healthy noise, over-dispersed
-    candidate = _nice_up(max(_quantile(bounds, 1 - target), median * 1.2, 1e-4))
+    # above every healthy window of the history (none of them would have rolled back), then
+    # raised until the modelled rate at the typical traffic is at most the target too
+    candidate = _nice_up(max(bounds[-1] * _MARGIN, median * 1.2, 1e-4))
     while True:
         empirical = sum(b > candidate for b in bounds) / len(bounds)
         modelled = _breach_probability(typical, noisy, candidate)
@@ -232,7 +237,7 @@ def _suggest_scalar(
     _refuse_short(slo, len(healthy), target, step)
     mean = statistics.fmean(healthy)
     if is_count:
-        candidate = float(math.ceil(_quantile(healthy, 1 - target)))
+        candidate = float(math.ceil(max(healthy)))
         while poisson_tail(mean, int(candidate) + 1) > target:
             candidate += 1
         empirical = sum(v > candidate for v in healthy) / len(healthy)
@@ -244,7 +249,7 @@ def _suggest_scalar(
         detects = f"detects {shown} per window"
         healthy_text = f"count median {median:g}, mean {mean:.2f} per window"
     else:
-        candidate = _nice_up(_quantile(healthy, 1 - target) * 1.1)
+        candidate = _nice_up(max(healthy) * _MARGIN)
         empirical = modelled = sum(v > candidate for v in healthy) / len(healthy)
         detects = f"detects any window above {candidate:g} (every window over max breaches)"
         healthy_text = f"median {median:.3g}, p99 {_quantile(healthy, 0.99):.3g}"

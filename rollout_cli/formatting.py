@@ -160,8 +160,14 @@ def audit_json(entries: Sequence[AuditEntry]) -> str:
     return json.dumps([entry.to_json() for entry in entries], indent=2)
 
 
-def audit_table(entries: Sequence[AuditEntry]) -> Table:
+def audit_table(entries: Sequence[AuditEntry], verbose: bool = False) -> Table:
+    """The audit trail; `verbose` adds each controller decision's recorded inputs."""
+    from rollout_core.decision_inputs import describe_inputs
+
     table = Table("time", "feature", "change", "action", "by", "reason")
+    if verbose:
+        table.add_column("id")
+        table.add_column("inputs")
     for entry in entries:
         old, new = (
             "unset" if p is None else format_percent(p)
@@ -171,7 +177,8 @@ def audit_table(entries: Sequence[AuditEntry]) -> Table:
             old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
         change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
         cells = [format_time(entry.time), entry.feature, change, entry.action, entry.by]
-        table.add_row(*(Text(cell) for cell in (*cells, entry.reason)))
+        extra = (entry.id or "", describe_inputs(entry.inputs)) if verbose else ()
+        table.add_row(*(Text(cell) for cell in (*cells, entry.reason, *extra)))
     return table
 
 

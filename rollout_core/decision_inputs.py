@@ -24,6 +24,7 @@ __all__ = [
     "DecisionInputs",
     "RecordedSlo",
     "decision_inputs",
+    "describe_inputs",
     "spec_hash",
     "spec_rules",
 ]
@@ -195,3 +196,25 @@ def decision_inputs(spec: FeatureSpec, state: FlagState, decision: Decision) -> 
         "d": [str(decision.proposed or decision.action), str(decision.action), decision.to_percent],
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def describe_inputs(text: str) -> str:
+    """One line per part, for `rollout audit --verbose`: the readings, the flag, the guards."""
+    if not text:
+        return ""
+    try:
+        raw = json.loads(text)
+        readings = "; ".join(
+            f"{s[0]} {s[2]} (n={s[3]}, {s[1]}, max {s[4]}, min_samples {s[5]}): {s[6]}"
+            for s in raw["s"]
+        )
+        flag = raw["f"]
+        blocked = [name for name, blocks in raw["g"] if blocks]
+        return (
+            f"{readings}\nflag: {flag[0]:g}% enabled={flag[1]} paused={flag[3]} "
+            f"last_change={flag[4]} last_rollback={flag[6]}\n"
+            f"guards: {', '.join(blocked) + ' blocked' if blocked else 'none blocked'}\n"
+            f"config {raw['h']}, version {raw['v']}"
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        return f"(undecodable inputs: {text[:80]})"

@@ -33,9 +33,7 @@ class Explanation:
         }
 
 
-def explain_inputs(
-    inputs: DecisionInputs, spec: FeatureSpec | None, at: datetime
-) -> Explanation:
+def explain_inputs(inputs: DecisionInputs, spec: FeatureSpec | None, at: datetime) -> Explanation:
     """The recorded decision next to today's replay of its inputs at its own time `at`."""
     recorded = {
         "action": inputs.action,

@@ -100,7 +100,9 @@ class RangeReader:
                     f"query {query!r} gave a {data.get('resultType')} over a range, not series; "
                     "wrap a range selector in a function such as increase()"
                 )
-            return [(dict(item.get("metric", {})), item.get("values", [])) for item in data["result"]]
+            return [
+                (dict(item.get("metric", {})), item.get("values", [])) for item in data["result"]
+            ]
         if body.get("status") == "error" and "errorType" in body:
             detail = f"{body['errorType']}: {body.get('error', '')}"
             if answer.status == 400:

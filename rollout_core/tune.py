@@ -106,7 +106,7 @@ def _nice_up(value: float) -> float:
     if value <= 0:
         return 0.0
     scale = 10 ** (math.floor(math.log10(value)) - 1)
-    return round(math.ceil(value / scale - 1e-9) * scale, 12)
+    return float(round(math.ceil(value / scale - 1e-9) * scale, 12))
 
 
 def _critical_errors(n: int, limit: float) -> int:

@@ -89,26 +89,36 @@ def openmetrics(history: History, seed: int = 14) -> str:
         latency_sum.append(sum_total)
         oauth.append(oauth_total)
     lines = ["# TYPE action_exec counter"]
-    lines += [f"action_exec_total{{{LABELS}}} {v:g} {t}" for t, v in zip(times, requests)]
+    lines += [
+        f"action_exec_total{{{LABELS}}} {v:g} {t}" for t, v in zip(times, requests, strict=True)
+    ]
     lines += ["# TYPE action_error counter"]
-    lines += [f"action_error_total{{{LABELS}}} {v:g} {t}" for t, v in zip(times, errors)]
+    lines += [
+        f"action_error_total{{{LABELS}}} {v:g} {t}" for t, v in zip(times, errors, strict=True)
+    ]
     lines += ["# TYPE action_latency_seconds histogram"]
     for bound, values in zip(BUCKETS, buckets, strict=True):
         le = f'le="{bound:g}"'
         lines += [
             f"action_latency_seconds_bucket{{{LABELS},{le}}} {v:g} {t}"
-            for t, v in zip(times, values)
+            for t, v in zip(times, values, strict=True)
         ]
     lines += [
         f'action_latency_seconds_bucket{{{LABELS},le="+Inf"}} {v:g} {t}'
-        for t, v in zip(times, requests)
+        for t, v in zip(times, requests, strict=True)
     ]
-    lines += [f"action_latency_seconds_count{{{LABELS}}} {v:g} {t}" for t, v in zip(times, requests)]
-    lines += [f"action_latency_seconds_sum{{{LABELS}}} {v:g} {t}" for t, v in zip(times, latency_sum)]
+    lines += [
+        f"action_latency_seconds_count{{{LABELS}}} {v:g} {t}"
+        for t, v in zip(times, requests, strict=True)
+    ]
+    lines += [
+        f"action_latency_seconds_sum{{{LABELS}}} {v:g} {t}"
+        for t, v in zip(times, latency_sum, strict=True)
+    ]
     lines += ["# TYPE oauth_events counter"]
     lines += [
         f'oauth_events_total{{provider="google",event="refresh_failed"}} {v:g} {t}'
-        for t, v in zip(times, oauth)
+        for t, v in zip(times, oauth, strict=True)
     ]
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
@@ -121,7 +131,14 @@ def backfill(history: History, data_dir: Path, seed: int = 14) -> Path:
     source.write_text(openmetrics(history, seed), encoding="utf-8")
     tsdb = data_dir / "tsdb"
     subprocess.run(
-        [require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        [
+            require_binary("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(source),
+            str(tsdb),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -148,7 +165,9 @@ features:
         max: {error_max}
         min_samples: 200
       - name: latency_p95
-        query: histogram_quantile(0.95, sum(rate(action_latency_seconds_bucket{{{LABELS}}}[10m])) by (le))
+        query: >-
+          histogram_quantile(0.95,
+          sum(rate(action_latency_seconds_bucket{{{LABELS}}}[10m])) by (le))
         max: 0.5
       - name: oauth_refresh_failures
         kind: count

@@ -53,7 +53,7 @@ def explain(entry_id: str, config: Path) -> dict[str, Any]:
     return body
 
 
-def test_a_flow_promotion_records_its_inputs_and_explain_reproduces_it_then_names_a_changed_min_samples(
+def test_a_flow_promotion_records_its_inputs_and_explain_names_a_changed_min_samples(
     flags: redis.Redis, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, {"google": None})

@@ -15,6 +15,7 @@ from typing import Any
 
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import FeatureOutcome, check_all_guards, evaluate_all
+from rollout_core.decision_inputs import decision_inputs
 from rollout_core.errors import ConfigError, MetricsUnavailable, RolloutError
 from rollout_core.model import Action, Decision, FlagState, SloSnapshot, Verdict
 from rollout_core.ports import MetricsSource
@@ -61,6 +62,7 @@ class Tick:
     breached: bool  # some SLO read as a breach at this tick
     no_data: bool  # some SLO had no reading (no series, NaN, a query error, an outage)
     hold_cause: str | None = None
+    inputs: str = ""  # the decision's inputs (record_inputs=True), as an audit entry keeps them
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,10 @@ def backtest(
     end: datetime,
     step: timedelta,
     from_percent: float = 0.0,
+    record_inputs: bool = False,
 ) -> dict[str, BacktestResult]:
-    """Every feature's simulated rollout from `start` to `end`, one pass per `step`."""
+    """Every feature's simulated rollout from `start` to `end`, one pass per `step`;
+    `record_inputs` keeps every tick's decision inputs (holds too), for explain's checks."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     times = ticks_between(start, end, step)
     states: dict[str, FlagState | RolloutError] = {
@@ -179,8 +183,11 @@ def backtest(
         for spec in specs:
             state = states[spec.name]
             assert isinstance(state, FlagState)
-            ticks[spec.name].append(_tick(decisions[spec.name], state, at))
             decision = decisions[spec.name]
+            tick = _tick(decision, state, at)
+            if record_inputs and isinstance(decision, Decision):
+                tick = replace(tick, inputs=decision_inputs(spec, state, decision))
+            ticks[spec.name].append(tick)
             if isinstance(decision, Decision):
                 states[spec.name] = _after(state, decision, at)
     return {

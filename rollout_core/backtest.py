@@ -8,6 +8,7 @@ last change time, last rollback time). Nothing here reads a clock, Redis or HTTP
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -164,9 +165,17 @@ def backtest(
     step: timedelta,
     from_percent: float = 0.0,
     record_inputs: bool = False,
+    workers: int = 1,
+    keep_ticks: bool = True,
 ) -> dict[str, BacktestResult]:
     """Every feature's simulated rollout from `start` to `end`, one pass per `step`;
-    `record_inputs` keeps every tick's decision inputs (holds too), for explain's checks."""
+    `record_inputs` keeps every tick's decision inputs (holds too), for explain's checks.
+    Features never influence each other's decisions, so `workers` > 1 replays groups of
+    them in forked processes (each its own pass over its features), for fleet-size runs.
+    `keep_ticks=False` keeps changes and summaries only (no per-tick record)."""
+    if workers > 1 and len(specs) > 1:
+        job = (specs, source, start, end, step, from_percent, record_inputs, keep_ticks)
+        return _in_processes(job, len(specs), workers)
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     times = ticks_between(start, end, step)
     states: dict[str, FlagState | RolloutError] = {
@@ -190,20 +199,23 @@ def backtest(
             ticks[spec.name].append(tick)
             if isinstance(decision, Decision):
                 states[spec.name] = _after(state, decision, at)
-    return {
+    results = {
         spec.name: _result(spec.name, start, end, step, ticks[spec.name], from_percent)
         for spec in specs
     }
+    if not keep_ticks:
+        results = {name: replace(result, ticks=()) for name, result in results.items()}
+    return results
 
 
 def _tick(decision: Decision | FeatureOutcome, state: FlagState, at: datetime) -> Tick:
     if isinstance(decision, FeatureOutcome):
         reason = decision.error or str(decision.status)
         return Tick(at, state.percent, "failed", reason, False, True, "metrics unavailable")
-    breached = any(v.verdict is Verdict.BREACH for v in decision.verdicts)
-    no_data = any(
-        v.error is not None or v.value is None or v.value != v.value for v in decision.verdicts
-    )
+    breached = no_data = False
+    for v in decision.verdicts:
+        breached = breached or v.verdict is Verdict.BREACH
+        no_data = no_data or v.error is not None or v.value is None or not math.isfinite(v.value)
     action = str(decision.action) if decision.is_change else str(Action.HOLD)
     cause = hold_cause(decision) if action == str(Action.HOLD) else None
     return Tick(at, decision.to_percent, action, decision.reason, breached, no_data, cause)
@@ -243,3 +255,29 @@ def _result(
         ticks=len(ticks),
     )
     return BacktestResult(feature, start, end, step, tuple(changes), tuple(ticks), summary)
+
+
+_JOB: tuple[Any, ...] = ()  # what forked workers inherit (a source need not pickle)
+
+
+def _run_group(group: Sequence[int]) -> dict[str, BacktestResult]:
+    specs, source, start, end, step, from_percent, record_inputs, keep_ticks = _JOB
+    chosen = [specs[i] for i in group]
+    return backtest(
+        chosen, source, start, end, step, from_percent, record_inputs, keep_ticks=keep_ticks
+    )
+
+
+def _in_processes(job: tuple[Any, ...], count: int, workers: int) -> dict[str, BacktestResult]:
+    import multiprocessing
+
+    global _JOB
+    _JOB = job
+    groups = [list(range(i, count, workers)) for i in range(workers)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_run_group, [g for g in groups if g])
+    finally:
+        _JOB = ()
+    merged = {name: result for part in parts for name, result in part.items()}
+    return {spec.name: merged[spec.name] for spec in job[0]}

@@ -35,10 +35,21 @@ except metadata.PackageNotFoundError:  # running from a tree that is not install
     PROJECT_VERSION = "unknown"
 
 
+_HASHES: dict[int, tuple[FeatureSpec, str]] = {}
+
+
 def spec_hash(spec: FeatureSpec) -> str:
-    """The content hash of a feature's resolved configuration (16 hex digits)."""
+    """The content hash of a feature's resolved configuration (16 hex digits); remembered per
+    spec object (specs are frozen), so a backtest's thousands of changes hash it once."""
+    known = _HASHES.get(id(spec))
+    if known is not None and known[0] is spec:
+        return known[1]
     text = spec.model_dump_json(exclude={"name"})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if len(_HASHES) > 10_000:
+        _HASHES.clear()
+    _HASHES[id(spec)] = (spec, digest)
+    return digest
 
 
 def spec_rules(spec: FeatureSpec) -> dict[str, Any]:

@@ -219,3 +219,22 @@ def test_backtest_refuses_a_time_it_cannot_read_with_exit_2(tmp_path: Path) -> N
 
     assert result.exit_code == 2
     assert "time 'yesterday' is invalid" in result.output
+
+
+def test_features_replayed_in_several_processes_decide_as_in_one() -> None:
+    frame = pd.concat(
+        [series(60, 5, breach_from=40)]
+        + [series(60, 5).assign(feature=name) for name in ("mail", "chat", "docs")]
+    )
+    specs = [SPEC, *(SPEC.model_copy(update={"name": n}) for n in ("mail", "chat", "docs"))]
+    end, step = T0 + timedelta(minutes=60), timedelta(minutes=5)
+
+    alone = backtest(specs, ReplaySource(frame), T0, end, step)
+    forked = backtest(specs, ReplaySource(frame), T0, end, step, workers=2, keep_ticks=False)
+
+    assert list(forked) == ["google", "mail", "chat", "docs"]
+    for name in alone:
+        assert forked[name].changes == alone[name].changes
+        assert forked[name].summary == alone[name].summary
+        assert forked[name].ticks == ()
+    assert alone["google"].summary.rollbacks == 2 and alone["mail"].summary.rollbacks == 0

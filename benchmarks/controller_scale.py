@@ -3,13 +3,20 @@ real redis-server and a real Prometheus scraping the sample service (providers p
 with one grouped SLO profile shared by every feature. Then the Prefect overhead of one flow
 run on a test server that is already up. Prints figures, asserts none. Loopback only.
 
-Run: `.venv/bin/python benchmarks/controller_scale.py` (about 60-90 s on 2 cores).
+Segments: 1,000 features x 5 regions in one pass, against a sample service (in its own
+process, so its scrapes are not counted) that labels every series by region: the number of
+Prometheus queries (the same as 1,000 features without segments) and the pass's core time
+(CPU seconds of this process: fetch and parse, decide, read and write Redis).
+
+Run: `.venv/bin/python benchmarks/controller_scale.py` (about 60-90 s on 2 cores), or
+`--segments-only` for the segmented figures alone.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,12 +31,15 @@ from redis.connection import Connection
 
 from deployments.sample_service import SampleService, gmail_profile
 from deployments.servers import (
+    free_port,
     scoped_environ,
+    start_process,
     start_prometheus,
     start_pushgateway,
     start_redis,
+    wait_for_http,
 )
-from rollout_core.config import FeatureSpec, parse_config
+from rollout_core.config import FeatureSpec, expand_segments, parse_config
 from rollout_core.controller import run_pass
 from rollout_core.flags import RedisFlagStore
 from rollout_core.model import Action, SloSnapshot
@@ -165,7 +175,128 @@ def prefect_overhead(
             )
 
 
+REGIONS = ["eu-canary", "eu-west", "eu-central", "us-east", "us-west"]
+
+
+def segmented_config(features: list[str], order: str) -> str:
+    """Every feature on the region-grouped profile, segmented by the five regions."""
+    segments = {"by": "region", "values": REGIONS, "order": order}
+    document = {
+        "profiles": {"gmail": gmail_profile(WINDOW, "region")},
+        "features": {name: {"profile": "gmail", "segments": segments} for name in features},
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def seed_segments(
+    client: redis.Redis, features: list[str], percent: str, changed: datetime | None
+) -> None:
+    """Every segment's keys (and the feature's switches), in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for name in features:
+        keys = {"enabled": "true", "internal_only": "false", "paused": "false"}
+        pipe.mset({f"flags:{name}:{field}": value for field, value in keys.items()})
+        for region in REGIONS:
+            prefix = f"flags:{name}:segment:{region}"
+            pipe.delete(f"{prefix}:last_change_time", f"{prefix}:last_percent")
+            seg = {"rollout_percent": percent, "paused": "false"}
+            if changed is not None:
+                seg["last_change_time"] = changed.isoformat(timespec="seconds")
+            pipe.mset({f"{prefix}:{field}": value for field, value in seg.items()})
+    pipe.execute()
+
+
+def measure_core(
+    specs: list[FeatureSpec], store: RedisFlagStore, source: PrometheusSource
+) -> tuple[float, float, int, int, dict[str, int]]:
+    """One pass: core (CPU) seconds, wall seconds, queries, Redis round trips, results."""
+    queries, trips = source.queries_sent, CountingConnection.sent
+    cpu, wall = time.process_time(), time.perf_counter()
+    outcomes = run_pass(specs, store, source, datetime.now(UTC), dry_run=False)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    results: dict[str, int] = {}
+    for outcome in outcomes.values():
+        label = str(outcome.result) if not outcome.is_failed else str(outcome.status)
+        results[label] = results.get(label, 0) + 1
+    return cpu, wall, source.queries_sent - queries, CountingConnection.sent - trips, results
+
+
+def segmented_scale(root: Path) -> None:
+    """1,000 features x 5 segments in one pass, next to 1,000 unsegmented features."""
+    port = free_port()
+    service = start_process(
+        "sample-service",
+        [
+            sys.executable,
+            "-m",
+            "deployments.sample_service",
+            "--port",
+            str(port),
+            "--providers",
+            "p0001..p1000",
+            "--regions",
+            ",".join(REGIONS),
+        ],
+        port,
+        root / "sample",
+        wait_for_http(f"http://127.0.0.1:{port}/state"),
+        f"http://127.0.0.1:{port}",
+        timeout=60,
+    )
+    with ExitStack() as cleanup:
+        cleanup.callback(service.stop)
+        redis_server = start_redis(root / "redis-segments")
+        cleanup.callback(redis_server.stop)
+        prometheus = start_prometheus(
+            root / "prometheus-segments", scrape_targets={"sample": [f"127.0.0.1:{port}"]}
+        )
+        cleanup.callback(prometheus.stop)
+        client = counted_client(redis_server.url)
+        store = RedisFlagStore(client)
+        source = PrometheusSource(prometheus.url, timeout=30)
+        config = parse_config(segmented_config(PROVIDERS, "parallel"), "segments.yaml")
+        features = list(config.features.values())
+        units = expand_segments(features)
+        plain = list(parse_config(grouped_config(PROVIDERS), "plain.yaml").features.values())
+        started = time.perf_counter()
+        while True:
+            snapshots = source.fetch(units, datetime.now(UTC))
+            ready = sum(
+                isinstance(r, SloSnapshot) and (r.reading("error_rate").samples or 0) >= 200
+                for r in snapshots.values()
+            )
+            if ready == len(units):
+                break
+            if time.perf_counter() - started > 120:
+                raise RuntimeError(f"only {ready} of {len(units)} segments had readings")
+            time.sleep(1)
+        print(f"readings for 1000 features x 5 regions after {time.perf_counter() - started:.1f} s")
+        print("\nsegmented: 1,000 features x 5 segments in one pass (targets: queries as without")
+        print("segments, under 5 s of core time):")
+        before = source.queries_sent
+        source.fetch(plain, datetime.now(UTC))
+        print(f"  1000 features without segments: queries {source.queries_sent - before}")
+        for label, percent, changed in (
+            ("held by dwell (no writes)", "10", datetime.now(UTC) - timedelta(minutes=1)),
+            ("every segment promotes", "0", None),
+        ):
+            runs = []
+            for _ in range(REPEATS):
+                seed_segments(client, PROVIDERS, percent, changed)
+                runs.append(measure_core(features, store, source))
+            cpu = statistics.median(r[0] for r in runs)
+            wall = statistics.median(r[1] for r in runs)
+            _, _, queries, trips, results = runs[-1]
+            print(
+                f"  1000 x 5 segments, {label:<26} core {cpu:5.2f} s  wall {wall:5.2f} s  "
+                f"queries {queries:>2}  redis round trips {trips:>3}  results {results}"
+            )
+
+
 def main() -> None:
+    if "--segments-only" in sys.argv:
+        segmented_scale(Path(tempfile.mkdtemp(prefix="controller-scale-segments-")))
+        return
     root = Path(tempfile.mkdtemp(prefix="controller-scale-"))
     with ExitStack() as cleanup:
         traffic = cleanup.enter_context(SampleService(providers=PROVIDERS))
@@ -217,6 +348,7 @@ def main() -> None:
             "ROLLOUT_AUDIT_LOG": str(root / "rollout_log.md"),
         }
         prefect_overhead(config_path, env, bare)
+    segmented_scale(root)
 
 
 if __name__ == "__main__":

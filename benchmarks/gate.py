@@ -1,7 +1,8 @@
 """The gate's figures, side by side in one run (issue 11's targets; prints, asserts nothing):
 
 - `import rollout_sdk`: its time and that no heavy module comes with it;
-- cached `RolloutClient.allow()` (real redis-server) against the LaunchDarkly server SDK (file
+- cached `RolloutClient.allow()` (real redis-server), and on a segmented feature (five regions,
+  the context's `region` picking its segment's 37%), against the LaunchDarkly server SDK (file
   data source) and UnleashClient (bootstrapped), on the same 100,000 actor ids, 37% rollout;
 - through the OpenFeature SDK: RolloutProvider against OpenFeature's own InMemoryProvider;
 - Redis hung (SIGSTOP), down (killed) and slow (300 ms per reply): 100,000 calls each, p99.9
@@ -9,7 +10,8 @@
 - propagation: an audited `rollout set` (the store's compare-and-set, then the change notice)
   reaching 20 client processes, over 50 changes.
 
-Nothing leaves 127.0.0.1. Run: `.venv/bin/python benchmarks/gate.py` (about 2 minutes).
+Nothing leaves 127.0.0.1. Run: `.venv/bin/python benchmarks/gate.py` (about 2 minutes), or
+`--segmented-only` for the two cached rows alone.
 """
 
 from __future__ import annotations
@@ -398,7 +400,64 @@ time.sleep(3600)
 """
 
 
+SEGMENTED = "google-seg"
+REGIONS = ("eu-canary", "eu-west", "eu-central", "us-east", "us-west")
+
+
+def segmented_timing(redis_url: str) -> Timing:
+    """allow() on a feature segmented by region: each context's region at 37%, one in ten
+    contexts without a region (the fallback, 0%)."""
+    client = redis.Redis.from_url(redis_url)
+    keys = {
+        f"flags:{SEGMENTED}:enabled": "true",
+        f"flags:{SEGMENTED}:internal_only": "false",
+        f"flags:{SEGMENTED}:segment_by": "region",
+        f"flags:{SEGMENTED}:segments": ",".join(REGIONS),
+        f"flags:{SEGMENTED}:segment_fallback_percent": "0",
+    }
+    keys.update({f"flags:{SEGMENTED}:segment:{r}:rollout_percent": f"{PERCENT}" for r in REGIONS})
+    client.mset(keys)  # type: ignore[arg-type]
+    client.sadd("rollout:features", SEGMENTED)
+    client.close()
+    gate = RolloutClient(redis_url, refresh_interval=5, max_stale=60, environ={})
+    if not gate.wait_ready(5) or not gate.refresh([SEGMENTED]):
+        raise RuntimeError("the client did not read the segmented feature")
+    contexts: list[object] = [
+        {"actor_id": actor, "region": REGIONS[n % 5]} if n % 10 else {"actor_id": actor}
+        for n, actor in enumerate(ACTOR_IDS)
+    ]
+    timing = time_check(
+        "RolloutClient.allow, cached, segmented", partial(gate.allow, SEGMENTED), contexts
+    )
+    gate.close()
+    return timing
+
+
+def segmented_only() -> None:
+    with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
+        server: RunningServer = start_redis(Path(tmp) / "redis")
+        try:
+            gate, client = gate_timing(server.url)
+            client.close()
+            segmented = segmented_timing(server.url)
+        finally:
+            server.stop()
+    print(
+        f"{len(ACTOR_IDS):,} actor ids, {PERCENT}% rollout, batches of {BATCH:,}, {PASSES} passes"
+    )
+    print(gate)
+    print(segmented)
+    print(
+        f"segmented allow(): best pass {segmented.best_pass_ns / 1000:.2f} us "
+        f"(target <= 1.00 us), {segmented.best_pass_ns - gate.best_pass_ns:+.0f} ns over "
+        "the unsegmented feature"
+    )
+
+
 def main() -> None:
+    if "--segmented-only" in sys.argv:
+        segmented_only()
+        return
     logging.basicConfig(level=logging.ERROR)
     began = time.monotonic()
     lines = [import_figures()]
@@ -407,6 +466,7 @@ def main() -> None:
         server: RunningServer = start_redis(workdir / "redis")
         try:
             gate, client = gate_timing(server.url)
+            segmented = segmented_timing(server.url)
             fault_lines = faults(workdir)  # before the heavier imports below
             in_memory, provider = openfeature_timings(client)
             client.close()
@@ -421,7 +481,7 @@ def main() -> None:
     print(
         f"{len(ACTOR_IDS):,} actor ids, {PERCENT}% rollout, batches of {BATCH:,}, {PASSES} passes"
     )
-    for timing in (gate, launchdarkly, unleash, in_memory, provider):
+    for timing in (gate, segmented, launchdarkly, unleash, in_memory, provider):
         print(timing)
     print(
         f"speed-up vs LaunchDarkly: {launchdarkly.median_ns / gate.median_ns:.1f}x on medians, "
@@ -434,6 +494,10 @@ def main() -> None:
     print(
         f"cached allow(): best pass {gate.best_pass_ns / 1000:.2f} us (target <= 1.00 us), "
         f"median over all passes {gate.median_ns / 1000:.2f} us"
+    )
+    print(
+        f"segmented allow(): best pass {segmented.best_pass_ns / 1000:.2f} us "
+        f"(target <= 1.00 us), median over all passes {segmented.median_ns / 1000:.2f} us"
     )
     extra_best = (provider.best_pass_ns - in_memory.best_pass_ns) / 1000
     extra_median = (provider.median_ns - in_memory.median_ns) / 1000

@@ -1,18 +1,22 @@
 """A sample service exporting simulated Gmail send traffic under the original metric names.
 
     python -m deployments.sample_service --port 9101 [--rps 50] [--error-rate 0.002]
-        [--latency 0.12] [--providers google,p0001..p1000] [--redis-url URL [--actors 1000]]
+        [--latency 0.12] [--providers google,p0001..p1000] [--regions eu-west,us-east]
+        [--redis-url URL [--actors 1000]]
 
 GET /metrics   action_exec_total, action_error_total, action_latency_seconds (histogram) with
                labels provider and action="gmail.send"; oauth_events_total{provider,event}
                with event "refreshed" or "refresh_failed".
 POST /inject   JSON such as {"error_rate": 0.05, "latency": 0.8, "oauth_failures_per_min": 10}
-               changes traffic live, for every provider or only those in "providers": [...].
+               changes traffic live, for every provider or only those in "providers": [...]
+               (and, with regions, only those in "regions": [...]).
 GET /state     the current traffic parameters per provider, as JSON.
 
 Traffic is deterministic and computed at each scrape: per provider, `rps` requests a second
 (each provider gets the full rps), `error_rate` of them failing, latencies log-normal around a
-median of `latency` seconds. One label set per provider keeps 1,000 providers cheap.
+median of `latency` seconds. One label set per provider keeps 1,000 providers cheap. With
+`--regions` every series also carries a `region` label and each region of each provider is
+its own traffic (the full rps each), so a segmented rollout sees one series per region.
 
 A closed loop with `--redis-url` (or `gate=` in-process): each request comes from one of
 `--actors` actors in turn, and a RolloutClient decides per request whether it takes the
@@ -55,12 +59,14 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 LATENCY_SIGMA = 0.25  # log-normal spread: p95 is about 1.5 times the median
 
 
-def gmail_profile(window: str) -> dict[str, Any]:
+def gmail_profile(window: str, segment_label: str | None = None) -> dict[str, Any]:
     """The Gmail SLO profile on this service's metrics, grouped by provider, so any number of
-    features (each named after its provider) cost three queries per distinct window."""
+    features (each named after its provider) cost three queries per distinct window; with
+    `segment_label` ("region") the queries keep that label too, for segmented rollouts."""
+    extra = f", {segment_label}" if segment_label else ""
 
     def counted(metric: str) -> str:
-        return f"sum by (provider) (increase({metric}[{window}]))"
+        return f"sum by (provider{extra}) (increase({metric}[{window}]))"
 
     return {
         "slos": [
@@ -76,7 +82,7 @@ def gmail_profile(window: str) -> dict[str, Any]:
             },
             {
                 "name": "latency_p95",
-                "query": "histogram_quantile(0.95, sum by (le, provider) "
+                "query": f"histogram_quantile(0.95, sum by (le, provider{extra}) "
                 f'(rate(action_latency_seconds_bucket{{action="{ACTION}"}}[{window}])))',
                 "max": 0.5,
                 "group_by": "provider",
@@ -190,9 +196,16 @@ class SampleService:
         clock: Callable[[], float] = time.monotonic,
         gate: Gate | None = None,
         actors: int = 1000,
+        regions: Iterable[str] = (),
     ) -> None:
         base = Traffic(rps, error_rate, latency, oauth_failures_per_min, oauth_refreshes_per_min)
-        self._traffic = {provider: base for provider in providers}
+        self._regions = tuple(regions)
+        # traffic per provider, or per "provider/region" when the service labels regions
+        self._traffic = {
+            f"{provider}/{region}" if region else provider: base
+            for provider in providers
+            for region in (self._regions or ("",))
+        }
         self._fractions = {provider: base.bucket_fractions() for provider in self._traffic}
         # the old code path in a closed loop: the service's traffic as started, never injected
         self._baseline, self._baseline_fractions = base, base.bucket_fractions()
@@ -242,14 +255,28 @@ class SampleService:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def inject(self, providers: Iterable[str] | None = None, **changes: float) -> None:
-        """Change traffic from now on, for the named providers or all of them."""
-        names = list(self._traffic) if providers is None else list(providers)
-        unknown = sorted(set(names) - set(self._traffic)) + sorted(
-            set(changes) - {f.name for f in fields(Traffic)}
-        )
+    def inject(
+        self,
+        providers: Iterable[str] | None = None,
+        regions: Iterable[str] | None = None,
+        **changes: float,
+    ) -> None:
+        """Change traffic from now on, for the named providers (and regions) or all of them."""
+        known = {key.partition("/")[0] for key in self._traffic}
+        chosen = known if providers is None else set(providers)
+        places = set(self._regions) if regions is None else set(regions)
+        unknown = sorted(chosen - known) + sorted(set(changes) - {f.name for f in fields(Traffic)})
+        if regions is not None and not self._regions:
+            unknown.append("regions (the service labels no regions; start it with --regions)")
+        unknown += sorted(places - set(self._regions)) if self._regions else []
         if unknown:
             raise ValueError(f"unknown provider(s) or field(s): {', '.join(unknown)}")
+        names = [
+            key
+            for key in self._traffic
+            if key.partition("/")[0] in chosen
+            and (not self._regions or key.partition("/")[2] in places)
+        ]
         with self._lock:
             updated = {name: replace(self._traffic[name], **changes) for name in names}
             self._advance()
@@ -286,10 +313,11 @@ class SampleService:
         counts.due -= requests
         first, allow = self._next_actor[provider], self._gate.allow
         actors, population = self._actors, len(self._actors)
+        feature, _, region = provider.partition("/")
         on = sum(
             1
             for number in range(first, first + requests)
-            if allow(provider, {"actor_id": actors[number % population]})
+            if allow(feature, {"actor_id": actors[number % population], "region": region})
         )
         self._next_actor[provider] = (first + requests) % population
         counts.feature_requests += on
@@ -305,23 +333,27 @@ class SampleService:
 
     def collect(self) -> Iterator[Metric]:
         """The prometheus_client collector protocol, for in-process registries."""
-        labels = ["provider", "action"]
+        labels = ["provider", "action", *(["region"] if self._regions else [])]
         executed = CounterMetricFamily("action_exec", _HELP["action_exec"], labels=labels)
         failed = CounterMetricFamily("action_error", _HELP["action_error"], labels=labels)
         latency = HistogramMetricFamily(
             "action_latency_seconds", _HELP["action_latency_seconds"], labels=labels
         )
         oauth = CounterMetricFamily(
-            "oauth_events", _HELP["oauth_events"], labels=["provider", "event"]
+            "oauth_events",
+            _HELP["oauth_events"],
+            labels=["provider", "event", *(["region"] if self._regions else [])],
         )
         for row in self.rows():
-            executed.add_metric([row.provider, ACTION], row.requests)
-            failed.add_metric([row.provider, ACTION], row.errors)
+            provider, _, region = row.provider.partition("/")
+            where = [region] if self._regions else []
+            executed.add_metric([provider, ACTION, *where], row.requests)
+            failed.add_metric([provider, ACTION, *where], row.errors)
             bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
             buckets = list(zip(bounds, [*row.buckets, row.requests], strict=True))
-            latency.add_metric([row.provider, ACTION], buckets, row.latency_sum)
-            oauth.add_metric([row.provider, "refreshed"], row.refreshed)
-            oauth.add_metric([row.provider, "refresh_failed"], row.refresh_failed)
+            latency.add_metric([provider, ACTION, *where], buckets, row.latency_sum)
+            oauth.add_metric([provider, "refreshed", *where], row.refreshed)
+            oauth.add_metric([provider, "refresh_failed", *where], row.refresh_failed)
         yield from (executed, failed, latency, oauth)
 
     def exposition(self) -> bytes:
@@ -329,17 +361,18 @@ class SampleService:
         1,000-provider benchmark."""
         rows = self.rows()
         out: list[str] = []
+        where = {r.provider: _where(r.provider) for r in rows}
         for name, kind in (("action_exec_total", "counter"), ("action_error_total", "counter")):
             out += [f"# HELP {name} {_HELP[name[:-6]]}", f"# TYPE {name} {kind}"]
             attribute = "requests" if name == "action_exec_total" else "errors"
             out += [
-                f'{name}{{provider="{r.provider}",action="{ACTION}"}} {getattr(r, attribute)}'
+                f'{name}{{{where[r.provider]},action="{ACTION}"}} {getattr(r, attribute)}'
                 for r in rows
             ]
         name = "action_latency_seconds"
         out += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} histogram"]
         for r in rows:
-            labels = f'provider="{r.provider}",action="{ACTION}"'
+            labels = f'{where[r.provider]},action="{ACTION}"'
             out += [
                 f'{name}_bucket{{{labels},le="{bound}"}} {count}'
                 for bound, count in zip(LATENCY_BUCKETS, r.buckets, strict=True)
@@ -352,14 +385,18 @@ class SampleService:
             "# TYPE oauth_events_total counter",
         ]
         for r in rows:
+            out.append(f'oauth_events_total{{{where[r.provider]},event="refreshed"}} {r.refreshed}')
             out.append(
-                f'oauth_events_total{{provider="{r.provider}",event="refreshed"}} {r.refreshed}'
-            )
-            out.append(
-                f'oauth_events_total{{provider="{r.provider}",event="refresh_failed"}} '
+                f'oauth_events_total{{{where[r.provider]},event="refresh_failed"}} '
                 f"{r.refresh_failed}"
             )
         return ("\n".join(out) + "\n").encode()
+
+
+def _where(key: str) -> str:
+    """`p0001/eu-west` -> `provider="p0001",region="eu-west"`; `google` -> `provider="google"`."""
+    provider, _, region = key.partition("/")
+    return f'provider="{provider}",region="{region}"' if region else f'provider="{provider}"'
 
 
 _HELP = {
@@ -422,7 +459,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             providers = body.pop("providers", None)
-            self.service.inject(providers, **{k: float(v) for k, v in body.items()})
+            regions = body.pop("regions", None)
+            self.service.inject(providers, regions, **{k: float(v) for k, v in body.items()})
         except (ValueError, TypeError, KeyError) as exc:
             self._reply(400, {"error": str(exc)})
             return
@@ -451,6 +489,9 @@ def main(argv: list[str] | None = None) -> None:
         help="close the loop: a RolloutClient on this Redis decides each request's path",
     )
     parser.add_argument("--actors", type=int, default=1000, help="distinct actors (closed loop)")
+    parser.add_argument(
+        "--regions", default="", help="label traffic by region, e.g. eu-canary,eu-west,us-east"
+    )
     args = parser.parse_args(argv)
     gate = None
     if args.redis_url:
@@ -467,6 +508,7 @@ def main(argv: list[str] | None = None) -> None:
         oauth_failures_per_min=args.oauth_failures_per_min,
         gate=gate,
         actors=args.actors,
+        regions=[part.strip() for part in args.regions.split(",") if part.strip()],
     ).start()
     loop = " (closed loop: the rollout client picks each request's path)" if gate else ""
     print(f"sample service: {service.url}/metrics (POST {service.url}/inject){loop}", flush=True)

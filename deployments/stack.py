@@ -353,9 +353,14 @@ def _component(server: RunningServer, stop_signal: str = "SIGTERM") -> Component
     )
 
 
+# the sample service labels its traffic by region, so a segmented rollout can be seen live
+STACK_REGIONS = ("eu-canary", "eu-west", "us-east")
+
+
 def _start_sample_service(directory: Path, port: int, redis_url: str) -> RunningServer:
     argv = [sys.executable, "-m", "deployments.sample_service", "--port", str(port)]
     argv += ["--providers", "google", "--redis-url", redis_url]  # a closed loop on the flag
+    argv += ["--regions", ",".join(STACK_REGIONS)]
     url = f"http://127.0.0.1:{port}"
     ready = wait_for_http(f"{url}/state")
     return start_process("sample-service", argv, port, directory, ready, url, 30)
@@ -544,8 +549,11 @@ def down(directory: Path) -> list[Component] | None:
     return stopped
 
 
-def inject(directory: Path, changes: dict[str, float]) -> dict[str, Any]:
-    """POST the traffic changes to the running sample service; its new state per provider."""
+def inject(
+    directory: Path, changes: dict[str, float], regions: list[str] | None = None
+) -> dict[str, Any]:
+    """POST the traffic changes to the running sample service (only to `regions`, when
+    given); its new state per provider and region."""
     state = read_state(directory)
     if state is None:
         raise RuntimeError(f"no stack is up in {directory}; start it with `rollout stack up`")
@@ -555,5 +563,8 @@ def inject(directory: Path, changes: dict[str, float]) -> dict[str, Any]:
             f"the sample service (pid {sample.pid}) is not running; see {sample.log}, "
             "then `rollout stack down` and `rollout stack up`"
         )
-    result: dict[str, Any] = _post_json(f"{sample.url}/inject", changes)
+    body: dict[str, Any] = dict(changes)
+    if regions is not None:
+        body["regions"] = regions
+    result: dict[str, Any] = _post_json(f"{sample.url}/inject", body)
     return result

@@ -17,7 +17,7 @@ from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from rollout_core.bootstrap import Adapters, Settings, current_adapters, error_telemetry
-from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, load_config
+from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, expand_segments, load_config
 from rollout_core.controller import (
     FeatureOutcome,
     failed_outcomes,
@@ -110,6 +110,7 @@ def _decide_and_apply(
     settings: Settings,
 ) -> dict[str, FeatureOutcome]:
     """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing."""
+    specs = expand_segments(specs)  # a segmented feature is judged segment by segment
     names = [spec.name for spec in specs]
     fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
     # quote(): Prefect would otherwise walk every nested value of every argument looking for

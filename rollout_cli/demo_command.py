@@ -25,7 +25,8 @@ def demo(
         ),
     ] = Path(".demo"),
 ) -> None:
-    """Seven scenes of a rollout on the real controller flow, offline (about a minute).
+    """Eight scenes of a rollout on the real controller flow (the last one region by region),
+    offline (about a minute).
     Exit 0 when every scene ended as expected, else 1."""
     started = time.monotonic()
     from rollout_demo.environment import apply_demo_environment

@@ -43,19 +43,111 @@ By = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 ConfigPath = Annotated[Path, typer.Option(help="Rollouts file for dwell and cooldown.")]
+Segment = Annotated[
+    str | None,
+    typer.Option(
+        help="One segment of a segmented feature (e.g. eu-west): act on its keys "
+        "flags:FEATURE:segment:SEGMENT:*.",
+        show_default=False,
+    ),
+]
 
 
-def init(feature: Feature, by: By = None) -> None:
-    """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
+def _unit(store: RedisFlagStore, feature: str, segment: str | None) -> str:
+    """The feature, or `feature[segment]` once the segment is one Redis lists for it."""
+    from rollout_core.config import validate_feature_name
+    from rollout_core.errors import ConfigError
+
+    name = validate_feature_name(feature)
+    if segment is None:
+        return name
+    known = store.segments_of(name)
+    if segment not in known:
+        listed = ", ".join(known) or "none (not segmented)"
+        raise ConfigError(
+            f"segment {segment!r} is not one of {name}'s segments (flags:{name}:segments: "
+            f"{listed}); run `rollout init {name} --config rollouts.yaml` after adding it"
+        )
+    return f"{name}[{segment}]"
+
+
+def init(
+    feature: Feature,
+    by: By = None,
+    segments: Annotated[
+        str | None,
+        typer.Option(help="Segments in rollout order, e.g. eu-canary,eu-west,us-east."),
+    ] = None,
+    segment_by: Annotated[
+        str | None, typer.Option(help="The context attribute(s), e.g. region or region,tier.")
+    ] = None,
+    fallback_percent: Annotated[
+        str, typer.Option(help="Percent for a context without the attribute or another value.")
+    ] = "0",
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Take the segments from this rollouts file.", show_default=False),
+    ] = None,
+) -> None:
+    """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent;
+    with segments, also each segment's keys and the keys services discover them by."""
 
     def command() -> Outcome:
         from rollout_cli.formatting import init_message
-        from rollout_core.config import validate_feature_name
+        from rollout_cli.inputs import parse_percent_argument
+        from rollout_core.config import SegmentsSpec, load_config, validate_feature_name
+        from rollout_core.errors import ConfigError
 
         name = validate_feature_name(feature)
+        spec: SegmentsSpec | None = None
+        if config is not None:
+            spec = load_config(config).feature(name).segments
+            if spec is None and segments is None:
+                raise ConfigError(f"feature {name!r} in {config} declares no segments")
+        if segments is not None:
+            if segment_by is None:
+                raise ConfigError(
+                    f"--segments needs --segment-by, e.g. rollout init {name} --segment-by "
+                    f"region --segments {segments}"
+                )
+            by_labels = [part.strip() for part in segment_by.split(",")]
+            values = [part.strip() for part in segments.split(",")]
+            fallback = parse_percent_argument(fallback_percent)
+            if any(len(v.split(".")) != len(by_labels) for v in values):
+                raise ConfigError(
+                    f"--segments {segments}: each segment names one value per label of "
+                    f"--segment-by {segment_by}, joined with '.', e.g. eu-west.free"
+                )
+            dimensions = [
+                list(dict.fromkeys(v.split(".")[i] if "." in v else v for v in values))
+                for i in range(len(by_labels))
+            ]
+            try:
+                spec = SegmentsSpec.model_validate(
+                    {"by": by_labels, "values": dimensions, "fallback_percent": fallback}
+                )
+            except ValueError as error:
+                raise ConfigError(f"--segments {segments}: {error}") from None
         store = open_store()
-        result = store.init(name, now(), actor(by))
-        return _written(store, init_message(name, result), _code(result), result)
+        if spec is None:
+            result = store.init(name, now(), actor(by))
+            return _written(store, init_message(name, result), _code(result), result)
+        names = spec.names if segments is None or len(spec.by) == 1 else tuple(values)
+        results = store.init_segments(name, spec.by, names, spec.fallback_percent, now(), actor(by))
+        lines = [init_message(name, results[0])]
+        lines += [
+            f"segment {s}: {'initialised' if r.is_change else 'already initialised'}"
+            for s, r in zip(names, results[1:-1], strict=True)
+        ]
+        lines.append(
+            f"flags:{name}:segment_by={','.join(spec.by)} segments={','.join(names)} "
+            f"segment_fallback_percent={spec.fallback_percent:g}"
+        )
+        codes = [_code(r) for r in results]
+        notes: list[str] = []
+        for result in results:
+            notes += log_audited(store, result.audit_id)
+        return Outcome("\n".join(lines), max(codes), tuple(notes))
 
     run(command)
 
@@ -64,6 +156,7 @@ def status(
     features: Annotated[list[str] | None, typer.Argument(help="Default: all known.")] = None,
     as_json: AsJson = False,
     config: ConfigPath = Path("rollouts.yaml"),
+    segment: Segment = None,
 ) -> None:
     """Percent, enabled, audience, paused, last change, and dwell and cooldown time left."""
 
@@ -72,6 +165,7 @@ def status(
 
         from rollout_cli.formatting import status_json, status_row, status_table
         from rollout_core.config import validate_feature_name
+        from rollout_core.errors import ConfigError
         from rollout_core.overrides import read_all_overrides
 
         names = [validate_feature_name(name) for name in features or []]
@@ -83,7 +177,17 @@ def status(
             names = sorted(configured | set(store.known_features()))
         rows, codes = [], [0]
         overrides = read_all_overrides(store.client, names)
-        for name, state in store.read_each(names).items():
+        if segment is not None and len(names) != 1:
+            raise ConfigError(f"--segment {segment} needs exactly one feature, e.g. google")
+        units = []
+        for name in names:  # a segmented feature: its row, then one row per segment
+            listed = store.segments_of(name)
+            if segment is not None:
+                units.append(_unit(store, name, segment))
+            else:
+                units += [name, *(f"{name}[{s}]" for s in listed)]
+        for unit, state in store.read_each(units).items():
+            name = unit.partition("[")[0]
             dwell, cooldown, source = _timing(rollouts, name)
             if rollouts is not None and source == "defaults":
                 notes.append(f"{name} is not in {config}; {_DEFAULTS_NOTE}")
@@ -92,8 +196,9 @@ def status(
                 notes.append(f"error: {state}")
             else:  # a bad history or audience key holds promotions only
                 notes.extend(f"warning: {problem}; promotions hold" for problem in state.problems)
-            row = status_row(name, state, dwell, cooldown, source, moment)
-            notes.extend(f"warning: ignored override: {p}" for p in overrides[name].problems)
+            row = status_row(unit, state, dwell, cooldown, source, moment)
+            if unit == name:
+                notes.extend(f"warning: ignored override: {p}" for p in overrides[name].problems)
             rows.append(replace(row, overrides=tuple(overrides[name].rows())))
         if not rows and not as_json:
             return Outcome("no features found; run `rollout init FEATURE`", 0, tuple(notes))
@@ -135,6 +240,7 @@ def set_percent(
     percent: Annotated[str, typer.Argument(help="0..100, e.g. 10 or 0.5.", show_default=False)],
     reason: Reason = None,
     by: By = None,
+    segment: Segment = None,
 ) -> None:
     """Set the rollout percent through the controller's compare-and-set (audited). Works over
     a corrupt percent too: the audit entry records the old raw value."""
@@ -148,6 +254,7 @@ def set_percent(
         target = parse_percent_argument(percent)
         why = require_reason(reason, f'rollout set {name} {percent} --reason "canary is healthy"')
         store = open_store()
+        name = _unit(store, name, segment)
         # only the percent is read here: a bad value in another key must not block an
         # emergency change, and a bad percent is what `set` repairs
         before = store.raw_values(name)["rollout_percent"]
@@ -170,22 +277,24 @@ def _written(
     return Outcome(message, code, log_audited(store, None if result is None else result.audit_id))
 
 
-def pause(feature: Feature, reason: Reason = None, by: By = None) -> None:
-    """Stop the controller changing this feature (rollbacks included) until resumed."""
-    run(lambda: _pause(feature, True, reason or "paused by operator", actor(by)))
+def pause(feature: Feature, reason: Reason = None, by: By = None, segment: Segment = None) -> None:
+    """Stop the controller changing this feature (rollbacks included) until resumed; with
+    --segment, that segment only (the feature's pause stops every segment)."""
+    run(lambda: _pause(feature, True, reason or "paused by operator", actor(by), segment))
 
 
-def resume(feature: Feature, reason: Reason = None, by: By = None) -> None:
-    """Let the controller change this feature again."""
-    run(lambda: _pause(feature, False, reason or "resumed by operator", actor(by)))
+def resume(feature: Feature, reason: Reason = None, by: By = None, segment: Segment = None) -> None:
+    """Let the controller change this feature (or, with --segment, that segment) again."""
+    run(lambda: _pause(feature, False, reason or "resumed by operator", actor(by), segment))
 
 
-def _pause(feature: str, paused: bool, reason: str, by: str) -> Outcome:
+def _pause(feature: str, paused: bool, reason: str, by: str, segment: str | None) -> Outcome:
     from rollout_cli.formatting import pause_message
     from rollout_core.config import validate_feature_name
 
     name = validate_feature_name(feature)
     store = open_store()
+    name = _unit(store, name, segment)
     result = store.set_paused(name, paused, reason, by, now())
     return _written(store, pause_message(name, paused, result), _code(result), result)
 
@@ -235,6 +344,7 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    segment: Segment = None,
 ) -> None:
     """The audit trail from the Redis stream, newest first; dry runs are recommendations."""
 
@@ -255,7 +365,9 @@ def audit(
             return Outcome(f"rewrote {rebuild_log} from rollout:audit: {written} entries")
         name = None if feature is None else validate_feature_name(feature)
         count = parse_limit(limit)
-        entries = read_audit(open_store().client, name, count)
+        if segment is not None and name is None:
+            raise ConfigError(f"--segment {segment} needs a feature, e.g. rollout audit google")
+        entries = read_audit(open_store().client, name, count, segment)
         if as_json:
             return Outcome(audit_json(entries))
         return Outcome(audit_table(entries, verbose) if entries else "no audit entries")

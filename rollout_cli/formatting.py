@@ -176,7 +176,7 @@ def audit_table(entries: Sequence[AuditEntry], verbose: bool = False) -> Table:
         if entry.old_percent is None and entry.old_raw:
             old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
         change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
-        cells = [format_time(entry.time), entry.feature, change, entry.action, entry.by]
+        cells = [format_time(entry.time), entry.subject, change, entry.action, entry.by]
         extra = (entry.id or "", describe_inputs(entry.inputs)) if verbose else ()
         table.add_row(*(Text(cell) for cell in (*cells, entry.reason, *extra)))
     return table

@@ -119,15 +119,26 @@ def inject(
         bool, typer.Option("--reset", help="Back to healthy traffic (the defaults).")
     ] = False,
     directory: StackDir = None,
+    segment: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this region's traffic (eu-canary, eu-west, us-east), e.g. eu-west.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Change the sample service's traffic, e.g. `--error-rate 0.05 --latency 0.8`."""
+    """Change the sample service's traffic, e.g. `--error-rate 0.05 --latency 0.8`; with
+    `--segment eu-west` only that region's."""
 
     def command() -> Outcome:
         from deployments.sample_service import Traffic
+        from deployments.stack import STACK_REGIONS, resolve_stack_dir
         from deployments.stack import inject as post_traffic
-        from deployments.stack import resolve_stack_dir
 
         bad = _bad_traffic(error_rate, latency, reset)
+        if bad is None and segment is not None and segment not in STACK_REGIONS:
+            bad = f"--segment {segment!r} is not a region of the sample service; expected one "
+            bad += f"of {', '.join(STACK_REGIONS)}"
         if bad:
             return Outcome(code=EXIT_BAD_INPUT, notes=(f"error: {bad}",))
         if reset:
@@ -144,7 +155,8 @@ def inject(
                 if value is not None
             }
         try:
-            states = post_traffic(resolve_stack_dir(directory), changes)
+            regions = None if segment is None else [segment]
+            states = post_traffic(resolve_stack_dir(directory), changes, regions)
         except (RuntimeError, OSError) as error:
             return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         lines = [

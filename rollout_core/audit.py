@@ -59,7 +59,13 @@ class AuditEntry:
     action: str = ""
     id: str | None = None  # the stream entry id
     old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
+    segment: str = ""  # the segment of a segmented feature's change ("" for the feature)
     inputs: str = ""  # the controller's decision inputs, compact JSON (rollout explain)
+
+    @property
+    def subject(self) -> str:
+        """`google`, or `google[eu-west]` for a segment's entry."""
+        return f"{self.feature}[{self.segment}]" if self.segment else self.feature
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +79,7 @@ class AuditEntry:
             "dry_run": self.dry_run,
             "action": self.action,
             "old_percent_raw": self.old_raw,
+            **({"segment": self.segment} if self.segment else {}),
             "inputs": self.inputs or None,
         }
 
@@ -100,17 +107,24 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         action=fields.get("action", ""),
         id=entry_id,
         old_raw=fields.get("old_percent", ""),
+        segment=fields.get("segment", ""),
         inputs=fields.get("inputs", ""),
     )
 
 
 def read_audit(
-    client: redis.Redis, feature: str | None = None, limit: int | None = 50
+    client: redis.Redis,
+    feature: str | None = None,
+    limit: int | None = 50,
+    segment: str | None = None,
 ) -> list[AuditEntry]:
-    """The newest `limit` entries (all when None), newest first, of one feature or all."""
+    """The newest `limit` entries (all when None), newest first, of one feature or all (and
+    of one of its segments when `segment` is given)."""
     entries: list[AuditEntry] = []
     try:
         for entry_id, fields in _newest_first(client):
+            if segment is not None and fields.get("segment") != segment:
+                continue
             if feature is None or fields.get("feature") == feature:
                 entries.append(entry_from_stream(entry_id, fields))
                 if limit is not None and len(entries) >= limit:
@@ -141,7 +155,7 @@ def format_log_line(entry: AuditEntry) -> str:
         old = repr(entry.old_raw)  # an operator's typo, as it was overwritten
     change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
     reason = " ".join(entry.reason.split())  # one entry, one line
-    line = f"{format_time(entry.time)}  {entry.feature}  {change}  reason={reason}  by={entry.by}"
+    line = f"{format_time(entry.time)}  {entry.subject}  {change}  reason={reason}  by={entry.by}"
     if entry.dry_run:
         line += "  dry_run=true"
     if entry.action not in _PERCENT_ACTIONS:

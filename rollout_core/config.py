@@ -37,15 +37,20 @@ __all__ = [
     "FreezeWindow",
     "RatioQueries",
     "RolloutsConfig",
+    "SegmentsSpec",
     "SloSpec",
+    "expand_segments",
     "load_config",
     "parse_config",
     "parse_duration",
+    "segment_specs",
     "validate_feature_name",
+    "validate_unit_name",
 ]
 
 DEFAULT_CONFIG_PATH = "rollouts.yaml"
 FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+SEGMENT_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 MAX_DURATION = timedelta(days=3650)  # far beyond any sane dwell; keeps time arithmetic finite
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -62,6 +67,19 @@ def validate_feature_name(name: str) -> str:
     if not isinstance(name, str) or not FEATURE_NAME_PATTERN.fullmatch(name):
         raise InvalidFeatureName(str(name))
     return name
+
+
+def validate_unit_name(unit: str) -> str:
+    """A feature's name, or a segment's (`google[eu-west]`, `google[eu-west.free]`), or
+    InvalidFeatureName: both become Redis keys."""
+    if isinstance(unit, str) and unit.endswith("]") and "[" in unit:
+        feature, _, segment = unit[:-1].partition("[")
+        if FEATURE_NAME_PATTERN.fullmatch(feature) and all(
+            SEGMENT_VALUE_PATTERN.fullmatch(part) for part in segment.split(".")
+        ):
+            return unit
+        raise InvalidFeatureName(unit)
+    return validate_feature_name(unit)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -229,6 +247,82 @@ class SloSpec(_Frozen):
         return (self.query, self.samples) if self.samples else (self.query,)
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class SegmentsSpec(_Frozen):
+    """A feature ramped segment by segment (regions, tiers), safest first.
+
+    `by` is one label, or several (`[region, tier]`) whose `values` are one list per label and
+    whose segments are their product, region-major, named `eu-west.free`.
+    """
+
+    by: tuple[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")], ...] = Field(
+        min_length=1
+    )
+    values: tuple[tuple[str, ...], ...] = Field(min_length=1)
+    order: Literal["sequential", "parallel"] = "sequential"
+    halt_on_breach: Literal["segment", "all"] = "segment"
+    fallback_percent: Number = Field(default=0.0, ge=0, le=100, allow_inf_nan=False)
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_label(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _one_dimension(cls, value: Any) -> Any:
+        # `values: [a, b]` is one dimension; `values: [[a, b], [free, paid]]` one list per label
+        if (
+            isinstance(value, list | tuple)
+            and value
+            and all(not isinstance(item, list | tuple) for item in value)
+        ):
+            return (tuple(value),)
+        return value
+
+    @model_validator(mode="after")
+    def _safe_segments(self) -> SegmentsSpec:
+        if len(set(self.by)) != len(self.by):
+            raise ValueError(f"segments.by {list(self.by)} names a label twice")
+        if len(self.values) != len(self.by):
+            raise ValueError(
+                f"segments.by names {len(self.by)} label(s) but values has {len(self.values)} "
+                "list(s); give one list of values per label, e.g. by: [region, tier], "
+                "values: [[eu-west, us-east], [free, enterprise]]"
+            )
+        for label, values in zip(self.by, self.values, strict=True):
+            if not values:
+                raise ValueError(f"segments: label {label!r} has no values")
+            for value in values:
+                if not isinstance(value, str) or not SEGMENT_VALUE_PATTERN.fullmatch(value):
+                    raise ValueError(
+                        f"segment value {value!r} of {label!r} is not safe in a Redis key; "
+                        "expected letters, digits, '-' or '_' (at most 32, no '.', ':' or "
+                        "spaces), e.g. eu-west"
+                    )
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(
+                    f"segment values of {label!r} must be unique; repeated: {', '.join(repeated)}"
+                )
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every segment's name in rollout order: `eu-west`, or `eu-west.free` for two labels."""
+        return tuple(".".join(parts) for parts in itertools.product(*self.values))
+
+    def matchers(self, name: str) -> tuple[tuple[str, str], ...]:
+        """(label, value) pairs of a segment, e.g. (("region", "eu-west"), ("tier", "free"))."""
+        return tuple(zip(self.by, name.split("."), strict=True))
+
+
+def _placeholders(query: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(query))
+
+
 class FeatureSpec(_Frozen):
     """One feature's rollout: defaults merged with the feature's own overrides."""
 
@@ -241,6 +335,14 @@ class FeatureSpec(_Frozen):
     slos: tuple[SloSpec, ...] = Field(min_length=1)
     metric_key: str | None = None  # label value of grouped queries; defaults to the name
     promote_without_traffic: bool = False  # opt-in: promote with no SLO counting requests
+    segments: SegmentsSpec | None = None
+    # set by `expand_segments` on a segment's own spec (never in rollouts.yaml): the feature
+    # it belongs to, the segment's name and (label, value) pairs, and its SLOs whose queries
+    # were written per segment with {{segment}} (so their series are not picked by label)
+    parent: str | None = None
+    segment: str | None = None
+    segment_match: tuple[tuple[str, str], ...] = ()
+    templated_slos: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -280,10 +382,88 @@ class FeatureSpec(_Frozen):
             "promote_without_traffic: true on the feature to promote on its SLOs alone"
         )
 
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> FeatureSpec:
+        allowed = set() if self.segments is None else {"segment", *self.segments.by}
+        for slo in self.slos:
+            for query in slo.queries:
+                unknown = sorted(_placeholders(query) - allowed)
+                if unknown and self.segments is None:
+                    raise ValueError(
+                        f"SLO {slo.name!r} uses {{{{{unknown[0]}}}}} but the feature has no "
+                        "segments; declare segments: or remove the placeholder"
+                    )
+                if unknown:
+                    raise ValueError(
+                        f"SLO {slo.name!r} uses the unknown placeholder {{{{{unknown[0]}}}}}; "
+                        f"expected {', '.join('{{' + x + '}}' for x in sorted(allowed))}"
+                    )
+        return self
+
     @property
     def series_key(self) -> str:
         """The label value that picks this feature's series out of a grouped query."""
-        return self.metric_key or self.name
+        return self.metric_key or self.parent or self.name
+
+    @property
+    def feature(self) -> str:
+        """The feature's name: the spec's own, or, for a segment's spec, its feature's."""
+        return self.parent or self.name
+
+
+def _substitute(query: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], query)
+
+
+def _segment_slo(slo: SloSpec, values: dict[str, str]) -> SloSpec:
+    update: dict[str, Any] = {}
+    if slo.ratio is not None:
+        ratio = slo.ratio
+        update["ratio"] = ratio.model_copy(
+            update={
+                "errors": _substitute(ratio.errors, values),
+                "total": _substitute(ratio.total, values),
+            }
+        )
+    if slo.query is not None:
+        update["query"] = _substitute(slo.query, values)
+    if slo.samples is not None:
+        update["samples"] = _substitute(slo.samples, values)
+    return slo.model_copy(update=update)
+
+
+def segment_specs(spec: FeatureSpec) -> list[FeatureSpec]:
+    """A segmented feature's specs, one per segment in rollout order, named `google[eu-west]`:
+    the same ladder, dwell, cooldown and SLOs, judged on the segment's own series."""
+    segments = spec.segments
+    if segments is None:
+        return [spec]
+    templated = tuple(slo.name for slo in spec.slos if any(_placeholders(q) for q in slo.queries))
+    units = []
+    for name in segments.names:
+        match = segments.matchers(name)
+        values = {"segment": name, **dict(match)}
+        slos = tuple(
+            _segment_slo(slo, values) if slo.name in templated else slo for slo in spec.slos
+        )
+        units.append(
+            spec.model_copy(
+                update={
+                    "name": f"{spec.name}[{name}]",
+                    "parent": spec.name,
+                    "segment": name,
+                    "segment_match": match,
+                    "templated_slos": templated,
+                    "slos": slos,
+                }
+            )
+        )
+    return units
+
+
+def expand_segments(specs: list[FeatureSpec] | tuple[FeatureSpec, ...]) -> list[FeatureSpec]:
+    """Each segmented feature replaced by its segments' specs; the others as they are."""
+    return [unit for spec in specs for unit in segment_specs(spec)]
 
 
 class RolloutsConfig(_Frozen):
@@ -310,7 +490,8 @@ class RolloutsConfig(_Frozen):
 
 # LibYAML's composer is 4x faster on a 1,000-feature file; it builds nodes only, never objects
 _NODE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DEFAULT_KEYS = {"ladder", "safe_percent", "dwell", "cooldown", "freeze", "slos"}
+_DEFAULT_KEYS = {"ladder", "safe_percent", "dwell", "cooldown", "freeze", "slos", "segments"}
+_INTERNAL_KEYS = {"parent", "segment", "segment_match", "templated_slos"}
 _TOP_KEYS = {"defaults", "profiles", "features"}
 _FEATURE_ONLY_KEYS = {"name", "promote_without_traffic", "profile"}
 
@@ -370,6 +551,12 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
                 f"{_at(source, lines, (*where, 'name'))}: feature {name!r} has a 'name:' key "
                 f"({body['name']!r}); a feature is named by its key under 'features:', so "
                 "remove 'name:' (or rename the key)"
+            )
+        for key in _INTERNAL_KEYS & set(body):
+            raise ConfigError(
+                f"{_at(source, lines, (*where, key))}: feature {name!r} sets {key!r}, which "
+                "the controller sets itself; declare segments under 'segments:' "
+                "(by, values, order, halt_on_breach, fallback_percent)"
             )
         merged = {k: v for k, v in defaults.items() if k in _DEFAULT_KEYS}
         profile_name = body.pop("profile", None)

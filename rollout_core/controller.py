@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from rollout_core.config import FeatureSpec
+from rollout_core.config import FeatureSpec, expand_segments
 from rollout_core.decision_inputs import decision_inputs
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable, RolloutError
 from rollout_core.guards import check_guards
 from rollout_core.model import Action, Decision, FlagState, SloSnapshot
 from rollout_core.policy import evaluate_slos, propose
 from rollout_core.ports import FlagChange, FlagStore, MetricsSource
+from rollout_core.segments import order_segments
 
 __all__ = [
     "MESSAGE_LIMIT",
@@ -197,6 +198,8 @@ def check_all_guards(
             decisions[spec.name] = decision
         else:
             decisions[spec.name] = proposal
+    if any(spec.parent is not None for spec in specs):  # segments: promotions follow the order
+        return order_segments(specs, states, decisions)
     return decisions
 
 
@@ -407,6 +410,7 @@ def run_pass(
     dry_run: bool,
 ) -> dict[str, FeatureOutcome]:
     """The whole decision pass without Prefect: what the benchmark and the demo's checks use."""
+    specs = expand_segments(list(specs))
     names = [spec.name for spec in specs]
     try:
         snapshots = fetch_snapshots(source, specs, now)

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import redis
 
-from rollout_core.config import FEATURE_NAME_PATTERN, validate_feature_name
+from rollout_core.config import FEATURE_NAME_PATTERN, validate_feature_name, validate_unit_name
 from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, RolloutError
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
@@ -38,8 +38,13 @@ from rollout_sdk.keys import (
     AUDIT_STREAM,
     CHANGES_CHANNEL,
     FEATURES_REGISTRY,
+    SEGMENT_BY_FIELD,
+    SEGMENT_FALLBACK_FIELD,
+    SEGMENTS_FIELD,
     flag_key,
     overrides_key,
+    split_unit,
+    unit_key,
 )
 
 __all__ = [
@@ -70,6 +75,8 @@ FIELDS = (
     "last_percent",
     "last_rollback_time",
 )
+# a segment's state (`google[eu-west]`) also reads its feature's paused (flags:google:paused)
+SEGMENT_STATE_FIELDS = (*FIELDS, "feature_paused")
 # the order of the compare-and-set script's KEYS[1..7]
 _CAS_FIELDS = (
     "rollout_percent",
@@ -97,9 +104,11 @@ class FeatureNotInitialised(ConfigError):
 
     def __init__(self, feature: str, known: Sequence[str] | None) -> None:
         listed = "unknown (Redis did not answer)" if known is None else ", ".join(known) or "none"
+        parent, segment = split_unit(feature)
+        init = parent if segment is None else f"{parent} --config rollouts.yaml"
         super().__init__(
-            f"feature {feature!r} is not initialised (flags:{feature}:rollout_percent is "
-            f"absent); known: {listed}; run `rollout init {feature}` if it is new"
+            f"feature {feature!r} is not initialised ({unit_key(feature, 'rollout_percent')} is "
+            f"absent); known: {listed}; run `rollout init {init}` if it is new"
         )
         self.feature, self.known = feature, tuple(known or ())
 
@@ -144,6 +153,11 @@ def format_time(at: datetime) -> str:
     return utc.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def fields_of(unit: str) -> tuple[str, ...]:
+    """The fields a feature's (or a segment's) state is read from."""
+    return FIELDS if split_unit(unit)[1] is None else SEGMENT_STATE_FIELDS
+
+
 def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
     """A FlagState from the raw values by field name (None = absent), parsing each strictly.
 
@@ -158,19 +172,20 @@ def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
         if text is None:
             return default
         try:
-            return parse(flag_key(feature, field), text)
+            return parse(unit_key(feature, field), text)
         except InvalidFlagValue as error:
             problems.append(str(error))
             return default
 
     def strict(field: str, parse: Callable[[str, str], Any], default: Any) -> Any:
         text = raw.get(field)
-        return default if text is None else parse(flag_key(feature, field), text)
+        return default if text is None else parse(unit_key(feature, field), text)
 
     # keys a rollback needs raise; the others are read leniently, collecting their problems
     percent = strict("rollout_percent", parse_percent, 0.0)
     enabled = strict("enabled", parse_bool, True)
     paused = strict("paused", parse_bool, False)
+    paused = strict("feature_paused", parse_bool, False) or paused  # a segment's feature
     internal_only = lenient("internal_only", parse_bool, False)
     last_change_time = lenient("last_change_time", parse_time, None)
     last_percent = lenient("last_percent", parse_percent, None)
@@ -185,7 +200,7 @@ def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
         last_percent=last_percent,
         last_rollback_time=last_rollback_time,
         exists=raw.get("rollout_percent") is not None,
-        raw=tuple((field, raw.get(field)) for field in FIELDS),
+        raw=tuple((field, raw.get(field)) for field in fields_of(feature)),
         problems=tuple(problems),
     )
 
@@ -262,13 +277,15 @@ class RedisFlagStore:
         return {feature: state for feature, state in states.items() if isinstance(state, FlagState)}
 
     def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
-        names = [validate_feature_name(feature) for feature in features]
-        keys = [flag_key(feature, field) for feature in names for field in FIELDS]
+        names = [validate_unit_name(feature) for feature in features]
+        keys = [unit_key(feature, field) for feature in names for field in fields_of(feature)]
         values = self._call("reading flags", self._client.mget, keys) if keys else []
         states: dict[str, FlagState | RolloutError] = {}
-        width = len(FIELDS)
-        for index, feature in enumerate(names):
-            raw = dict(zip(FIELDS, values[index * width : (index + 1) * width], strict=True))
+        start = 0
+        for feature in names:
+            fields = fields_of(feature)
+            raw = dict(zip(fields, values[start : start + len(fields)], strict=True))
+            start += len(fields)
             try:
                 states[feature] = parse_flag_state(feature, raw)
             except RolloutError as exc:
@@ -316,10 +333,11 @@ class RedisFlagStore:
 
     def raw_values(self, feature: str) -> dict[str, str | None]:
         """The raw strings of a feature's flag keys (None = absent), unparsed."""
-        feature = validate_feature_name(feature)
-        keys = [flag_key(feature, field) for field in FIELDS]
+        feature = validate_unit_name(feature)
+        fields = fields_of(feature)
+        keys = [unit_key(feature, field) for field in fields]
         values = self._call(f"reading {feature}", self._client.mget, keys)
-        return dict(zip(FIELDS, values, strict=True))
+        return dict(zip(fields, values, strict=True))
 
     def _not_initialised(self, feature: str) -> FeatureNotInitialised:
         try:
@@ -381,9 +399,9 @@ class RedisFlagStore:
         return results
 
     def _cas_call(self, change: FlagChange, write_id: str) -> tuple[list[str], list[str]]:
-        feature = validate_feature_name(change.feature)
+        feature = validate_unit_name(change.feature)
         keys = [
-            *(flag_key(feature, field) for field in _CAS_FIELDS),
+            *(unit_key(feature, field) for field in _CAS_FIELDS),
             AUDIT_STREAM,
             LAST_WRITE_HASH,
             RECOMMENDATIONS_HASH,
@@ -407,8 +425,13 @@ class RedisFlagStore:
             write_id,
             self._retention,
             CHANGES_CHANNEL,
-            change.inputs,
         ]
+        if split_unit(feature)[1] is not None:  # a segment: its feature's paused is compared too
+            keys.append(unit_key(feature, "feature_paused"))
+            args.append(_expectation(dict(change.expected_raw), "feature_paused"))
+        else:
+            args.append("*")  # ARGV[19]: no feature paused key to compare
+        args.append(change.inputs)  # ARGV[20]: the decision's inputs ('' for none)
         return keys, args
 
     def _apply_result(self, change: FlagChange, reply: Sequence[str]) -> ApplyResult:
@@ -504,9 +527,9 @@ class RedisFlagStore:
         is written (applied and conflict both False, no audit id). Not initialised:
         FeatureNotInitialised, nothing written.
         """
-        feature = validate_feature_name(feature)
+        feature = validate_unit_name(feature)
         target = float(format_percent_value(percent))
-        keys = [flag_key(feature, "rollout_percent"), flag_key(feature, "paused")]
+        keys = [unit_key(feature, "rollout_percent"), unit_key(feature, "paused")]
         raw_percent, raw_paused = self._call(f"reading {feature}", self._client.mget, keys)
         if raw_percent is None:
             raise self._not_initialised(feature)
@@ -522,6 +545,39 @@ class RedisFlagStore:
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
         return self._write(feature, "nx", SEED, "init", "initialised", by, at)
+
+    def init_segments(
+        self,
+        feature: str,
+        segment_by: Sequence[str],
+        segments: Sequence[str],
+        fallback_percent: float,
+        at: datetime,
+        by: str = "manual",
+    ) -> list[WriteResult]:
+        """Initialise a segmented feature: the feature's keys (as `init`), each segment's
+        rollout_percent "0" and paused "false" where absent, then the discovery keys services
+        read (segment_by, segments, segment_fallback_percent), each write audited."""
+        feature = validate_feature_name(feature)
+        results = [self.init(feature, at, by)]
+        seed = {"rollout_percent": "0", "paused": "false"}
+        for segment in segments:
+            unit = validate_unit_name(f"{feature}[{segment}]")
+            results.append(self._write(unit, "nx", seed, "init", "initialised", by, at))
+        discovery = {
+            SEGMENT_BY_FIELD: ",".join(segment_by),
+            SEGMENTS_FIELD: ",".join(segments),
+            SEGMENT_FALLBACK_FIELD: format_percent_value(fallback_percent),
+        }
+        reason = f"segments by {','.join(segment_by)}: {','.join(segments)}"
+        results.append(self._write(feature, "set", discovery, "segments", reason, by, at))
+        return results
+
+    def segments_of(self, feature: str) -> tuple[str, ...]:
+        """The segments `flags:{feature}:segments` lists, in order (empty: not segmented)."""
+        feature = validate_feature_name(feature)
+        raw = self._call(f"reading {feature}", self._client.get, flag_key(feature, SEGMENTS_FIELD))
+        return tuple(part for part in (raw or "").split(",") if part)
 
     def set_paused(
         self, feature: str, paused: bool, reason: str, by: str, at: datetime
@@ -547,16 +603,16 @@ class RedisFlagStore:
         by: str,
         at: datetime,
     ) -> WriteResult:
-        feature = validate_feature_name(feature)
+        feature = validate_unit_name(feature)
         self._ensure_registry()
         write_id = uuid.uuid4().hex
         history = ("rollout_percent", "last_percent", "last_change_time")
         keys = [
             AUDIT_STREAM,
-            *(flag_key(feature, f) for f in history),
+            *(unit_key(feature, f) for f in history),
             LAST_WRITE_HASH,
             FEATURES_REGISTRY,
-            *(flag_key(feature, f) for f in values),
+            *(unit_key(feature, f) for f in values),
         ]
         args = [mode, format_time(at), feature, reason, by, action, write_id, self._retention]
         args += [CHANGES_CHANNEL, *values.values()]
@@ -664,6 +720,10 @@ def _expectations(change: FlagChange) -> dict[str, str]:
     expected["rollout_percent"] = "-" if percent is None else f"#{float(percent)!r}"
     expected["paused"] = f"?{_text(change.expected_paused)}"
     return expected
+
+
+def _expectation(read: Mapping[str, str | None], field: str) -> str:
+    return "*" if field not in read else "-" if read[field] is None else f"={read[field]}"
 
 
 def _describe_change(change: FlagChange) -> str:

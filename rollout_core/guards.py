@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from rollout_core.config import FeatureSpec, FreezeWindow
 from rollout_core.model import Action, Decision, FlagState, GuardResult, format_percent
+from rollout_sdk.keys import unit_key
 
 __all__ = [
     "GUARDS",
@@ -90,30 +91,34 @@ def not_initialised_guard(
 ) -> GuardResult:
     if state.exists:
         return GuardResult("not_initialised", False, "not_initialised: flag keys present")
-    message = (
-        f"not_initialised: flags:{spec.name}:rollout_percent is absent; "
-        f"run `rollout init {spec.name}`"
-    )
+    key = unit_key(spec.name, "rollout_percent")
+    init = f"{spec.feature} --config rollouts.yaml" if spec.parent else spec.name
+    message = f"not_initialised: {key} is absent; run `rollout init {init}`"
     return GuardResult("not_initialised", True, message)
 
 
 def disabled_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
+    key = unit_key(spec.name, "enabled")
     if state.enabled:
-        return GuardResult("disabled", False, f"disabled: flags:{spec.name}:enabled is true")
-    message = f"disabled: flags:{spec.name}:enabled is false; no change while it is switched off"
+        return GuardResult("disabled", False, f"disabled: {key} is true")
+    message = f"disabled: {key} is false; no change while it is switched off"
     return GuardResult("disabled", True, message)
 
 
 def paused_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
+    key = unit_key(spec.name, "paused")
     if not state.paused:
-        return GuardResult("paused", False, f"paused: flags:{spec.name}:paused is false")
-    message = (
-        f"paused: flags:{spec.name}:paused is true; no change until `rollout resume {spec.name}`"
-    )
+        return GuardResult("paused", False, f"paused: {key} is false")
+    resume = spec.name
+    if spec.parent is not None and state.raw_value("feature_paused") == "true":
+        key, resume = unit_key(spec.name, "feature_paused"), spec.parent  # the whole feature
+    elif spec.parent is not None:
+        resume = f"{spec.parent} --segment {spec.segment}"
+    message = f"paused: {key} is true; no change until `rollout resume {resume}`"
     return GuardResult("paused", True, message)
 
 

@@ -155,6 +155,10 @@ class QueryResults:
     def __init__(self, outcomes: Mapping[str, QueryOutcome]) -> None:
         self.outcomes = outcomes
         self._by_label: dict[tuple[str, str], dict[str, list[Series]]] = {}
+        self._by_segment: dict[
+            tuple[str, str | None, tuple[str, ...]],
+            dict[tuple[str | None, tuple[str, ...]], list[Series]],
+        ] = {}
 
     def grouped(
         self, query: str, series: tuple[Series, ...], label: str
@@ -166,6 +170,25 @@ class QueryResults:
                 if label in item.labels:
                     index.setdefault(item.labels[label], []).append(item)
             self._by_label[(query, label)] = index
+        return index
+
+    def segmented(
+        self, query: str, series: tuple[Series, ...], group: str | None, labels: tuple[str, ...]
+    ) -> dict[tuple[str | None, tuple[str, ...]], list[Series]]:
+        """The series indexed by (group_by value, segment label values), built once per query:
+        picking each of N features x S segments costs O(1)."""
+        index = self._by_segment.get((query, group, labels))
+        if index is None:
+            index = {}
+            for item in series:
+                found = item.labels
+                if (group is not None and group not in found) or any(
+                    label not in found for label in labels
+                ):
+                    continue
+                key = (found[group] if group is not None else None, tuple(found[x] for x in labels))
+                index.setdefault(key, []).append(item)
+            self._by_segment[(query, group, labels)] = index
         return index
 
 
@@ -221,6 +244,8 @@ def _pick(spec: FeatureSpec, slo: SloSpec, query: str, results: QueryResults) ->
     outcome = results.outcomes[query]
     if isinstance(outcome, Rejected):
         raise _Unreadable(query, outcome)
+    if spec.segment_match and slo.name not in spec.templated_slos:
+        return _pick_segment(spec, slo, query, outcome, results)
     label = slo.group_by
     if label is None:
         if len(outcome) > 1:
@@ -239,6 +264,35 @@ def _pick(spec: FeatureSpec, slo: SloSpec, query: str, results: QueryResults) ->
             fix = f"aggregate it with sum by ({label}) (...)"
             detail = f"{len(mine)} series with {label}={spec.series_key!r}; {fix}"
             raise _Unreadable(query, _shape(detail), tuple(mine))
+    return mine[0].value if mine else None
+
+
+def _pick_segment(
+    spec: FeatureSpec,
+    slo: SloSpec,
+    query: str,
+    outcome: tuple[Series, ...],
+    results: QueryResults,
+) -> float | None:
+    """A segment's value in a query grouped by the segment label(s) (and group_by, if any)."""
+    labels = tuple(label for label, _ in spec.segment_match)
+    index = results.segmented(query, outcome, slo.group_by, labels)
+    if outcome and not index:
+        wanted = ", ".join((*([slo.group_by] if slo.group_by else []), *labels))
+        fix = (
+            f"aggregate it with sum by ({wanted}) (...), or write the query per segment with "
+            "{{segment}}"
+        )
+        detail = f"series without the segment label(s) {', '.join(labels)}; {fix}"
+        raise _Unreadable(query, _shape(detail, "no_segment_label"))
+    key = (spec.series_key if slo.group_by else None, tuple(v for _, v in spec.segment_match))
+    mine = index.get(key, [])
+    if len(mine) > 1:
+        wanted = ", ".join((*([slo.group_by] if slo.group_by else []), *labels))
+        detail = (
+            f"{len(mine)} series for segment {spec.segment!r}; aggregate with sum by ({wanted})"
+        )
+        raise _Unreadable(query, _shape(detail), tuple(mine))
     return mine[0].value if mine else None
 
 

@@ -22,6 +22,7 @@ class TickRecord:
     guard: str | None = None
     run_state: str = ""
     audited: bool = False
+    segment: str = ""  # a segmented feature's segment this row is about
 
     @property
     def is_run(self) -> bool:
@@ -56,6 +57,21 @@ def check_scene(scene: Scene, records: Sequence[TickRecord]) -> SceneCheck:
     runs = [record for record in records if record.is_run]
     last = runs[-1] if runs else None
     wanted = scene.expected
+    if wanted.segments:
+        final = {r.segment: r for r in runs if last is not None and r.at == last.at}
+        seen = [
+            (name, final[name].percent, final[name].decision)
+            for name, _, _ in wanted.segments
+            if name in final
+        ]
+        got = ", ".join(f"{n} {'-' if p is None else f'{p:g}%'} {a}" for n, p, a in seen)
+        return SceneCheck(
+            scene.number,
+            scene.title,
+            wanted.describe(),
+            got or "no run",
+            seen == list(wanted.segments),
+        )
     guards = [record.guard for record in runs if record.guard]
     ok = (
         last is not None

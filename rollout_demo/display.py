@@ -43,7 +43,7 @@ def print_row(console: Console, record: TickRecord) -> None:
         decision,
         record.guard or "",
         record.run_state or "(operator)",
-        record.reason,
+        Text(f"{record.segment}: {record.reason}") if record.segment else record.reason,
     ]
     console.print(_row_table(cells))
 

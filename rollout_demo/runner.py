@@ -33,6 +33,8 @@ from rollout_demo.prefect_api import EphemeralApi
 from rollout_demo.scenario import (
     DEMO_CONFIG,
     FEATURE,
+    REGIONAL_FEATURE,
+    REGIONS,
     SCENES,
     START,
     Operator,
@@ -83,6 +85,7 @@ def run_demo(output_dir: Path, console: Console, api: EphemeralApi, started: flo
             redis_server = cleanup.enter_context(embedded_redis(output_dir / "redis"))
             store = RedisFlagStore(redis_server.client)
             store.init(FEATURE, at=START, by=OPERATOR)
+            store.init_segments(REGIONAL_FEATURE, ["region"], REGIONS, 0, START, OPERATOR)
             api.wait_ready()
         console.print(f"Redis: {redis_server.description}")
         console.print(f"Prefect: ephemeral API at {api.url}, PREFECT_HOME={prefect_home()}")
@@ -124,12 +127,19 @@ def _play_scene(demo: _Demo, scene: Scene, console: Console) -> SceneCheck:
         demo.source.add_outage(at_minute(scene.outage[0]), at_minute(scene.outage[1]))
     scene_records = []
     for step in scene.steps:
+        if scene.feature != FEATURE:
+            assert isinstance(step, Tick)
+            for record in _tick_segments(demo, step, scene.feature):
+                print_row(console, record)
+                scene_records.append(record)
+            continue
         record = _operate(demo.store, step) if isinstance(step, Operator) else _tick(demo, step)
         demo.gate.refresh([FEATURE])
         demo.served.append((record.percent, demo.gate.percent(FEATURE)))
         print_row(console, record)
         scene_records.append(record)
-    demo.records.extend(scene_records)
+    if scene.feature == FEATURE:  # the timeline draws the main feature
+        demo.records.extend(scene_records)
     check = check_scene(scene, scene_records)
     print_scene_result(console, check)
     return check
@@ -160,6 +170,48 @@ def _tick(demo: _Demo, tick: Tick) -> TickRecord:
         run_state=str(state.name),
         audited=outcome.audit_id is not None,
     )
+
+
+def _tick_segments(demo: _Demo, tick: Tick, feature: str) -> list[TickRecord]:
+    """One flow run of a segmented feature: a row per segment, and what the gate serves in
+    each region checked against the segment's percent."""
+    at = at_minute(tick.minute)
+    state = rollout_controller(
+        features=[feature],
+        dry_run=tick.dry_run,
+        config_path=str(demo.config_path),
+        now=at,
+        return_state=True,
+    )
+    outcomes = {o.feature: o for o in outcomes_of(state)}
+    units = [f"{feature}[{region}]" for region in REGIONS]
+    states = demo.store.read(units)
+    demo.gate.refresh([feature])
+    records = []
+    for region, unit in zip(REGIONS, units, strict=True):
+        percent = states[unit].percent
+        served = demo.gate.evaluate(feature, {"actor_id": "demo", "region": region}).percent
+        demo.served.append((percent, served))
+        outcome = outcomes.get(unit)
+        decision = None if outcome is None else outcome.decision
+        reason = (
+            (state.message or "no outcome").splitlines()[0]
+            if outcome is None
+            else ((outcome.error or "") if decision is None else decision.reasons[0])
+        )
+        records.append(
+            TickRecord(
+                at,
+                percent,
+                "crashed" if outcome is None else action_label(outcome),
+                reason,
+                guard=None if decision is None else decision.guard,
+                run_state=str(state.name),
+                audited=outcome is not None and outcome.audit_id is not None,
+                segment=region,
+            )
+        )
+    return records
 
 
 def _operate(store: RedisFlagStore, step: Operator) -> TickRecord:

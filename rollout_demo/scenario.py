@@ -1,4 +1,4 @@
-"""The demo's story as data: the rollouts config, the replayed SLO series and the seven scenes.
+"""The demo's story as data: the rollouts config, the replayed SLO series and the eight scenes.
 
 Times are minutes after START on the simulated clock. Every tick is one controller flow run
 at that simulated time; operator steps are the writes an operator would make with the CLI.
@@ -19,6 +19,9 @@ __all__ = [
     "FEATURE",
     "LATENCY_MAX",
     "OUTAGE",
+    "REGIONAL_FEATURE",
+    "REGIONS",
+    "REGION_SPIKE",
     "SCENES",
     "SPIKE",
     "START",
@@ -36,7 +39,11 @@ ERROR_RATIO_MAX = 0.01
 LATENCY_MAX = 0.5
 SPIKE = (72, 92)  # minutes: error ratio 8%, latency 0.9 s
 OUTAGE = (165, 185)  # minutes: the metrics source does not answer
-SERIES_MINUTES = 195
+# scene 8: a second feature rolled out region by region; eu-west alone breaks
+REGIONAL_FEATURE = "google.regions"
+REGIONS = ("eu-canary", "eu-west", "us-east")
+REGION_SPIKE = (222, 240)  # minutes: eu-west's error ratio 6%, the other regions healthy
+SERIES_MINUTES = 245
 
 DEMO_CONFIG = f"""\
 # The demo's rollouts file: the repository's rollouts.yaml with the same ladder and guards.
@@ -62,6 +69,19 @@ features:
         kind: count
         query: sum(increase(oauth_events_total{{event="refresh_failed"}}[15m]))
         max: 5
+  {REGIONAL_FEATURE}:
+    segments:
+      by: region
+      values: [{", ".join(REGIONS)}]
+      order: parallel
+      halt_on_breach: segment
+    slos:
+      - name: error_rate
+        ratio:
+          errors: sum by (region) (increase(action_error_total{{provider="google"}}[5m]))
+          total: sum by (region) (increase(action_exec_total{{provider="google"}}[5m]))
+        max: {ERROR_RATIO_MAX}
+        min_samples: 200
 """
 
 
@@ -86,6 +106,11 @@ def build_series(minutes: int = SERIES_MINUTES) -> pd.DataFrame:
             (time, FEATURE, "latency_p95", latency, requests),
             (time, FEATURE, "oauth_refresh_failures", refresh_failures, math.nan),
         ]
+        for region in REGIONS:  # the replay names a segment's series `feature[segment]`
+            breaking = region == "eu-west" and REGION_SPIKE[0] <= minute < REGION_SPIKE[1]
+            ratio = 0.06 + 0.005 * wobble if breaking else 0.002 + 0.001 * wobble
+            unit = f"{REGIONAL_FEATURE}[{region}]"
+            rows.append((time, unit, "error_rate", ratio, requests / 2))
     return pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"])
 
 
@@ -118,8 +143,12 @@ class Expectation:
     state: str = "Completed"
     guards_seen: tuple[str, ...] = ()
     audited: bool | None = None  # the last tick wrote an audit stream entry
+    # a segmented scene: each segment's (name, percent, decision) at the last run
+    segments: tuple[tuple[str, float, str], ...] = ()
 
     def describe(self) -> str:
+        if self.segments:
+            return ", ".join(f"{name} {p:g}% {action}" for name, p, action in self.segments)
         text = f"{self.percent:g}% {self.action} {self.state}"
         if self.guards_seen:
             text += f", held by {', '.join(self.guards_seen)}"
@@ -136,6 +165,7 @@ class Scene:
     steps: tuple[Tick | Operator, ...]
     expected: Expectation
     outage: tuple[float, float] | None = None  # minutes when the metrics source fails
+    feature: str = FEATURE  # the feature the scene's runs decide
 
 
 SCENES: tuple[Scene, ...] = (
@@ -189,5 +219,22 @@ SCENES: tuple[Scene, ...] = (
         (Tick(170),),
         Expectation(50, "failed", state="Failed", audited=False),
         outage=OUTAGE,
+    ),
+    Scene(
+        8,
+        "Regions: eu-west breaks, only eu-west rolls back",
+        f"{REGIONAL_FEATURE} ramps region by region, each judged by its own series; eu-west's "
+        "errors pull back eu-west alone while eu-canary and us-east keep ramping.",
+        (Tick(190), Tick(206), Tick(225)),
+        Expectation(
+            100,
+            "promote",
+            segments=(
+                ("eu-canary", 100, "promote"),
+                ("eu-west", 10, "rollback"),
+                ("us-east", 100, "promote"),
+            ),
+        ),
+        feature=REGIONAL_FEATURE,
     ),
 )

@@ -34,8 +34,12 @@ from rollout_sdk.keys import (
     FEATURE_NAME_PATTERN,
     FEATURES_REGISTRY,
     GATE_FIELDS,
+    SEGMENT_BY_FIELD,
+    SEGMENT_FALLBACK_FIELD,
+    SEGMENTS_FIELD,
     flag_key,
     overrides_key,
+    segment_key,
 )
 from rollout_sdk.state import (
     DEFAULT,
@@ -47,6 +51,7 @@ from rollout_sdk.state import (
     FeatureState,
     RawFlags,
     feature_state,
+    parse_segment_list,
     placeholder_state,
 )
 
@@ -77,6 +82,7 @@ _first_8_bytes = struct.Struct(">Q").unpack_from
 _REFRESH_ALL = "\0all"  # a wake-up that asks for a full refresh (after a resubscription)
 _STOP = "\0stop"
 _MAX_BACKOFF_SEC = 5.0
+_SEGMENT_DISCOVERY = (SEGMENT_BY_FIELD, SEGMENTS_FIELD, SEGMENT_FALLBACK_FIELD)
 _LISTEN_RETRY_SEC = 1.0  # between attempts to resubscribe; polling covers the gap
 
 
@@ -145,6 +151,8 @@ class RolloutClient:
         self._clock = clock
         self._subscribe = subscribe
         self._states: dict[str, FeatureState] = {}
+        # each segmented feature's segments as last read: their percents join the next read
+        self._segment_lists: dict[str, tuple[str, ...]] = {}
         self._logged: set[object] = set()
         self._ready = threading.Event()
         self._refresh_errors = 0
@@ -187,6 +195,15 @@ class RolloutClient:
                 return False
             if state.fixed_answer is not None:
                 return state.fixed_answer  # 0%, 100% (anonymous included) or off
+            threshold = state.threshold
+            if state.segment_by is not None:  # the context's region (tier) picks the percent
+                attribute = state.segment_attribute
+                if attribute is not None:
+                    threshold = state.segment_thresholds.get(get(attribute), threshold)
+                else:
+                    threshold = state.segment_threshold(get)
+                if threshold == 0 or threshold >= BUCKETS:
+                    return threshold > 0
             actor = get("actor_id")
             if actor is None:
                 actor = get("user_id")
@@ -199,7 +216,7 @@ class RolloutClient:
                 unit = f"{state.prefix}{workspace}:{actor}"
             # bucketing.bucket inlined: the call alone would cost a tenth of the budget
             position: int = _first_8_bytes(_sha256(unit.encode()).digest())[0] % BUCKETS
-            return position < state.threshold
+            return position < threshold
         except Exception as exc:  # a bad context or feature must not break the request
             self._log_once(("error", type(exc)), "rollout client answered False after %r", exc)
             return False
@@ -226,6 +243,9 @@ class RolloutClient:
             if actor is None:
                 actor = get("user_id")
             internal = get("internal") is True
+            state = self._states.get(feature)
+            if state is not None and state.segment_by is not None:
+                return self._evaluate(state, actor, get("workspace_id"), internal, get)
             _, evaluation = self.evaluate_unit(feature, actor, get("workspace_id"), internal)
             return evaluation
         except Exception as exc:
@@ -247,7 +267,12 @@ class RolloutClient:
             return None, Evaluation(False, ERROR, 0.0, f"{type(exc).__name__}: {exc}")
 
     def _evaluate(
-        self, state: FeatureState, actor: object, workspace: object, internal: bool
+        self,
+        state: FeatureState,
+        actor: object,
+        workspace: object,
+        internal: bool,
+        get: Callable[[str], object] | None = None,
     ) -> Evaluation:
         """`allow`'s rules spelled out with their reasons (allow inlines them for speed; a
         property test holds the two together)."""
@@ -265,7 +290,11 @@ class RolloutClient:
             return Evaluation(False, DISABLED, 0.0, problem)
         if not state.enabled:
             return Evaluation(False, ERROR if problem else DISABLED, 0.0, problem)
-        percent = state.percent
+        percent, threshold, fixed = state.percent, state.threshold, state.fixed_answer
+        if state.segment_by is not None:  # the context's segment, else the fallback
+            percent = state.segment_percent(get or (lambda _: None))
+            threshold = state.segment_threshold(get or (lambda _: None))
+            fixed = False if threshold == 0 else True if threshold >= BUCKETS else None
         if state.overrides is not None:
             on = state.override_for(actor, workspace)
             if on is not None:
@@ -275,15 +304,15 @@ class RolloutClient:
                 return Evaluation(True, TARGETING_MATCH, percent, problem)  # insiders stay on
         elif state.internal_only:
             return Evaluation(False, ERROR if problem else TARGETING_MATCH, percent, problem)
-        if state.fixed_answer is not None:
-            value = state.fixed_answer
+        if fixed is not None:
+            value = fixed
         elif actor is None or actor == "":
             value = False  # anonymous traffic is never bucketed together
         else:
             unit = f"{actor}" if workspace is None or workspace == "" else f"{workspace}:{actor}"
             digest = _sha256(f"{state.prefix}{unit}".encode()).digest()
             position: int = _first_8_bytes(digest)[0] % BUCKETS
-            value = position < state.threshold
+            value = position < threshold
         if problem is not None and not value:
             return Evaluation(False, ERROR, percent, problem)
         if not state.exists and problem is None and percent == 0:
@@ -443,11 +472,18 @@ class RolloutClient:
     def _read(
         self, names: list[str], read_at: float, *, with_registry: bool
     ) -> tuple[dict[str, FeatureState], set[str]]:
-        """One pipelined round trip: MGET of the string keys, HGETALL of each overrides hash,
-        and SMEMBERS of the registry."""
+        """One pipelined round trip: MGET of the string keys (a segmented feature's discovery
+        keys and its segments' percents included), HGETALL of each overrides hash, and SMEMBERS
+        of the registry. A feature whose segment list changed since the last read is read
+        again at once with the new list (a second round trip only then)."""
         pipe = self._redis.pipeline(transaction=False)
+        layouts = [self._segment_lists.get(name, ()) for name in names]
         if names:
-            pipe.mget([flag_key(name, f) for name in names for f in GATE_FIELDS])
+            keys = []
+            for name, segments in zip(names, layouts, strict=True):
+                keys += [flag_key(name, f) for f in (*GATE_FIELDS, *_SEGMENT_DISCOVERY)]
+                keys += [segment_key(name, s, "rollout_percent") for s in segments]
+            pipe.mget(keys)
             for name in names:
                 pipe.hgetall(overrides_key(name))
         if with_registry:
@@ -460,16 +496,37 @@ class RolloutClient:
                 if FEATURE_NAME_PATTERN.fullmatch(name):
                     registry.add(name)
         states: dict[str, FeatureState] = {}
+        changed: list[str] = []
         if names:
             values, hashes = replies[0], replies[1:]
-            width = len(GATE_FIELDS)
-            for index, name in enumerate(names):
-                enabled, internal_only, percent = values[index * width : (index + 1) * width]
-                raw = RawFlags(enabled, internal_only, percent, hashes[index] or {})
+            start = 0
+            for index, (name, segments) in enumerate(zip(names, layouts, strict=True)):
+                width = len(GATE_FIELDS) + len(_SEGMENT_DISCOVERY) + len(segments)
+                enabled, internal_only, percent, by, listed, fallback, *found = values[
+                    start : start + width
+                ]
+                start += width
+                if parse_segment_list(listed) != segments:
+                    self._segment_lists[name] = parse_segment_list(listed)
+                    changed.append(name)
+                    continue
+                raw = RawFlags(
+                    enabled,
+                    internal_only,
+                    percent,
+                    hashes[index] or {},
+                    segment_by=by,
+                    segments=listed,
+                    segment_fallback=fallback,
+                    segment_percents=dict(zip(segments, found, strict=True)),
+                )
                 state = feature_state(name, raw, self._environ, read_at, self._max_stale)
                 for problem in state.problems:
                     self._log_once(("problem", problem), "%s", problem)
                 states[name] = state
+        if changed:
+            again, _ = self._read(changed, read_at, with_registry=False)
+            states.update(again)
         return states, registry
 
     def _run(self, stop: threading.Event, wake: queue.SimpleQueue[str]) -> None:

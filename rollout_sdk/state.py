@@ -9,7 +9,7 @@ a bad `enabled` disables, a bad `internal_only` keeps the audience internal, a b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from rollout_sdk.bucketing import percent_threshold
@@ -20,7 +20,14 @@ from rollout_sdk.flag_values import (
     parse_env_enabled,
     parse_percent_value,
 )
-from rollout_sdk.keys import flag_key, kill_switch_variable, overrides_key, percent_variable
+from rollout_sdk.keys import (
+    SEGMENT_FALLBACK_FIELD,
+    flag_key,
+    kill_switch_variable,
+    overrides_key,
+    percent_variable,
+    segment_key,
+)
 
 __all__ = [
     "DEFAULT",
@@ -34,6 +41,7 @@ __all__ = [
     "RawFlags",
     "feature_state",
     "parse_overrides",
+    "parse_segment_list",
     "placeholder_state",
 ]
 
@@ -62,6 +70,18 @@ class RawFlags:
     internal_only: object = None
     rollout_percent: object = None
     overrides: Mapping[object, object] = field(default_factory=dict)
+    # a segmented feature's flags:{f}:segment_by, :segments, :segment_fallback_percent, and
+    # the rollout_percent of each segment read (by segment name)
+    segment_by: object = None
+    segments: object = None
+    segment_fallback: object = None
+    segment_percents: Mapping[str, object] = field(default_factory=dict)
+
+
+def parse_segment_list(raw: object) -> tuple[str, ...]:
+    """`"eu-canary,eu-west"` -> ("eu-canary", "eu-west"); absent or empty -> ()."""
+    text = _text(raw)
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,10 @@ class FeatureState:
         "prefix",
         "problems",
         "read_at",
+        "segment_attribute",
+        "segment_by",
+        "segment_percents",
+        "segment_thresholds",
         "stale_until",
         "threshold",
         "workspace_overrides",
@@ -141,6 +165,8 @@ class FeatureState:
         exists: bool = False,
         loaded: bool = True,
         problems: tuple[str, ...] = (),
+        segment_by: tuple[str, ...] | None = None,
+        segment_percents: Mapping[str, float] | None = None,
     ) -> None:
         is_off = killed or not enabled or not loaded
         self.feature = feature
@@ -161,9 +187,50 @@ class FeatureState:
         elif self.percent >= 100:
             self.fixed_answer = True
         self.prefix = f"{feature}:"
+        # segmented: the context attribute(s) pick the segment's threshold; `percent` and
+        # `threshold` are then the fallback's (a context without them or with another value)
+        self.segment_by = segment_by
+        # one attribute (the usual case): the request path looks its value up directly
+        self.segment_attribute = segment_by[0] if segment_by and len(segment_by) == 1 else None
+        self.segment_percents: Mapping[str, float] = {
+            name: 0.0 if is_off else value for name, value in (segment_percents or {}).items()
+        }
+        self.segment_thresholds: dict[object, int] = {
+            name: percent_threshold(value) for name, value in self.segment_percents.items()
+        }
+        if segment_by is not None and not is_off:
+            self.fixed_answer = None
         self.overrides = None if is_off or not overrides else overrides
         self.actor_overrides = self.overrides.actors if self.overrides else {}
         self.workspace_overrides = self.overrides.workspaces if self.overrides else {}
+
+    def segment_of(self, get: Callable[[str], object]) -> str | None:
+        """The context's segment name (`eu-west`, `eu-west.free`); None without the
+        attribute(s)."""
+        assert self.segment_by is not None
+        parts = []
+        for attribute in self.segment_by:
+            value = get(attribute)
+            if value is None or value == "":
+                return None
+            parts.append(f"{value}")
+        return ".".join(parts)
+
+    def segment_threshold(self, get: Callable[[str], object]) -> int:
+        """The context's segment's threshold, or the fallback's for an unknown segment."""
+        if self.segment_attribute is not None:
+            return self.segment_thresholds.get(get(self.segment_attribute), self.threshold)
+        segment = self.segment_of(get)
+        return self.segment_thresholds.get(segment, self.threshold) if segment else self.threshold
+
+    def segment_percent(self, get: Callable[[str], object]) -> float:
+        """The context's segment's percent, or the fallback's (as `segment_threshold`)."""
+        if self.segment_attribute is not None:
+            value = get(self.segment_attribute)
+            found = self.segment_percents.get(value) if isinstance(value, str) else None
+            return self.percent if found is None else found
+        segment = self.segment_of(get)
+        return self.segment_percents.get(segment, self.percent) if segment else self.percent
 
     def override_for(self, actor: object, workspace: object) -> bool | None:
         """The actor's override, else its workspace's, else None (no override applies)."""
@@ -211,6 +278,19 @@ def feature_state(
         percent = 0.0
     overrides = parse_overrides(feature, raw.overrides)
     problems += overrides.problems
+    segment_by: tuple[str, ...] | None = None
+    segment_percents: dict[str, float] = {}
+    by_text = _text(raw.segment_by)
+    if by_text:
+        segment_by = tuple(part.strip() for part in by_text.split(",") if part.strip())
+        percent = _segment_percent(
+            flag_key(feature, SEGMENT_FALLBACK_FIELD), raw.segment_fallback, problems
+        )
+        for segment in parse_segment_list(raw.segments):
+            key = segment_key(feature, segment, "rollout_percent")
+            segment_percents[segment] = _segment_percent(
+                key, raw.segment_percents.get(segment), problems
+            )
     return FeatureState(
         feature,
         read_at=read_at,
@@ -220,9 +300,23 @@ def feature_state(
         internal_only=internal_only,
         percent=percent,
         overrides=overrides,
-        exists=raw.rollout_percent is not None,
+        exists=raw.rollout_percent is not None or segment_by is not None,
         problems=tuple(problems),
+        segment_by=segment_by,
+        segment_percents=segment_percents,
     )
+
+
+def _segment_percent(key: str, raw: object, problems: list[str]) -> float:
+    """A segment's (or the fallback's) percent: absent is 0%, a bad value is 0% and named."""
+    text = _text(raw)
+    if text is None:
+        return 0.0
+    value = parse_percent_value(text)
+    if value is None:
+        problems.append(f"{key} is {text!r}; expected {PERCENT_EXPECTED}; serving 0% there")
+        return 0.0
+    return value
 
 
 def _boolean(key: str, raw: object, absent: bool, bad: bool, problems: list[str]) -> bool:

@@ -11,6 +11,8 @@
 -- ARGV: 1 mode, 2 time, 3 feature, 4 reason, 5 by, 6 action, 7 write id,
 --       8 audit retention (entries, trimmed approximately), 9 the changes channel,
 --       10.. the values for KEYS[7..]
+-- A segment's write names the unit `feature[segment]` in ARGV[3]: its entry gets a `segment`
+-- field, the last-write hash is keyed by the unit, the registry and the channel get the feature.
 -- Returns {status, audit entry id ('' = nothing written), old percent, new percent,
 --          written keys...} where status is ok | not_initialised.
 
@@ -28,7 +30,9 @@ if stream_type ~= 'none' and stream_type ~= 'stream' then
   return redis.error_reply(KEYS[1] .. ' holds a ' .. stream_type .. ', not a stream')
 end
 
-local mode, now, feature = ARGV[1], ARGV[2], ARGV[3]
+local mode, now, unit = ARGV[1], ARGV[2], ARGV[3]
+local feature, segment = string.match(unit, '^(.-)%[(.+)%]$')
+feature = feature or unit
 local old_percent = redis.call('GET', KEYS[2]) or ''
 if mode ~= 'nx' and old_percent == '' then
   return {'not_initialised', '', '', ''}
@@ -56,11 +60,15 @@ if mode ~= 'nx' and new_percent ~= old_percent then
   end
   redis.call('SET', KEYS[4], now)
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'time', now,
-                      'feature', feature, 'old_percent', old_percent,
-                      'new_percent', new_percent, 'reason', ARGV[4], 'by', ARGV[5],
-                      'dry_run', 'false', 'action', ARGV[6], 'write_id', ARGV[7])
-redis.call('HSET', KEYS[5], feature, ARGV[7] .. ' ' .. id)
+local entry = {'time', now, 'feature', feature, 'old_percent', old_percent,
+               'new_percent', new_percent, 'reason', ARGV[4], 'by', ARGV[5],
+               'dry_run', 'false', 'action', ARGV[6], 'write_id', ARGV[7]}
+if segment then
+  entry[#entry + 1] = 'segment'
+  entry[#entry + 1] = segment
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', unpack(entry))
+redis.call('HSET', KEYS[5], unit, ARGV[7] .. ' ' .. id)
 redis.call('SADD', KEYS[6], feature)
 redis.call('PUBLISH', ARGV[9], feature)
 local reply = {'ok', id, old_percent, new_percent}

@@ -12,7 +12,11 @@
 --       8 new percent, 9 old percent as audited (the raw string read), 10 time,
 --       11 dry run ('true'|'false'), 12 feature, 13 reason, 14 by, 15 action, 16 write id,
 --       17 audit retention (entries, trimmed approximately), 18 the changes channel,
---       19 the decision's inputs as compact JSON (optional; '' or absent: no `inputs` field)
+--       19 see below, 20 the decision's inputs as compact JSON (optional; '' or absent: no
+--       `inputs` field in the entry)
+-- A segment's change names the unit `feature[segment]` in ARGV[12]: its entry gets a
+-- `segment` field, the hashes are keyed by the unit, the registry and the channel get the
+-- feature; KEYS[12] is then the feature's paused key and ARGV[19] what the caller read of it.
 -- Returns {status, current percent ('' = absent), current paused, audit entry id, key}
 -- where status is applied | conflict | recommended | not_initialised, and key names the
 -- first key that differed on a conflict.
@@ -53,28 +57,37 @@ for i = 1, 7 do
     return {'conflict', current, paused, '', KEYS[i]}
   end
 end
+if KEYS[12] and not matches(redis.call('GET', KEYS[12]), ARGV[19]) then
+  return {'conflict', current, paused, '', KEYS[12]}
+end
 
-local new, old, now, dry_run, feature = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local new, old, now, dry_run, unit = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local feature, segment = string.match(unit, '^(.-)%[(.+)%]$')
+feature = feature or unit
 local entry = {'time', now, 'feature', feature, 'old_percent', old, 'new_percent', new,
                'reason', ARGV[13], 'by', ARGV[14], 'dry_run', dry_run, 'action', ARGV[15],
                'write_id', ARGV[16]}
-if ARGV[19] and ARGV[19] ~= '' then
-  table.insert(entry, 'inputs')
-  table.insert(entry, ARGV[19])
+if segment then
+  entry[#entry + 1] = 'segment'
+  entry[#entry + 1] = segment
+end
+if ARGV[20] and ARGV[20] ~= '' then
+  entry[#entry + 1] = 'inputs'
+  entry[#entry + 1] = ARGV[20]
 end
 
 local function append()
   local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[17], '*', unpack(entry))
-  redis.call('HSET', KEYS[9], feature, ARGV[16] .. ' ' .. id)
+  redis.call('HSET', KEYS[9], unit, ARGV[16] .. ' ' .. id)
   return id
 end
 
 if dry_run == 'true' then
   local recommendation = ARGV[15] .. ' ' .. old .. ' ' .. new
-  if redis.call('HGET', KEYS[10], feature) == recommendation then
+  if redis.call('HGET', KEYS[10], unit) == recommendation then
     return {'recommended', current, paused, '', ''}  -- unchanged: not appended again
   end
-  redis.call('HSET', KEYS[10], feature, recommendation)
+  redis.call('HSET', KEYS[10], unit, recommendation)
   return {'recommended', current, paused, append(), ''}
 end
 
@@ -92,7 +105,7 @@ end
 if decrease then
   redis.call('SET', KEYS[7], now)
 end
-redis.call('HDEL', KEYS[10], feature)
+redis.call('HDEL', KEYS[10], unit)
 redis.call('SADD', KEYS[11], feature)
 local id = append()
 redis.call('PUBLISH', ARGV[18], feature)

@@ -36,12 +36,12 @@ def test_the_demo_plays_every_scene_as_expected_and_leaves_its_log_and_timeline(
     assert finished.returncode == 0, output
 
     summary = output[output.index("Demo summary") :]
-    for number in range(1, 8):
+    for number in range(1, 9):
         assert f"{number}. " in summary, summary
     # a passing row ends "│ as expected │"; a failing one "│ NOT as expected │"
-    assert summary.count("│ as expected │") == 7, summary
+    assert summary.count("│ as expected │") == 8, summary
     assert "NOT as expected" not in output
-    assert "Controller flow runs: 15 (ok 14, prom_unreachable 1)" in output
+    assert "Controller flow runs: 18 (ok 17, prom_unreachable 1)" in output
 
     png = output_dir / "timeline.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
@@ -56,5 +56,10 @@ def test_the_demo_plays_every_scene_as_expected_and_leaves_its_log_and_timeline(
     for action in ("audience", "pause", "resume"):
         assert f"action={action}" in log, action
     # the outage's Failed run, due a promotion, wrote nothing after the operator's resume
-    assert log.splitlines()[-1].endswith("action=resume"), log
+    google_lines = [line for line in log.splitlines() if "  google  " in line]
+    assert google_lines[-1].endswith("action=resume"), log
+    # scene 8: eu-west alone rolled back while the other regions reached 100%
+    assert "google.regions[eu-west]  50% -> 10%" in log
+    for region in ("eu-canary", "us-east"):
+        assert f"google.regions[{region}]  50% -> 100%" in log, region
     assert (output_dir / "prefect").is_dir()  # Prefect's state stayed in the demo directory

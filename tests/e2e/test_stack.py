@@ -104,8 +104,9 @@ def check_every_component_answers(state: StackState) -> None:
     assert redis.Redis.from_url(env["REDIS_URL"]).ping() is True
     with urllib.request.urlopen(urls["Sample service"], timeout=5) as metrics:
         text = metrics.read().decode()
-    assert 'action_exec_total{provider="google",action="gmail.send"}' in text
-    assert 'oauth_events_total{provider="google",event="refresh_failed"}' in text
+    region = 'provider="google",region="eu-west"'  # the sample service labels regions
+    assert f'action_exec_total{{{region},action="gmail.send"}}' in text
+    assert f'oauth_events_total{{{region},event="refresh_failed"}}' in text
 
     deployments = post_json(f"{api}/deployments/filter", {})
     assert sorted(d["name"] for d in deployments) == ["every-10-minutes", "manual"]

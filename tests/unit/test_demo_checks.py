@@ -109,7 +109,23 @@ def test_the_demo_config_and_series_drive_the_story() -> None:
     assert isinstance(calm, SloSnapshot) and isinstance(spike, SloSnapshot)
     calm_ratio, spike_ratio = (s.reading("error_rate").value or 0.0 for s in (calm, spike))
     assert calm_ratio < 0.01 < spike_ratio
-    assert [scene.number for scene in SCENES] == list(range(1, 8))
+    assert [scene.number for scene in SCENES] == list(range(1, 9))
+
+
+def test_the_regional_scene_breaks_eu_west_alone() -> None:
+    from rollout_core.config import expand_segments
+    from rollout_demo.scenario import REGION_SPIKE, REGIONAL_FEATURE
+
+    units = expand_segments([parse_config(DEMO_CONFIG).feature(REGIONAL_FEATURE)])
+    source = ReplaySource(build_series())
+    during = source.fetch(units, at_minute(REGION_SPIKE[0] + 3))
+    ratios = {
+        name: s.reading("error_rate").value
+        for name, s in during.items()
+        if isinstance(s, SloSnapshot)
+    }
+    assert (ratios[f"{REGIONAL_FEATURE}[eu-west]"] or 0) > 0.05
+    assert all((ratios[f"{REGIONAL_FEATURE}[{r}]"] or 1) < 0.01 for r in ("eu-canary", "us-east"))
 
 
 def test_the_demo_environment_keeps_prefect_state_in_the_demo_directory(tmp_path: Path) -> None:

@@ -13,7 +13,14 @@ import typer.main
 import yaml
 
 from rollout_cli.main import app
-from rollout_core.config import FeatureSpec, FreezeWindow, RatioQueries, SloSpec, parse_config
+from rollout_core.config import (
+    FeatureSpec,
+    FreezeWindow,
+    RatioQueries,
+    SegmentsSpec,
+    SloSpec,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -21,7 +28,7 @@ USAGE = ROOT / "docs" / "usage.md"
 ALERT_RULES = ROOT / "observability" / "prometheus-alerts.yml"
 # keys of the file itself and of a feature that are not pydantic fields
 FILE_KEYS = {"defaults", "profiles", "features", "profile"}
-CONFIG_MODELS = (FeatureSpec, FreezeWindow, SloSpec)
+CONFIG_MODELS = (FeatureSpec, FreezeWindow, SloSpec, SegmentsSpec)
 # RatioQueries' two fields are documented inside the `ratio` row: {errors: PromQL, total: PromQL}
 RATIO_FIELDS = set(RatioQueries.model_fields)
 

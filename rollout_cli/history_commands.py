@@ -126,19 +126,26 @@ def _history(
 
 
 def _replay(
-    spec: FeatureSpec,
+    units: list[FeatureSpec],
     frame: pd.DataFrame,
     first: datetime,
     last: datetime,
     step: timedelta,
     from_percent: float,
-) -> BacktestResult:
+) -> dict[str, BacktestResult]:
+    """The feature's units (itself, or each of its segments) replayed in one pass per tick."""
     from rollout_core.backtest import backtest as run_backtest
     from rollout_core.replay import ReplaySource
 
     staleness = max(step, timedelta(minutes=5))
     source = ReplaySource(frame, staleness=staleness)
-    return run_backtest([spec], source, first, last, step, from_percent)[spec.name]
+    return run_backtest(units, source, first, last, step, from_percent)
+
+
+def _units(spec: FeatureSpec) -> list[FeatureSpec]:
+    from rollout_core.config import expand_segments
+
+    return expand_segments([spec])
 
 
 def _duration(span: timedelta | None) -> str:
@@ -147,44 +154,52 @@ def _duration(span: timedelta | None) -> str:
     return "never" if span is None else format_duration(span)
 
 
-def summary_rows(result: BacktestResult) -> list[tuple[str, str]]:
-    s = result.summary
-    holds = ", ".join(f"{cause} {count}" for cause, count in s.holds.items()) or "none"
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of a summary as `combined_json` gives it (a feature's or its segments' sum)."""
+    causes = summary["holds_by_cause"].items()
+    holds = ", ".join(f"{cause} {count}" for cause, count in causes) or "none"
+    to_full = summary["time_to_full"]
     return [
-        ("promotions", str(s.promotions)),
-        ("rollbacks", str(s.rollbacks)),
-        ("holds", f"{sum(s.holds.values())} ({holds})"),
-        ("ticks with no data", str(s.no_data_ticks)),
-        ("time to 100%", _duration(s.time_to_full)),
-        ("exposure to breached SLOs", f"{s.exposure:.1f} percent-hours"),
-        ("ticks", str(s.ticks)),
+        ("promotions", str(summary["promotions"])),
+        ("rollbacks", str(summary["rollbacks"])),
+        ("holds", f"{summary['holds']} ({holds})"),
+        ("ticks with no data", str(summary["no_data_ticks"])),
+        ("time to 100%", _duration(None if to_full is None else timedelta(seconds=to_full))),
+        ("exposure to breached SLOs", f"{summary['breached_exposure_percent_hours']:.1f} %·h"),
+        ("ticks", str(summary["ticks"])),
     ]
 
 
-def backtest_view(result: BacktestResult, requests: int) -> Group:
+def backtest_view(body: dict[str, Any], requests: int) -> Group:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    changes = Table("time", "action", "change", "reason and evidence", title="simulated changes")
-    for change in result.changes:
+    segmented = "segments" in body
+    columns = ["time", *(["segment"] if segmented else []), "action", "change"]
+    changes = Table(*columns, "reason and evidence", title="simulated changes")
+    for change in body["changes"]:
         changes.add_row(
-            change.time.strftime("%Y-%m-%d %H:%M"),
-            change.action,
-            f"{change.from_percent:g}% -> {change.to_percent:g}%",
-            Text(change.reason),
+            change["time"].replace("T", " ")[:16],
+            *([change["segment"]] if segmented else []),
+            change["action"],
+            f"{change['from_percent']:g}% -> {change['to_percent']:g}%",
+            Text(change["reason"]),
         )
-    summary = Table(
-        "",
-        "",
-        title=f"summary: {result.feature}, {result.start:%Y-%m-%d %H:%M} .. "
-        f"{result.end:%Y-%m-%d %H:%M} UTC every {_duration(result.step)}",
+    title = (
+        f"summary: {body['feature']}, {body['start']} .. {body['end']} every "
+        f"{_duration(timedelta(seconds=body['step']))}"
     )
-    for name, value in summary_rows(result):
-        summary.add_row(name, value)
+    parts = {"all segments" if segmented else "": body["summary"]}
+    if segmented:
+        parts.update({name: part["summary"] for name, part in body["segments"].items()})
+    summary = Table("", *parts, title=title)
+    rows = [summary_rows(part) for part in parts.values()]
+    for index, (name, _) in enumerate(rows[0]):
+        summary.add_row(name, *(row[index][1] for row in rows))
     if requests:
-        summary.add_row("Prometheus range requests", str(requests))
-    return Group(changes if result.changes else Text("no simulated changes"), summary)
+        summary.add_row("Prometheus range requests", str(requests), *([""] * (len(parts) - 1)))
+    return Group(changes if body["changes"] else Text("no simulated changes"), summary)
 
 
 def _png(result: BacktestResult, spec: FeatureSpec, frame: pd.DataFrame, path: Path) -> None:
@@ -237,26 +252,35 @@ def backtest(
 
     def command() -> Outcome:
         from rollout_cli.inputs import parse_percent_argument
+        from rollout_core.backtest import combined_json
         from rollout_core.config import load_config
 
         spec = load_config(config).feature(feature)
+        units = _units(spec)
         percent = parse_percent_argument(f"{from_percent:g}")
         tick = _step(step)
-        frame, first, last, requests = _history([spec], series, start, end, tick)
+        frame, first, last, requests = _history(units, series, start, end, tick)
         notes: list[str] = []
         if export is not None:
             _export(frame, export)
             notes.append(f"wrote {len(frame)} readings to {export}")
-        result = _replay(spec, frame, first, last, tick, percent)
+        results = _replay(units, frame, first, last, tick, percent)
         if png is not None:
-            _png(result, spec, frame, png)
-            notes.append(f"timeline written to {png}")
+            for unit in units:
+                path = png if len(units) == 1 else _segment_path(png, unit.segment or unit.name)
+                _png(results[unit.name], unit, frame, path)
+                notes.append(f"timeline written to {path}")
+        body = {**combined_json(feature, results), "range_requests": requests}
         if as_json:
-            body = {**result.to_json(), "range_requests": requests}
             return Outcome(json.dumps(body, indent=2), notes=tuple(notes))
-        return Outcome(backtest_view(result, requests), notes=tuple(notes))
+        return Outcome(backtest_view(body, requests), notes=tuple(notes))
 
     run(command)
+
+
+def _segment_path(path: Path, segment: str) -> Path:
+    """`timeline.png` -> `timeline-eu-west.png`: one timeline per segment."""
+    return path.with_name(f"{path.stem}-{segment}{path.suffix}")
 
 
 def _export(frame: pd.DataFrame, path: Path) -> None:
@@ -317,33 +341,39 @@ def tune(
         from rich.syntax import Syntax
         from rich.table import Table
 
+        from rollout_core.backtest import combined_json
         from rollout_core.config import load_config, parse_config
         from rollout_core.tune import config_text, suggest
 
         spec = load_config(config).feature(feature)
+        units = _units(spec)
         tick = _step(step)
-        frame, first, last, requests = _history([spec], series, start, end, tick)
+        frame, first, last, requests = _history(units, series, start, end, tick)
         ticks = int((last - first) / tick) + 1
-        suggestions = suggest(spec, frame, false_rollback, tick.total_seconds(), ticks)
+        names = [unit.name for unit in units]  # a segmented feature's segments pooled
+        suggestions = suggest(spec, frame, false_rollback, tick.total_seconds(), ticks, names)
         text = config_text(spec, suggestions)
         suggested = parse_config(text, "<suggestion>").feature(feature)
-        current_run = _replay(spec, frame, first, last, tick, 0.0)
-        suggested_run = _replay(suggested, frame, first, last, tick, 0.0)
+        current_run = combined_json(feature, _replay(units, frame, first, last, tick, 0.0))
+        tuned_units = _units(suggested)
+        suggested_run = combined_json(feature, _replay(tuned_units, frame, first, last, tick, 0.0))
         if as_json:
             body = {
                 "feature": feature,
                 "slos": [s.to_json() for s in suggestions],
                 "config": text,
                 "backtest": {
-                    "current": current_run.summary.to_json(),
-                    "suggested": suggested_run.summary.to_json(),
+                    "current": current_run["summary"],
+                    "suggested": suggested_run["summary"],
                 },
                 "range_requests": requests,
             }
             return Outcome(json.dumps(body, indent=2))
         compare = Table("", "current", "suggested", title="backtest over the same history")
         for (name, before), (_, after) in zip(
-            summary_rows(current_run), summary_rows(suggested_run), strict=True
+            summary_rows(current_run["summary"]),
+            summary_rows(suggested_run["summary"]),
+            strict=True,
         ):
             compare.add_row(name, before, after)
         return Outcome(Group(suggestion_table(suggestions), Syntax(text, "yaml"), compare))
@@ -380,10 +410,16 @@ def explain(
             inputs = DecisionInputs.from_json(entry.feature, entry.inputs)
         except ValueError as exc:
             raise ConfigError(f"audit entry {audit_id}: {exc}") from None
-        rollouts = load_config(config)
-        spec = rollouts.features.get(entry.feature)
+        from rollout_core.config import expand_segments
         from rollout_core.explain import explain_inputs
 
+        rollouts = load_config(config)
+        spec = rollouts.features.get(entry.feature)
+        if spec is not None and entry.segment:  # a segment's decision: its own unit's spec
+            units = {unit.name: unit for unit in expand_segments([spec])}
+            spec = units.get(entry.subject)
+        if entry.segment:
+            inputs = DecisionInputs.from_json(entry.subject, entry.inputs)
         explanation = explain_inputs(inputs, spec, entry.time)
         if as_json:
             return Outcome(json.dumps(explanation.to_json(), indent=2))

@@ -4,6 +4,9 @@ Each tick runs exactly what the flow runs (`controller.evaluate_all` then
 `controller.check_all_guards`, with the simulated clock as `now`) against a simulated flag
 state that every change updates the way the compare-and-set does (percent, last percent,
 last change time, last rollback time). Nothing here reads a clock, Redis or HTTP.
+A segmented feature is replayed as the flow runs it: each segment (`google[eu-west]`) is a
+unit with its own readings and flag state, all in the same pass, so the segment order holds
+promotions as it does live.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "Change",
     "Tick",
     "backtest",
+    "combined_json",
     "hold_cause",
     "ticks_between",
 ]
@@ -281,3 +285,47 @@ def _in_processes(job: tuple[Any, ...], count: int, workers: int) -> dict[str, B
         _JOB = ()
     merged = {name: result for part in parts for name, result in part.items()}
     return {spec.name: merged[spec.name] for spec in job[0]}
+
+
+def combined_json(feature: str, results: Mapping[str, BacktestResult]) -> dict[str, Any]:
+    """`backtest --json` for a feature: its own result, or for a segmented feature every
+    segment's changes (each with its `segment`), oldest first, the summaries added up (time to
+    full: when the last segment got there), and each segment's own result under `segments`."""
+    units = list(results.values())
+    if len(units) == 1 and "[" not in units[0].feature:
+        return units[0].to_json()
+    changes = sorted(
+        (
+            {**change.to_json(), "segment": _segment_of(result.feature)}
+            for result in units
+            for change in result.changes
+        ),
+        key=lambda change: change["time"],
+    )
+    summaries = [result.summary for result in units]
+    holds: dict[str, int] = {}
+    for summary in summaries:
+        for cause, count in summary.holds.items():
+            holds[cause] = holds.get(cause, 0) + count
+    fulls = [s.time_to_full for s in summaries]
+    total = BacktestSummary(
+        promotions=sum(s.promotions for s in summaries),
+        rollbacks=sum(s.rollbacks for s in summaries),
+        holds=dict(sorted(holds.items(), key=lambda item: -item[1])),
+        no_data_ticks=sum(s.no_data_ticks for s in summaries),
+        time_to_full=None if any(f is None for f in fulls) else max(f for f in fulls if f),
+        exposure=sum(s.exposure for s in summaries),
+        ticks=sum(s.ticks for s in summaries),
+    )
+    first = units[0]
+    return {
+        **first.to_json(),
+        "feature": feature,
+        "changes": changes,
+        "summary": total.to_json(),
+        "segments": {_segment_of(r.feature): r.to_json() for r in units},
+    }
+
+
+def _segment_of(unit: str) -> str:
+    return unit[unit.index("[") + 1 : -1] if "[" in unit else ""

@@ -269,13 +269,21 @@ def _suggest_scalar(
 
 
 def suggest(
-    spec: FeatureSpec, series: pd.DataFrame, target: float, step_seconds: float, ticks: int
+    spec: FeatureSpec,
+    series: pd.DataFrame,
+    target: float,
+    step_seconds: float,
+    ticks: int,
+    units: Sequence[str] = (),
 ) -> list[SloSuggestion]:
-    """One suggestion per SLO of `spec` from its readings in `series` (ReplaySource format);
+    """One suggestion per SLO of `spec` from its readings in `series` (ReplaySource format),
+    pooled over `units` (a segmented feature's segments, e.g. `google[eu-west]`) when given;
     ConfigError, saying how much more is needed, when history or traffic is too thin."""
     if not 0 < target < 0.5:
         raise ConfigError(f"--false-rollback {target:g} must be between 0 and 0.5, e.g. 0.005")
-    mine = series[series["feature"] == spec.name]
+    names = list(units) or [spec.name]
+    mine = series[series["feature"].isin(names)]
+    ticks *= len(names)
     suggestions = []
     for slo in spec.slos:
         rows = mine[mine["slo"] == slo.name].copy()
@@ -297,9 +305,9 @@ def config_text(spec: FeatureSpec, suggestions: Sequence[SloSuggestion]) -> str:
     chosen = {s.name: s for s in suggestions}
     slos = []
     for slo in spec.slos:
-        body = slo.model_dump(exclude_none=True, exclude={"ratio"})
+        body = slo.model_dump(mode="json", exclude_none=True, exclude={"ratio"})
         if slo.ratio is not None:
-            body["ratio"] = slo.ratio.model_dump()
+            body["ratio"] = slo.ratio.model_dump(mode="json")
         if slo.name in chosen:
             body["max"] = chosen[slo.name].max
             body["min_samples"] = chosen[slo.name].min_samples
@@ -324,6 +332,8 @@ def config_text(spec: FeatureSpec, suggestions: Sequence[SloSuggestion]) -> str:
         feature["metric_key"] = spec.metric_key
     if spec.promote_without_traffic:
         feature["promote_without_traffic"] = True
+    if spec.segments is not None:
+        feature["segments"] = spec.segments.model_dump(mode="json")
     feature["slos"] = slos
     text = "# suggested by `rollout tune`\n" + yaml.safe_dump(
         {"features": {spec.name: feature}}, sort_keys=False, width=200

@@ -238,3 +238,82 @@ def test_features_replayed_in_several_processes_decide_as_in_one() -> None:
         assert forked[name].summary == alone[name].summary
         assert forked[name].ticks == ()
     assert alone["google"].summary.rollbacks == 2 and alone["mail"].summary.rollbacks == 0
+
+
+SEGMENTED = """
+features:
+  google:
+    dwell: 5m
+    segments: {by: region, values: [canary, west], order: sequential}
+    slos:
+      - name: error_rate
+        ratio:
+          errors: sum by (region) (e)
+          total: sum by (region) (t)
+        max: 0.01
+"""
+
+
+def segment_rows(segment: str, minutes: int, breach_from: int | None = None) -> pd.DataFrame:
+    frame = series(minutes, 5, breach_from)
+    frame = frame[frame["slo"] == "error_rate"]
+    return frame.assign(feature=f"google[{segment}]")
+
+
+def test_a_segmented_feature_replays_every_segment_in_order_and_rolls_back_one_alone(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "segments.csv"
+    pd.concat([segment_rows("canary", 120), segment_rows("west", 120, breach_from=100)]).to_csv(
+        recorded, index=False
+    )
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(SEGMENTED, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config), "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert set(body["segments"]) == {"canary", "west"}
+    canary_full = max(
+        c["time"] for c in body["changes"] if c["segment"] == "canary" and c["to_percent"] == 100
+    )
+    west = [c for c in body["changes"] if c["segment"] == "west"]
+    assert west and min(c["time"] for c in west) > canary_full  # sequential: canary first
+    assert [c["action"] for c in west][-1] == "rollback"
+    assert body["segments"]["canary"]["summary"]["rollbacks"] == 0
+    assert body["summary"]["rollbacks"] == body["segments"]["west"]["summary"]["rollbacks"]
+    assert body["segments"]["west"]["summary"]["holds_by_cause"]["segment order"] > 0
+
+
+def test_range_reads_give_each_segment_its_own_series() -> None:
+    from rollout_core.config import expand_segments, parse_config
+
+    units = expand_segments([parse_config(SEGMENTED).feature("google")])
+    by_region = [
+        {"metric": {"region": region}, "values": [[T0.timestamp(), value]]}
+        for region, value in (("canary", "2"), ("west", "30"))
+    ]
+    total = [
+        {"metric": {"region": region}, "values": [[T0.timestamp(), "1000"]]}
+        for region in ("canary", "west")
+    ]
+
+    def answer(result: list[dict[str, object]]) -> Answer:
+        return Answer(
+            200, {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        )
+
+    client = FakeRange(
+        {"sum by (region) (e)": answer(by_region), "sum by (region) (t)": answer(total)}
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        units, T0, T0 + timedelta(minutes=10), timedelta(minutes=10)
+    )  # the second tick has no series: no rows
+
+    assert dict(zip(frame["feature"], frame["value"], strict=True)) == {
+        "google[canary]": 0.002,
+        "google[west]": 0.03,
+    }

@@ -208,3 +208,32 @@ def test_the_tails_match_known_values() -> None:
     assert binomial_tail(10, 0.5, 8) == pytest.approx(56 / 1024)
     assert binomial_tail(100, 0.0, 1) == 0.0
     assert poisson_tail(2.0, 1) == pytest.approx(1 - math.exp(-2))
+
+
+def test_explain_replays_a_segments_decision_through_its_own_unit() -> None:
+    from rollout_core.config import expand_segments
+
+    spec = parse_config(
+        """
+features:
+  google:
+    segments: {by: region, values: [canary, west]}
+    slos:
+      - {name: error_rate, ratio: {errors: sum by (region) (e), total: sum by (region) (t)},
+         max: 0.01}
+"""
+    ).feature("google")
+    canary, west = expand_segments([spec])
+    states = {canary.name: FlagState(canary.name, 100.0), west.name: FlagState(west.name, 10.0)}
+    snapshots = {
+        unit.name: SloSnapshot(unit.name, {"error_rate": SloReading("error_rate", r, 900.0)}, AT)
+        for unit, r in ((canary, 0.001), (west, 0.2))
+    }
+    proposals = evaluate_all([canary, west], snapshots, states)
+    rollback = check_all_guards([canary, west], states, proposals, AT)[west.name]
+    assert isinstance(rollback, Decision) and rollback.action == "rollback"
+
+    inputs = DecisionInputs.from_json(west.name, rollback.inputs)
+    explanation = explain_inputs(inputs, west, AT)
+
+    assert explanation.reproduces and explanation.replayed["to_percent"] == 0

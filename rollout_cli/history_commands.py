@@ -202,7 +202,14 @@ def backtest_view(body: dict[str, Any], requests: int) -> Group:
     return Group(changes if body["changes"] else Text("no simulated changes"), summary)
 
 
-def _png(result: BacktestResult, spec: FeatureSpec, frame: pd.DataFrame, path: Path) -> None:
+def _png(
+    result: BacktestResult,
+    spec: FeatureSpec,
+    frame: pd.DataFrame,
+    path: Path,
+    from_percent: float,
+) -> None:
+    """The demo's timeline for one unit: its first ratio SLO and one other, against max."""
     import pandas as pd
 
     from rollout_demo.checks import TickRecord
@@ -223,9 +230,7 @@ def _png(result: BacktestResult, spec: FeatureSpec, frame: pd.DataFrame, path: P
         path,
         feature=spec.name,
         start=result.start,
-        initial_percent=result.ticks[0].percent
-        if not result.changes
-        else result.changes[0].from_percent,
+        initial_percent=from_percent,
         error_slo=(ratio.name, ratio.max),
         latency_slo=(other.name, other.max),
         title=f"Backtest of {spec.name!r}: {result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d}",
@@ -268,7 +273,7 @@ def backtest(
         if png is not None:
             for unit in units:
                 path = png if len(units) == 1 else _segment_path(png, unit.segment or unit.name)
-                _png(results[unit.name], unit, frame, path)
+                _png(results[unit.name], unit, frame, path, percent)
                 notes.append(f"timeline written to {path}")
         body = {**combined_json(feature, results), "range_requests": requests}
         if as_json:
@@ -406,8 +411,8 @@ def explain(
                 f"audit entry {audit_id} ({entry.action or 'a write'} by {entry.by}) records no "
                 "decision inputs: only the controller's changes and recommendations do"
             )
-        try:
-            inputs = DecisionInputs.from_json(entry.feature, entry.inputs)
+        try:  # a segment's decision is its unit's, `google[eu-west]`
+            inputs = DecisionInputs.from_json(entry.subject, entry.inputs)
         except ValueError as exc:
             raise ConfigError(f"audit entry {audit_id}: {exc}") from None
         from rollout_core.config import expand_segments
@@ -415,11 +420,9 @@ def explain(
 
         rollouts = load_config(config)
         spec = rollouts.features.get(entry.feature)
-        if spec is not None and entry.segment:  # a segment's decision: its own unit's spec
+        if spec is not None and entry.segment:  # replayed through the segment's own spec
             units = {unit.name: unit for unit in expand_segments([spec])}
             spec = units.get(entry.subject)
-        if entry.segment:
-            inputs = DecisionInputs.from_json(entry.subject, entry.inputs)
         explanation = explain_inputs(inputs, spec, entry.time)
         if as_json:
             return Outcome(json.dumps(explanation.to_json(), indent=2))

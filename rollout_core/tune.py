@@ -247,7 +247,7 @@ def _suggest_scalar(
             rate *= 1.05
         shown = f"{rate / mean:.1f}x the healthy count ({rate:.1f})" if mean > 0 else f"{rate:.1f}"
         detects = f"detects {shown} per window"
-        healthy_text = f"count median {median:g}, mean {mean:.2f} per window"
+        healthy_text = f"count median {median:.3g}, mean {mean:.2f} per window"
     else:
         candidate = _nice_up(max(healthy) * _MARGIN)
         empirical = modelled = sum(v > candidate for v in healthy) / len(healthy)

@@ -317,3 +317,21 @@ def test_range_reads_give_each_segment_its_own_series() -> None:
         "google[canary]": 0.002,
         "google[west]": 0.03,
     }
+
+
+def test_backtest_prints_the_changes_with_their_evidence_and_the_summary(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5, breach_from=45).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "simulated changes" in result.output and "50% -> 100%" in result.output
+    assert "20.0% (n=1000, 99% lower bound" in result.output  # the breach's evidence
+    for row in ("promotions", "rollbacks", "holds", "ticks with no data", "time to 100%"):
+        assert row in result.output
+    assert "exposure to breached SLOs" in result.output

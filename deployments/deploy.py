@@ -9,16 +9,23 @@ When that restore fails, KillSwitchOff says loudly that the controller is runnin
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
 
 from deployments.kill_switch import SwitchState, read_switch
+from deployments.prefect_api import api_env, prefect_api
 
 __all__ = [
     "DeployReport",
@@ -123,12 +130,15 @@ def prefect_executable() -> str:
 def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployReport:
     """Run `prefect --no-prompt deploy --all` in project_dir and restore every recorded pause,
     whatever happens to the deploy; KillSwitchOff when a restore fails."""
-    from prefect.client.orchestration import get_client
-
     names = deployment_names(project_dir)
-    with get_client(sync_client=True) as client:
-        ensure_work_pool(client, work_pool)
-        before = [s for s in read_pause_states(client, names) if s.is_switched_off]
+    with _signals_raise():
+        with prefect_api() as client:
+            ensure_work_pool(client, work_pool)
+            before = [s for s in read_pause_states(client, names) if s.is_switched_off]
+        return _deploy_and_restore(project_dir, before)
+
+
+def _deploy_and_restore(project_dir: Path, before: list[SwitchState]) -> DeployReport:
     restored: list[str] = []
     try:
         completed = subprocess.run(
@@ -137,11 +147,13 @@ def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployRepo
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, **api_env()},
         )
     finally:  # re-apply even when the deploy failed half-way or was interrupted
+        _ignore_signals()  # a second SIGTERM must not cut the restore short
         if before:
             try:
-                with get_client(sync_client=True) as client:
+                with prefect_api() as client:
                     restored = restore_pauses(client, before)
             except BaseException as error:
                 raise KillSwitchOff([s.name for s in before], error) from error
@@ -149,3 +161,37 @@ def deploy_all(project_dir: Path, work_pool: str = "rollout-pool") -> DeployRepo
     if completed.returncode != 0:
         raise RuntimeError(f"prefect deploy --all failed (exit {completed.returncode}):\n{output}")
     return DeployReport(output, restored)
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a cancelled CI job, `timeout`, systemd, a closed ssh session) raise
+    SystemExit(128 + signal) instead of killing the process, so the `finally` that restores
+    the pauses runs; the previous handlers come back afterwards. Main thread only (Python
+    allows handlers nowhere else); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in _SIGNALS}
+
+    def terminate(number: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + number)
+
+    for number in _SIGNALS:
+        signal.signal(number, terminate)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _ignore_signals() -> None:
+    """While the pauses are restored, SIGTERM and SIGHUP wait (ignored): the restore is a
+    few requests of at most PREFECT_API_TIMEOUT_SEC each."""
+    if threading.current_thread() is threading.main_thread():
+        for number in _SIGNALS:
+            signal.signal(number, signal.SIG_IGN)

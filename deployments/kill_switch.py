@@ -19,6 +19,7 @@ __all__ = [
     "RunSummary",
     "ScheduleState",
     "SwitchState",
+    "cancel_due_runs",
     "pause_controller",
     "read_switch",
     "recent_runs",
@@ -110,15 +111,44 @@ def read_switch(client: Any, name: str = CONTROLLER_DEPLOYMENT) -> SwitchState:
 
 
 def pause_controller(client: Any, name: str = CONTROLLER_DEPLOYMENT) -> SwitchState:
-    """Set every schedule of the deployment inactive (its future scheduled runs go too); the
-    state afterwards. A deployment without a schedule is paused itself."""
+    """Set every schedule of the deployment inactive (Prefect deletes its future scheduled
+    runs), then cancel the runs already due (Scheduled, Late, Pending), which Prefect keeps;
+    the state afterwards. A deployment without a schedule is paused itself."""
     before = read_switch(client, name)
     for schedule in before.schedules:
         if schedule.active:
             client.update_deployment_schedule(before.deployment_id, schedule.id, active=False)
     if not before.schedules and not before.deployment_paused:
         client.pause_deployment(before.deployment_id)
+    cancel_due_runs(client, before.deployment_id)
     return read_switch(client, name)
+
+
+def cancel_due_runs(client: Any, deployment_id: UUID) -> list[str]:
+    """Cancel every run of the deployment that has not started (Scheduled, Late, Pending): a
+    schedule pause deletes only future runs, so overdue ones would start at the worker's next
+    poll. The names of the runs cancelled."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    waiting = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=waiting)),
+    )
+    cancelled = []
+    for run in runs:
+        message = "cancelled by the kill switch: the controller is paused"
+        client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+        cancelled.append(run.name)
+    return cancelled
 
 
 def resume_controller(client: Any, name: str = CONTROLLER_DEPLOYMENT) -> SwitchState:

@@ -87,15 +87,25 @@ class NotificationSetup:
 
 
 def webhook_destination(url: str, token: str | None = None) -> Destination:
-    """A generic webhook. The path and query (where tokens usually sit) and `token` (sent as
-    `Authorization: Bearer ...`) live in the block's secrets; its plain `url` is the origin."""
+    """A generic webhook, POSTed to `url` as given, which is no secret: Prefect's server logs
+    the rendered URL of every failed delivery (httpx's error), whatever the block hides in the
+    UI. So a query string (where tokens usually sit) or user:password@ is refused, and the
+    receiver authenticates by `token`, sent as `Authorization: Bearer ...` from the block's
+    secrets (headers are never logged)."""
     parts = _http_url("--webhook", url)
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
             "--webhook carries credentials in the URL; pass the token with --webhook-token"
         )
     origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    secrets = {"webhook_path": urlunsplit(("", "", parts.path or "/", parts.query, ""))}
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"--webhook {origin}{parts.path or '/'}?... has a query string; Prefect's server "
+            "logs the URL of a failed delivery, so a token there would be in its log. Give the "
+            "receiver a URL without one and pass its token with --webhook-token (sent as "
+            "`Authorization: Bearer ...`)"
+        )
+    secrets: dict[str, str] = {}
     headers = None
     if token:
         secrets["webhook_token"] = token
@@ -104,7 +114,7 @@ def webhook_destination(url: str, token: str | None = None) -> Destination:
 
     block = CustomWebhookNotificationBlock(
         name="rollout-controller",
-        url=origin + "{{webhook_path}}",
+        url=urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", "")),
         method="POST",
         json_data={"subject": "{{subject}}", "text": "{{subject}}\n{{body}}", "body": "{{body}}"},
         headers=headers,
@@ -166,7 +176,14 @@ def ensure_notifications(destinations: list[Destination]) -> NotificationSetup:
         raise ConfigError(
             "no destination; pass --webhook, --slack, --teams or the --pagerduty-* keys"
         )
-    saved = [(d, d.block.save(d.block_name, overwrite=True)) for d in destinations]
+    from deployments.prefect_api import prefect_api
+
+    with prefect_api() as client:  # the block saves inherit its timeout
+        saved = [(d, d.block.save(d.block_name, overwrite=True)) for d in destinations]
+        return _ensure_automations(client, saved)
+
+
+def _ensure_automations(client: Any, saved: list[tuple[Destination, UUID]]) -> NotificationSetup:
     every = [block_id for _, block_id in saved]
     chat = [block_id for d, block_id in saved if not d.pages]
     wanted = [
@@ -194,21 +211,18 @@ def ensure_notifications(destinations: list[Destination]) -> NotificationSetup:
             else None,
         ),
     ]
-    from prefect.client.orchestration import get_client
-
     results = []
-    with get_client(sync_client=True) as client:
-        for name, automation in wanted:
-            existing = client.read_automations_by_name(name)
-            for extra in existing[1:] if automation is not None else existing:
-                client.delete_automation(extra.id)  # duplicates of an earlier race, or unwanted
-            if automation is None:
-                continue
-            if existing:
-                client.update_automation(existing[0].id, automation)
-                results.append((name, existing[0].id, False))
-            else:
-                results.append((name, automation.create().id, True))
+    for name, automation in wanted:
+        existing = client.read_automations_by_name(name)
+        for extra in existing[1:] if automation is not None else existing:
+            client.delete_automation(extra.id)  # duplicates of an earlier race, or unwanted
+        if automation is None:
+            continue
+        if existing:
+            client.update_automation(existing[0].id, automation)
+            results.append((name, existing[0].id, False))
+        else:
+            results.append((name, automation.create().id, True))
     _, failed_id, created = results[0]
     return NotificationSetup(every[0], failed_id, created, tuple(results))
 

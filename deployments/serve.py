@@ -85,8 +85,9 @@ def serve_all(
 ) -> None:
     """Serve rollout-controller/every-10-minutes and rollout-override/manual until stopped."""
     from prefect import serve
-    from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    from deployments.prefect_api import prefect_api
+
+    with prefect_api() as client:
         deployments = served_deployments(client, dry_run, interval_seconds, config_path)
     serve(*deployments, pause_on_shutdown=False)

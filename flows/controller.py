@@ -39,10 +39,16 @@ from tasks.controller import (
     write_audit,
 )
 
-__all__ = ["outcomes_of", "rollout_controller"]
+__all__ = ["PAUSED_REASON", "RUN_TIMEOUT_SECONDS", "outcomes_of", "rollout_controller"]
+
+PAUSED_REASON = "Skipped: the controller is paused (kill switch)"
 
 
-@flow(name="rollout-controller", log_prints=True)
+# under the 10-minute schedule: a hung run must end before the next one is due (CANCEL_NEW)
+RUN_TIMEOUT_SECONDS = 540
+
+
+@flow(name="rollout-controller", log_prints=True, timeout_seconds=RUN_TIMEOUT_SECONDS)
 def rollout_controller(
     features: list[str] | None = None,
     dry_run: bool | None = None,
@@ -136,7 +142,8 @@ def _as_utc(moment: datetime) -> datetime:
 def _stale_run_reason() -> str | None:
     """Compare the run's scheduled start with the wall clock (not the injected `now`), against
     the interval of the run's own deployment schedule: prefect.yaml is the one source of it.
-    A run without a deployment, or a deployment without an interval, is never stale.
+    A run without a deployment, or a deployment without an interval, is never stale. A run of
+    a deployment whose kill switch is off (paused, or a schedule inactive) never acts.
 
     Read from the run context: Prefect 3.9's env mock of `prefect.runtime.flow_run.
     scheduled_start_time` raises ValueError, so that path is avoided."""
@@ -148,7 +155,12 @@ def _stale_run_reason() -> str | None:
     expected = context.flow_run.expected_start_time
     if expected is None:
         return None
-    interval = _schedule_interval(context.flow_run.deployment_id)
+    deployment = _read_deployment(context.flow_run.deployment_id)
+    if deployment is None:
+        return None
+    if _is_switched_off(deployment):
+        return PAUSED_REASON
+    interval = min(filter(None, map(_gap_of, deployment.schedules or ())), default=None)
     if interval is None:
         return None
     # a plain datetime: Prefect's DateTime subtracts into a pendulum Interval, not a timedelta
@@ -156,19 +168,22 @@ def _stale_run_reason() -> str | None:
     return stale_run_reason(scheduled, datetime.now(UTC), interval)
 
 
-def _schedule_interval(deployment_id: UUID) -> timedelta | None:
-    """The shortest interval among the deployment's interval schedules; None when it has none
-    or the API cannot say (the run then acts)."""
+def _read_deployment(deployment_id: UUID) -> Any | None:
+    """The run's deployment; None when the API cannot say (the run then acts)."""
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
-            deployment = client.read_deployment(deployment_id)
+            return client.read_deployment(deployment_id)
     except Exception as exc:  # the run goes on: acting late beats never acting
         get_run_logger().warning("could not read the deployment's schedule (%s); not skipped", exc)
         return None
-    gaps = [gap for gap in map(_gap_of, deployment.schedules) if gap is not None]
-    return min(gaps, default=None)
+
+
+def _is_switched_off(deployment: Any) -> bool:
+    """The kill switch is off: the deployment paused or one of its schedules inactive (as
+    deployments.kill_switch.SwitchState.is_switched_off)."""
+    return bool(deployment.paused) or any(not s.active for s in deployment.schedules or ())
 
 
 def _gap_of(deployment_schedule: Any) -> timedelta | None:

@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
+from pydantic import Strict
 
+from rollout_core.audit import log_audited_write
 from rollout_core.bootstrap import Settings, current_adapters
 from rollout_core.config import validate_feature_name
-from rollout_core.errors import ConfigError, FlagStoreError
+from rollout_core.errors import ConfigError, FlagStoreError, RolloutError
 from rollout_core.model import FlagState
 from rollout_core.ports import FlagStore
 
 __all__ = ["require_initialised", "rollout_override"]
 
 
+# strict: a JSON `true` (`-p percent=true`) or a string is refused, never read as 1% or parsed
+Percent = Annotated[float, Strict()]
+
+
 @flow(name="rollout-override")
-def rollout_override(feature: str, percent: float, reason: str) -> State[Any]:
-    """Set `feature` to `percent` through the controller's compare-and-set, audited."""
+def rollout_override(feature: str, percent: Percent, reason: str) -> State[Any]:
+    """Set `feature` to `percent` through the controller's compare-and-set, audited, with its
+    line in the Markdown log (ROLLOUT_AUDIT_LOG) like every other audited write."""
     logger = get_run_logger()
     try:
         message, ok = _override(feature, percent, reason)
@@ -39,13 +46,18 @@ def rollout_override(feature: str, percent: float, reason: str) -> State[Any]:
 
 def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
     validate_feature_name(feature)
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise ConfigError(f"percent {percent!r} is not a number; expected a number 0..100")
     if not math.isfinite(percent) or not 0 <= percent <= 100:
         raise ConfigError(f"percent {percent:g} is out of range; expected 0..100")
     if not reason.strip():
         raise ConfigError("reason is empty; say why the percent changes (it goes to the audit)")
-    store = current_adapters(Settings.from_env()).store
+    settings = Settings.from_env()
+    store = current_adapters(settings).store
     require_initialised(store, feature)
     result = store.set_percent(feature, percent, reason, by="manual", at=datetime.now(UTC))
+    if result.unknown:  # the reply was lost and Redis stays unreachable: it may be written
+        return f"{feature}: not confirmed: {result.message}", False
     if result.conflict:
         return (
             f"{feature}: not changed; the flag moved to {result.current_percent}% while this "
@@ -53,8 +65,26 @@ def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
             False,
         )
     if result.applied:
-        return f"{feature}: set to {percent:g}% (audit {result.audit_id})", True
+        recovered = f"; {result.message}" if result.recovered else ""
+        done = f"{feature}: set to {percent:g}% (audit {result.audit_id}){recovered}"
+        return done + _log_line(store, result.audit_id, settings.audit_log_path), True
     return f"{feature}: already at {percent:g}%, nothing written", True
+
+
+def _log_line(store: FlagStore, audit_id: str | None, path: str | None) -> str:
+    """Append the write's Markdown log line; a warning for the run's message when that fails
+    (the stream entry is the durable record: the change stands)."""
+    client = getattr(store, "client", None)
+    if client is None or audit_id is None:
+        return ""
+    try:
+        log_audited_write(client, audit_id, path)
+    except (OSError, RolloutError) as error:
+        return (
+            f"\nwarning: the Markdown log {path} was not updated ({error}); the change is in "
+            f"rollout:audit, and `rollout audit --rebuild-log {path}` rewrites the log from it"
+        )
+    return ""
 
 
 def require_initialised(store: FlagStore, feature: str) -> None:

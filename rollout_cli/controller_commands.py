@@ -60,9 +60,9 @@ def _with_prefect(
 ) -> tuple[SwitchState, list[RunSummary]] | Outcome:
     """Run `act(client, deployment)` against PREFECT_API_URL; an Outcome when it cannot."""
     import httpx
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
+    from deployments.prefect_api import PrefectApiTimeout, prefect_api
     from rollout_core.errors import ConfigError
     from rollout_core.urls import redact_url
 
@@ -73,7 +73,7 @@ def _with_prefect(
         )
     url = _prefect_api_url()
     try:
-        with get_client(sync_client=True) as client:
+        with prefect_api() as client:
             return act(client, deployment)
     except ObjectNotFound:
         line = (
@@ -81,6 +81,8 @@ def _with_prefect(
             "deploy it with `rollout deploy` or pick another with --deployment"
         )
         return Outcome(code=EXIT_BAD_INPUT, notes=(line,))
+    except PrefectApiTimeout as error:
+        return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
     except (httpx.HTTPError, OSError, RuntimeError) as error:
         line = f"error: the Prefect API at {redact_url(url)} did not answer ({error})"
         line += "; is it running?"
@@ -118,6 +120,16 @@ def format_status(switch: SwitchState, runs: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_control_characters(reason: str | None, by: str | None) -> None:
+    """Checked before the switch acts: an audit field that could forge log lines is bad
+    input (exit 2), never a switch that acted with its audit entry refused."""
+    from rollout_cli.inputs import require_one_line
+
+    if reason is not None:
+        require_one_line(reason, "--reason")
+    actor(by)
+
+
 def _audit_outcome(text: str, action: str, reason: str, by: str | None) -> Outcome:
     """Append the audit entry; a kill switch that acted is never undone by a Redis failure,
     but the missing entry is an error (exit 1) that says so."""
@@ -140,11 +152,13 @@ def pause(
     reason: Reason = None,
     by: By = None,
 ) -> None:
-    """Switch the controller off: its schedule inactive, future scheduled runs deleted."""
+    """Switch the controller off: its schedule inactive, future scheduled runs deleted, runs
+    already due (Scheduled, Late, Pending) cancelled."""
 
     def command() -> Outcome:
         from deployments.kill_switch import pause_controller
 
+        _refuse_control_characters(reason, by)
         result = _with_prefect(deployment, lambda c, name: (pause_controller(c, name), []))
         if isinstance(result, Outcome):
             return result
@@ -175,6 +189,7 @@ def resume(
     def command() -> Outcome:
         from deployments.kill_switch import resume_controller
 
+        _refuse_control_characters(reason, by)
         result = _with_prefect(deployment, lambda c, name: (resume_controller(c, name), []))
         if isinstance(result, Outcome):
             return result
@@ -198,6 +213,8 @@ def status(
 
     def command() -> Outcome:
         from deployments.kill_switch import read_switch, recent_runs
+
+        _refuse_control_characters(None, by)
 
         def act(client: Any, name: str) -> tuple[SwitchState, list[RunSummary]]:
             switch = read_switch(client, name)

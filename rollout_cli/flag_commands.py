@@ -93,12 +93,23 @@ def init(
     with segments, also each segment's keys and the keys services discover them by."""
 
     def command() -> Outcome:
+        from rollout_cli.controller_commands import AUDIT_FEATURE as RESERVED_FEATURE
         from rollout_cli.formatting import init_message
         from rollout_cli.inputs import parse_percent_argument
-        from rollout_core.config import SegmentsSpec, load_config, validate_feature_name
+        from rollout_core.config import (
+            SegmentsSpec,
+            env_collision,
+            load_config,
+            validate_feature_name,
+        )
         from rollout_core.errors import ConfigError
 
         name = validate_feature_name(feature)
+        if name == RESERVED_FEATURE:
+            raise ConfigError(
+                f"feature name {name!r} is reserved: the kill switch's audit entries "
+                "(`rollout controller pause|resume|status`) are filed under it; pick another"
+            )
         spec: SegmentsSpec | None = None
         if config is not None:
             spec = load_config(config).feature(name).segments
@@ -129,6 +140,9 @@ def init(
             except ValueError as error:
                 raise ConfigError(f"--segments {segments}: {error}") from None
         store = open_store()
+        clash = env_collision(name, store.known_features())
+        if clash is not None:
+            raise ConfigError(clash)
         if spec is None:
             result = store.init(name, now(), actor(by))
             return _written(store, init_message(name, result), _code(result), result)
@@ -290,9 +304,11 @@ def resume(feature: Feature, reason: Reason = None, by: By = None, segment: Segm
 
 def _pause(feature: str, paused: bool, reason: str, by: str, segment: str | None) -> Outcome:
     from rollout_cli.formatting import pause_message
+    from rollout_cli.inputs import require_one_line
     from rollout_core.config import validate_feature_name
 
     name = validate_feature_name(feature)
+    reason = require_one_line(reason, "--reason")
     store = open_store()
     name = _unit(store, name, segment)
     result = store.set_paused(name, paused, reason, by, now())

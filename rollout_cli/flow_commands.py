@@ -53,10 +53,13 @@ def run_once(
         Settings.from_env()
         load_config(config).select(features or None)
         from flows.controller import outcomes_of, rollout_controller
+        from rollout_core.controller import resolve_dry_run
 
+        requested = None if live is None else not live
+        dry_run = resolve_dry_run(requested, Settings.from_env().dry_run)  # as the flow does
         state = rollout_controller(
             features=features or None,
-            dry_run=None if live is None else not live,
+            dry_run=dry_run,
             config_path=str(config),
             return_state=True,
         )
@@ -64,7 +67,8 @@ def run_once(
         failed = state.is_failed() or state.is_crashed()
         code = EXIT_FAILURE if failed else 0
         if as_json:
-            return Outcome(run_json(str(state.name), failed, state.message or "", outcomes), code)
+            document = run_json(str(state.name), failed, state.message or "", outcomes, dry_run)
+            return Outcome(document, code)
         head = f"run {state.name}: {state.message or ''}".splitlines()[0]
         notes = tuple(
             line for line in (state.message or "").splitlines() if line.startswith("warning")
@@ -75,8 +79,12 @@ def run_once(
     run(command)
 
 
-def run_json(state: str, failed: bool, message: str, outcomes: list[FeatureOutcome]) -> str:
-    """`rollout run --json`: the run's state and a record per feature, numbers as numbers."""
+def run_json(
+    state: str, failed: bool, message: str, outcomes: list[FeatureOutcome], dry_run: bool
+) -> str:
+    """`rollout run --json`: the run's state and mode, and a record per feature, numbers as
+    numbers. A run is a dry run or live as a whole: each feature's `dry_run` is the run's,
+    a feature that failed before any decision included."""
     import json
 
     from rollout_core.controller import action_label
@@ -91,7 +99,7 @@ def run_json(state: str, failed: bool, message: str, outcomes: list[FeatureOutco
             "to_percent": None if d is None else d.to_percent,
             "percent": outcome.percent,
             "applied": outcome.applied,
-            "dry_run": outcome.dry_run,
+            "dry_run": dry_run,
             "guard": None if d is None else d.guard,
             "reason": outcome.error if d is None else d.reason,
             "slos": [] if d is None else [str(v) for v in d.verdicts],
@@ -102,6 +110,7 @@ def run_json(state: str, failed: bool, message: str, outcomes: list[FeatureOutco
     document = {
         "state": state,
         "failed": failed,
+        "dry_run": dry_run,
         "message": lines[0] if lines else "",
         "warnings": [
             line.removeprefix("warning: ") for line in lines if line.startswith("warning")
@@ -212,7 +221,12 @@ def serve(
 
         mode = "dry run" if dry_run else "LIVE"
         typer.echo(f"serving rollout-controller every {interval} s ({mode}) with {config}")
-        serve_all(dry_run=dry_run, interval_seconds=interval, config_path=str(config))
+        from deployments.prefect_api import PrefectApiTimeout
+
+        try:
+            serve_all(dry_run=dry_run, interval_seconds=interval, config_path=str(config))
+        except PrefectApiTimeout as error:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         return Outcome()
 
     run(command)
@@ -221,7 +235,10 @@ def serve(
 def notify(
     webhook: Annotated[
         str | None,
-        typer.Option(help="A generic webhook URL: receives a JSON POST (subject, text, body)."),
+        typer.Option(
+            help="A generic webhook URL: receives a JSON POST (subject, text, body). No query "
+            "string: Prefect logs the URL of a failed delivery; authenticate with --webhook-token."
+        ),
     ] = None,
     webhook_token: Annotated[
         str | None,
@@ -276,9 +293,13 @@ def notify(
             )
         import httpx
 
+        from deployments.prefect_api import PrefectApiTimeout
+
         api = _require_prefect_api()
         try:
             setup = ensure_notifications(destinations)
+        except PrefectApiTimeout as error:
+            return Outcome(code=EXIT_FAILURE, notes=(f"error: {error}",))
         except (httpx.HTTPError, OSError) as error:
             return _unreachable(api, error)
         shown = ", ".join(d.shown for d in destinations)

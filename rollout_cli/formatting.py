@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from rich.table import Table
 from rich.text import Text
 
-from rollout_core.audit import AuditEntry
+from rollout_core.audit import AuditEntry, one_line
 from rollout_core.flags import SEED, WriteResult, format_time
 from rollout_core.model import FlagState, format_percent
 from rollout_core.ports import ApplyResult
@@ -169,16 +169,15 @@ def audit_table(entries: Sequence[AuditEntry], verbose: bool = False) -> Table:
         table.add_column("id")
         table.add_column("inputs")
     for entry in entries:
-        old, new = (
-            "unset" if p is None else format_percent(p)
-            for p in (entry.old_percent, entry.new_percent)
-        )
-        if entry.old_percent is None and entry.old_raw:
-            old = f"{entry.old_raw!r}"  # an operator's typo, as it was overwritten
-        change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
-        cells = [format_time(entry.time), entry.subject, change, entry.action, entry.by]
-        extra = (entry.id or "", describe_inputs(entry.inputs)) if verbose else ()
-        table.add_row(*(Text(cell) for cell in (*cells, entry.reason, *extra)))
+        reason = f"{entry.reason} ({entry.problem})" if entry.problem else entry.reason
+        # free text folded to one line: no escape sequence reaches the terminal, and bytes
+        # that were not UTF-8 show as a space rather than failing the print
+        free = (one_line(text) for text in (entry.subject, entry.action, entry.by, reason))
+        feature, action, by, reason = free
+        cells = [format_time(entry.time), feature, entry.change, action, by, reason]
+        shown = "\n".join(one_line(line) for line in describe_inputs(entry.inputs).splitlines())
+        extra = (entry.id or "", shown) if verbose else ()
+        table.add_row(*(Text(cell) for cell in (*cells, *extra)))
     return table
 
 

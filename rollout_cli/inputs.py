@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 
+from rollout_core.audit import has_control_characters
 from rollout_core.errors import ConfigError
-from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_percent_value
+from rollout_sdk.flag_values import PERCENT_EXPECTED, is_servable_percent, parse_percent_value
 
-__all__ = ["parse_audience", "parse_limit", "parse_percent_argument", "require_reason"]
+__all__ = [
+    "parse_audience",
+    "parse_limit",
+    "parse_percent_argument",
+    "require_one_line",
+    "require_reason",
+]
 
 _PERCENT_HINT = f"expected {PERCENT_EXPECTED}"
 
@@ -18,6 +25,11 @@ def parse_percent_argument(text: str) -> float:
     cleaned = text.strip().removesuffix("%").strip()
     value = parse_percent_value(cleaned)
     if value is not None:
+        if not is_servable_percent(value):
+            raise ConfigError(
+                f"percent {text!r} has more than 2 decimals; the gate serves percents in steps "
+                f"of 0.01, so write e.g. {round(value, 2):g}"
+            )
         return value
     try:
         number = float(cleaned)
@@ -36,7 +48,18 @@ def require_reason(reason: str | None, example: str) -> str:
     """The reason, stripped; a change without one is refused, since the audit must say why."""
     if reason is None or not reason.strip():
         raise ConfigError(f"--reason is missing or empty; say why, e.g. {example}")
-    return reason.strip()
+    return require_one_line(reason.strip(), "--reason")
+
+
+def require_one_line(text: str, option: str) -> str:
+    """`text` unchanged; refused when it holds a newline or another control character, which
+    would make one audit entry read as several lines of the Markdown log."""
+    if has_control_characters(text):
+        raise ConfigError(
+            f"{option} {text!r} holds a newline or another control character; write it on "
+            "one line of plain text"
+        )
+    return text
 
 
 def parse_audience(text: str) -> bool:

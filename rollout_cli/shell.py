@@ -108,7 +108,9 @@ def actor(by: str | None) -> str:
     """Who acts, for the audit: `--by`, else the OS user ($USER, else the login name), else
     "manual"."""
     if by is not None and by.strip():
-        return by.strip()
+        from rollout_cli.inputs import require_one_line
+
+        return require_one_line(by.strip(), "--by")
     user = os.environ.get("USER", "").strip()
     if not user:
         try:

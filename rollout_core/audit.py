@@ -6,6 +6,7 @@ Dry-run entries are recommendations (`recommend 0% -> 10% ... dry_run=true`), ne
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +28,10 @@ __all__ = [
     "append_rollout_log",
     "entry_from_stream",
     "format_log_line",
+    "has_control_characters",
     "log_audited_write",
     "log_path",
+    "one_line",
     "read_audit",
     "read_entry",
     "rebuild_rollout_log",
@@ -60,6 +63,10 @@ class AuditEntry:
     id: str | None = None  # the stream entry id
     old_raw: str = ""  # old_percent as the stream holds it: shows a repaired typo as it was
     segment: str = ""  # the segment of a segmented feature's change ("" for the feature)
+    new_raw: str = ""  # new_percent as the stream holds it
+    # what is malformed in the entry (e.g. a foreign XADD's time); "" for a well-formed one.
+    # A malformed entry is still shown (its time then comes from its stream id), never dropped
+    problem: str = ""
     inputs: str = ""  # the controller's decision inputs, compact JSON (rollout explain)
 
     @property
@@ -80,12 +87,25 @@ class AuditEntry:
             "action": self.action,
             "old_percent_raw": self.old_raw,
             **({"segment": self.segment} if self.segment else {}),
+            "new_percent_raw": self.new_raw,
+            "problem": self.problem,
             "inputs": self.inputs or None,
         }
 
+    @property
+    def change(self) -> str:
+        """`0% -> 10%`; an unparsable percent as the stream holds it, quoted; dry runs read
+        `recommend 0% -> 10%`."""
+        old, new = (
+            repr(raw) if percent is None and raw else _shown(percent)
+            for percent, raw in ((self.old_percent, self.old_raw), (self.new_percent, self.new_raw))
+        )
+        return f"recommend {old} -> {new}" if self.dry_run else f"{old} -> {new}"
+
 
 def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
-    """Parse one stream entry; a field that does not parse names the entry and the field."""
+    """Parse one stream entry, never refusing it: a time that does not parse (a foreign or
+    hand-written entry) is taken from the stream id, and `problem` names the entry and field."""
 
     def percent(name: str) -> float | None:
         # an entry may carry an operator's unparsable percent (a pause of a broken flag): the
@@ -96,8 +116,13 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         except InvalidFlagValue:
             return None
 
+    problem = ""
+    try:
+        at = parse_time(f"{AUDIT_STREAM} {entry_id} time", fields.get("time", ""))
+    except InvalidFlagValue as error:
+        at, problem = _time_of_id(entry_id), f"malformed: {error}; time from the entry id"
     return AuditEntry(
-        time=parse_time(f"{AUDIT_STREAM} {entry_id} time", fields.get("time", "")),
+        time=at,
         feature=fields.get("feature", ""),
         old_percent=percent("old_percent"),
         new_percent=percent("new_percent"),
@@ -108,8 +133,19 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         id=entry_id,
         old_raw=fields.get("old_percent", ""),
         segment=fields.get("segment", ""),
+        new_raw=fields.get("new_percent", ""),
+        problem=problem,
         inputs=fields.get("inputs", ""),
     )
+
+
+def _time_of_id(entry_id: str) -> datetime:
+    """When Redis added the entry: the milliseconds of its stream id."""
+    millis, _, _ = entry_id.partition("-")
+    try:
+        return datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
 
 
 def read_audit(
@@ -150,17 +186,35 @@ def _newest_first(client: redis.Redis) -> Iterator[tuple[str, dict[str, str]]]:
 def format_log_line(entry: AuditEntry) -> str:
     """`2025-10-08T15:00:00Z  google  0% -> 10%  reason=...  by=...`, the original format;
     dry runs read `recommend 0% -> 10% ... dry_run=true`, other actions end `action=pause`."""
-    old, new = (_shown(p) for p in (entry.old_percent, entry.new_percent))
-    if entry.old_percent is None and entry.old_raw:
-        old = repr(entry.old_raw)  # an operator's typo, as it was overwritten
-    change = f"recommend {old} -> {new}" if entry.dry_run else f"{old} -> {new}"
-    reason = " ".join(entry.reason.split())  # one entry, one line
-    line = f"{format_time(entry.time)}  {entry.subject}  {change}  reason={reason}  by={entry.by}"
+    feature, reason, by = (one_line(text) for text in (entry.subject, entry.reason, entry.by))
+    line = f"{format_time(entry.time)}  {feature}  {entry.change}  reason={reason}  by={by}"
     if entry.dry_run:
         line += "  dry_run=true"
     if entry.action not in _PERCENT_ACTIONS:
-        line += f"  action={entry.action}"
+        line += f"  action={one_line(entry.action)}"
+    if entry.problem:
+        line += f"  ({entry.problem})"
     return line
+
+
+def has_control_characters(text: str) -> bool:
+    """True when `text` holds a newline, an escape, a bidi override or another character that
+    could make one audit field read as several lines or as other text."""
+    return any(_is_control(char) for char in text)
+
+
+def one_line(text: str) -> str:
+    """One entry, one line: control characters (newlines, escapes, bidi overrides) and runs of
+    whitespace fold to one space, so no field can forge another log line."""
+    visible = "".join(" " if _is_control(char) else char for char in text)
+    return " ".join(visible.split())
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in _CONTROL_CATEGORIES
+
+
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def _shown(percent: float | None) -> str:

@@ -13,6 +13,7 @@ import difflib
 import itertools
 import math
 import re
+from collections.abc import Iterable, Mapping
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,8 @@ from pydantic import (
 )
 
 from rollout_core.errors import ConfigError, InvalidFeatureName
+from rollout_sdk.flag_values import is_servable_percent
+from rollout_sdk.keys import env_token
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -39,6 +42,7 @@ __all__ = [
     "RolloutsConfig",
     "SegmentsSpec",
     "SloSpec",
+    "env_collision",
     "expand_segments",
     "load_config",
     "parse_config",
@@ -124,9 +128,28 @@ def _not_bool(value: object) -> object:
     return value
 
 
+def _only_bool(value: object) -> object:
+    """A switch is `true` or `false`; pydantic would read "yes", "on" or 1 as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a boolean; write true or false, unquoted")
+    return value
+
+
 Number = Annotated[float, BeforeValidator(_not_bool)]
+Switch = Annotated[bool, BeforeValidator(_only_bool)]
 Count = Annotated[int, BeforeValidator(_not_bool)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _check_granularity(percent: float, what: str) -> float:
+    """The gate serves percents in steps of 0.01 (its bucket granularity), and the store holds
+    no finer step: a finer one would be promoted to again and again, never reached."""
+    if not is_servable_percent(percent):
+        raise ValueError(
+            f"{what} {percent!r} has more than 2 decimals; the gate serves percents in steps "
+            f"of 0.01, so write e.g. {round(percent, 2):g}"
+        )
+    return percent
 
 
 def _parse_clock(value: object) -> time | None:
@@ -213,7 +236,7 @@ class SloSpec(_Frozen):
     max: Number = Field(ge=0, allow_inf_nan=False)
     min_samples: Count | None = Field(default=None, ge=0)
     samples: str | None = Field(default=None, min_length=1)  # request count for a value SLO
-    absent_is_zero: bool | None = None  # count SLOs: an absent series means zero (default)
+    absent_is_zero: Switch | None = None  # count SLOs: an absent series means zero (default)
     group_by: str | None = Field(default=None, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
     @model_validator(mode="after")
@@ -334,7 +357,7 @@ class FeatureSpec(_Frozen):
     freeze: tuple[FreezeWindow, ...] = ()
     slos: tuple[SloSpec, ...] = Field(min_length=1)
     metric_key: str | None = None  # label value of grouped queries; defaults to the name
-    promote_without_traffic: bool = False  # opt-in: promote with no SLO counting requests
+    promote_without_traffic: Switch = False  # opt-in: promote with no SLO counting requests
     segments: SegmentsSpec | None = None
     # set by `expand_segments` on a segment's own spec (never in rollouts.yaml): the feature
     # it belongs to, the segment's name and (label, value) pairs, and its SLOs whose queries
@@ -360,6 +383,8 @@ class FeatureSpec(_Frozen):
             raise ValueError(f"ladder {list(ladder)} must start at 0 and end at 100")
         if any(b <= a for a, b in itertools.pairwise(ladder)):
             raise ValueError(f"ladder {list(ladder)} must be strictly increasing")
+        for step in ladder:
+            _check_granularity(step, "ladder step")
         return ladder
 
     @field_validator("slos")
@@ -543,6 +568,9 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
             )
         if not FEATURE_NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"{_at(source, lines, where)}: {InvalidFeatureName(name)}")
+        clash = env_collision(name, features)
+        if clash is not None:
+            raise ConfigError(f"{_at(source, lines, where)}: {clash}")
         if body is not None and not isinstance(body, dict):
             raise ConfigError(f"{_at(source, lines, where)}: feature {name!r} must be a mapping")
         body = dict(body or {})
@@ -577,7 +605,46 @@ def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:
             features[name] = FeatureSpec.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, source, lines, name, origins)) from None
+    _reject_shared_series(features, source, lines)
     return RolloutsConfig(features=features, source=source)
+
+
+def _reject_shared_series(
+    features: Mapping[str, FeatureSpec], source: str, lines: dict[tuple[Any, ...], int]
+) -> None:
+    """Two features that pick the same series out of the same grouped query would each
+    promote on the other's traffic (borrowed evidence): refused, naming both."""
+    readers: dict[tuple[str, str, str], str] = {}
+    for name, spec in features.items():
+        for slo in spec.slos:
+            if slo.group_by is None:
+                continue
+            for query in slo.queries:
+                first = readers.setdefault((query, slo.group_by, spec.series_key), name)
+                if first == name:
+                    continue
+                raise ConfigError(
+                    f"{_at(source, lines, ('features', name, 'metric_key'))}: feature {name!r} "
+                    f"reads the same series as feature {first!r} ({slo.group_by}="
+                    f"{spec.series_key!r} in SLO {slo.name!r}), so each would promote on the "
+                    f"other's traffic; give {name!r} the metric_key its own series carry"
+                )
+
+
+def env_collision(name: str, others: Iterable[str]) -> str | None:
+    """Why `name` cannot sit beside `others`: its environment token (PROVIDER_<T>_ENABLED,
+    FLAGS_<T>_ROLLOUT_PERCENT) is another feature's, so one hard kill or fallback percent
+    would act on both; None when it is its own."""
+    token = env_token(name)
+    clashes = sorted(other for other in others if other != name and env_token(other) == token)
+    if not clashes:
+        return None
+    return (
+        f"feature {name!r} shares the environment names PROVIDER_{token}_ENABLED and "
+        f"FLAGS_{token}_ROLLOUT_PERCENT with {', '.join(map(repr, clashes))} ('.', '-' and "
+        "'_' all become '_'): a hard kill of one would kill both; pick a name that differs "
+        "in a letter or digit"
+    )
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> RolloutsConfig:

@@ -8,6 +8,7 @@ A feature that fails carries its error in its outcome; the others go on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -225,6 +226,8 @@ def apply_decisions(
             outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, decision, dry_run=dry_run)
         else:
             changes[name] = decision, _change_for(name, decision, state, now, dry_run, by)
+    if dry_run:
+        _forget_recommendations(store, decisions, states)
     try:
         results = store.apply_many([change for _, change in changes.values()])
     except RolloutError as error:
@@ -250,6 +253,25 @@ def apply_decisions(
                 name, OutcomeStatus.OK, decision, result.applied, dry_run, audit_id=result.audit_id
             )
     return {name: outcomes[name] for name in decisions}
+
+
+def _forget_recommendations(
+    store: FlagStore,
+    decisions: Mapping[str, Decision | FeatureOutcome],
+    states: Mapping[str, FlagState | RolloutError],
+) -> None:
+    """A dry-run hold ends a run of repeated recommendations: the same recommendation after
+    it is a new incident and is recorded again. Best effort: when Redis fails here, the
+    changes below fail too and say so; at worst one repeat goes unrecorded."""
+    held = [
+        name
+        for name, decision in decisions.items()
+        if isinstance(decision, Decision)
+        and not decision.is_change
+        and isinstance(states.get(name), FlagState)
+    ]
+    with contextlib.suppress(RolloutError):
+        store.forget_recommendations(held)
 
 
 def _change_for(

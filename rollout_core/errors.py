@@ -50,8 +50,17 @@ class InvalidFlagValue(ConfigError):
     """A flag key holds a value that does not parse; the feature holds until it is fixed."""
 
     def __init__(self, key: str, value: str, expected: str) -> None:
-        super().__init__(f"{key} is {value!r}; expected {expected}")
+        super().__init__(f"{key} is {_shown(value)}; expected {expected}")
         self.key, self.value, self.expected = key, value, expected
+
+
+def _shown(value: str) -> str:
+    """The value quoted; bytes that are not UTF-8 (read as lone surrogates) shown as bytes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{value.encode('utf-8', 'surrogateescape')!r} (not UTF-8)"
+    return repr(value)
 
 
 class MetricsUnavailable(RolloutError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +34,12 @@ from rollout_core.errors import ConfigError, FlagStoreError, InvalidFlagValue, R
 from rollout_core.model import Action, FlagState
 from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import describe, fresh_client, store_error, without_retries
-from rollout_sdk.flag_values import PERCENT_EXPECTED, parse_bool_value, parse_percent_value
+from rollout_sdk.flag_values import (
+    PERCENT_EXPECTED,
+    is_servable_percent,
+    parse_bool_value,
+    parse_percent_value,
+)
 from rollout_sdk.keys import (
     AUDIT_STREAM,
     CHANGES_CHANNEL,
@@ -89,7 +95,8 @@ _CAS_FIELDS = (
 )
 # controller-owned: feature -> "<write id> <audit entry id>" of its last audited write
 LAST_WRITE_HASH = "rollout:last_write"
-# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation
+# controller-owned: feature -> "<action> <old> <new>" of its last dry-run recommendation,
+# cleared by an applied change and by a dry-run hold (so only a run of repeats is suppressed)
 RECOMMENDATIONS_HASH = "rollout:recommendations"
 DEFAULT_AUDIT_RETENTION = 100_000
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -97,6 +104,11 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 SEED = {"enabled": "true", "internal_only": "true", "rollout_percent": "0", "paused": "false"}
 # how far back a read-back looks for a write id the last-write hash no longer holds
 _READ_BACK_ENTRIES = 1000
+# a write's deadline on Redis's clock: its socket timeout (or this, without one), a margin, and
+# a little per script of a pipeline; a script run later refuses the write (EXPIRED)
+_DEFAULT_WRITE_TIMEOUT_SEC = 5.0
+_DEADLINE_MARGIN_SEC = 1.0
+_DEADLINE_PER_CALL_SEC = 0.005
 
 
 class FeatureNotInitialised(ConfigError):
@@ -321,15 +333,20 @@ class RedisFlagStore:
                 )
         self._registry_checked = True
 
-    def _connect_writer(self, doing: str) -> None:
+    def _connect_writer(self, doing: str, calls: int = 1) -> int:
         """Connect before sending a write, so a refused connection is a plain "nothing was
-        sent" error; only a write that was sent can have an unknown outcome."""
+        sent" error; only a write that was sent can have an unknown outcome. The deadline of
+        the write (ms, Redis's clock): its socket timeout and a margin from Redis's TIME now."""
         pool = self._writer.connection_pool
         try:
             connection = pool.get_connection()
+            pool.release(connection)
+            seconds, micros = self._writer.time()
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
-        pool.release(connection)
+        timeout = pool.connection_kwargs.get("socket_timeout") or _DEFAULT_WRITE_TIMEOUT_SEC
+        allowance = timeout + _DEADLINE_MARGIN_SEC + _DEADLINE_PER_CALL_SEC * calls
+        return int(seconds) * 1000 + int(micros) // 1000 + int(allowance * 1000)
 
     def raw_values(self, feature: str) -> dict[str, str | None]:
         """The raw strings of a feature's flag keys (None = absent), unparsed."""
@@ -348,10 +365,9 @@ class RedisFlagStore:
 
     def apply(self, change: FlagChange) -> ApplyResult:
         self._ensure_registry()
-        write_id = uuid.uuid4().hex
-        keys, args = self._cas_call(change, write_id)
         doing = f"applying {_describe_change(change)}"
-        self._connect_writer(doing)
+        write_id = _write_id(self._connect_writer(doing))
+        keys, args = self._cas_call(change, write_id)
         try:
             reply = self._cas(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -371,13 +387,13 @@ class RedisFlagStore:
         if not changes:
             return []
         self._ensure_registry()
-        write_ids = [uuid.uuid4().hex for _ in changes]
+        doing = f"applying {len(changes)} change(s) ({', '.join(c.feature for c in changes)})"
+        deadline = self._connect_writer(doing, len(changes))
+        write_ids = [_write_id(deadline) for _ in changes]
         calls = [self._cas_call(c, w) for c, w in zip(changes, write_ids, strict=True)]
         pipe = self._writer.pipeline(transaction=False)
         for keys, args in calls:
             self._cas(keys, args, client=pipe)
-        doing = f"applying {len(changes)} change(s) ({', '.join(c.feature for c in changes)})"
-        self._connect_writer(doing)
         try:
             replies = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -489,9 +505,12 @@ class RedisFlagStore:
 
     def _read_back(self, feature: str, write_id: str) -> tuple[bool | None, str | None]:
         """(True, audit id) when the write with `write_id` is in Redis, (False, None) when it
-        is not, (None, None) when Redis cannot be reached to tell."""
+        is not, (None, None) when Redis cannot be reached to tell. The read waits until
+        Redis's clock is past the write's deadline: the script refuses the write id after it,
+        so a write still in flight can no longer land once "not applied" is read."""
         probe = fresh_client(self._client)
         try:
+            _wait_past_deadline(probe, write_id)
             recorded = probe.hget(LAST_WRITE_HASH, feature)
             if recorded:
                 recorded_id, _, audit_id = str(recorded).partition(" ")
@@ -529,6 +548,11 @@ class RedisFlagStore:
         """
         feature = validate_unit_name(feature)
         target = float(format_percent_value(percent))
+        if not is_servable_percent(percent):
+            raise ConfigError(
+                f"percent {percent!r} has more than 2 decimals; the gate serves percents in "
+                f"steps of 0.01, so set e.g. {round(percent, 2):g}; nothing written"
+            )
         keys = [unit_key(feature, "rollout_percent"), unit_key(feature, "paused")]
         raw_percent, raw_paused = self._call(f"reading {feature}", self._client.mget, keys)
         if raw_percent is None:
@@ -541,6 +565,12 @@ class RedisFlagStore:
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
         return self.apply(replace(change, expected_raw=read))
+
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        """Clear these features' last dry-run recommendation (`rollout:recommendations`)."""
+        if features:
+            doing = f"clearing the last recommendation of {', '.join(features)}"
+            self._call(doing, self._writer.hdel, RECOMMENDATIONS_HASH, *features)
 
     def init(self, feature: str, at: datetime, by: str = "manual") -> WriteResult:
         """Seed enabled=true, internal_only=true, rollout_percent=0, paused=false where absent."""
@@ -605,7 +635,8 @@ class RedisFlagStore:
     ) -> WriteResult:
         feature = validate_unit_name(feature)
         self._ensure_registry()
-        write_id = uuid.uuid4().hex
+        doing = f"writing {action} of {feature}"
+        write_id = _write_id(self._connect_writer(doing))
         history = ("rollout_percent", "last_percent", "last_change_time")
         keys = [
             AUDIT_STREAM,
@@ -616,8 +647,6 @@ class RedisFlagStore:
         ]
         args = [mode, format_time(at), feature, reason, by, action, write_id, self._retention]
         args += [CHANGES_CHANNEL, *values.values()]
-        doing = f"writing {action} of {feature}"
-        self._connect_writer(doing)
         try:
             reply = self._audited_write(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -658,7 +687,8 @@ class RedisFlagStore:
         and the field's value before (None: no override). Not initialised: nothing written."""
         feature = validate_feature_name(feature)
         self._ensure_registry()
-        write_id = uuid.uuid4().hex
+        doing = f"writing the override {field} of {feature}"
+        write_id = _write_id(self._connect_writer(doing))
         keys = [
             overrides_key(feature),
             flag_key(feature, "rollout_percent"),
@@ -667,8 +697,6 @@ class RedisFlagStore:
         ]
         args = [field, value, format_time(at), feature, reason, by, CHANGES_CHANNEL]
         args += [write_id, self._retention]
-        doing = f"writing the override {field} of {feature}"
-        self._connect_writer(doing)
         try:
             status, old, audit_id = self._override(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -704,6 +732,26 @@ class RedisFlagStore:
             return command(*args)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
+
+
+def _write_id(deadline_ms: int) -> str:
+    """A write id the scripts refuse once Redis's clock is past `deadline_ms`."""
+    return f"{uuid.uuid4().hex}@{deadline_ms}"
+
+
+def _wait_past_deadline(probe: redis.Redis, write_id: str) -> None:
+    """Sleep until Redis's TIME is past the deadline in `write_id` (at most the write's own
+    allowance: the deadline was set from Redis's TIME when it was sent)."""
+    _, _, deadline_text = write_id.partition("@")
+    if not deadline_text.isdigit():
+        return
+    deadline = int(deadline_text)
+    while True:
+        seconds, micros = probe.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        if now_ms > deadline:
+            return
+        time.sleep((deadline - now_ms) / 1000 + 0.005)
 
 
 def _expectations(change: FlagChange) -> dict[str, str]:

@@ -17,7 +17,7 @@ from rollout_core.errors import ConfigError
 from rollout_core.flags import RedisFlagStore, WriteResult
 from rollout_core.redis_connection import store_error
 from rollout_sdk.keys import overrides_key
-from rollout_sdk.state import Overrides, parse_overrides
+from rollout_sdk.state import Overrides, parse_overrides, unreadable_overrides
 
 __all__ = [
     "OVERRIDE_KINDS",
@@ -82,6 +82,8 @@ def read_overrides(client: redis.Redis, feature: str) -> Overrides:
     feature = validate_feature_name(feature)
     try:
         raw = client.hgetall(overrides_key(feature))
+    except redis.ResponseError as exc:  # WRONGTYPE: the key is not a hash
+        return unreadable_overrides(feature, exc)
     except redis.RedisError as exc:
         raise store_error(client, exc, f"reading the overrides of {feature}") from exc
     return parse_overrides(feature, raw)  # type: ignore[arg-type]
@@ -93,8 +95,16 @@ def read_all_overrides(client: redis.Redis, features: Sequence[str]) -> dict[str
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(overrides_key(name))
-    try:
-        replies = pipe.execute() if names else []
+    try:  # a wrong-typed key fails only its own feature's overrides
+        replies = pipe.execute(raise_on_error=False) if names else []
     except redis.RedisError as exc:
         raise store_error(client, exc, "reading the overrides") from exc
-    return {name: parse_overrides(name, raw) for name, raw in zip(names, replies, strict=True)}
+    found = {}
+    for name, raw in zip(names, replies, strict=True):
+        if isinstance(raw, redis.ResponseError):
+            found[name] = unreadable_overrides(name, raw)
+        elif isinstance(raw, Exception):
+            raise store_error(client, raw, "reading the overrides") from raw
+        else:
+            found[name] = parse_overrides(name, raw)
+    return found

@@ -95,6 +95,10 @@ def _no_count(samples: float | None) -> str:
     return f"no request count (n={samples:g} is negative)"
 
 
+def _impossible(value: float | None, what: str) -> str:
+    return f"no data ({what} {value:g} is negative; check the query)"
+
+
 def _has_data(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -112,6 +116,8 @@ def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
     if not _has_data(reading.value):
         return _verdict(slo, inconclusive, reading, describe_missing(reading.value))
     assert reading.value is not None
+    if reading.value < 0:  # a negative error count: an impossible reading is no evidence
+        return _verdict(slo, inconclusive, reading, _impossible(reading.value, "ratio"))
     ratio, limit = reading.value, format_ratio(slo.max)
     shown = format_ratio(ratio)
     samples = _valid_samples(reading.samples)
@@ -144,6 +150,8 @@ def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
         note = " (no series, read as 0)"
     elif not _has_data(reading.value):
         return _verdict(slo, Verdict.INCONCLUSIVE, reading, describe_missing(reading.value))
+    elif is_count and (reading.value or 0.0) < 0:  # never fewer than no failures
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, _impossible(reading.value, "count"))
     else:
         note = ""
     samples = _valid_samples(reading.samples)

@@ -92,6 +92,11 @@ class FlagStore(Protocol):
         """A manual change through the same compare-and-set (read, then apply), audited."""
         ...
 
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        """A dry run held these features: their next recommendation is recorded even when it
+        equals the last one (a new incident, not a repeat). One round trip."""
+        ...
+
 
 class MetricsSource(Protocol):
     def fetch(

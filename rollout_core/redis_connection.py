@@ -43,6 +43,11 @@ def connect(url: str | None = None) -> redis.Redis:
         return redis.Redis.from_url(
             url,
             decode_responses=True,
+            # an operator's stray byte (`redis-cli SET k $'\xff'`) is a corrupt value of that
+            # key, never a UnicodeDecodeError out of the pass: it decodes to a lone surrogate,
+            # which no parser accepts, and encodes back to the same bytes, so a compare-and-set
+            # compares it exactly and an audit entry records it as it was
+            encoding_errors="surrogateescape",
             socket_connect_timeout=CONNECT_TIMEOUT_SEC,
             socket_timeout=SOCKET_TIMEOUT_SEC,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES),

@@ -18,6 +18,7 @@ that answers no query at all raises MetricsUnavailable.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from rollout_core.config import FeatureSpec, SloSpec
@@ -109,11 +111,16 @@ class HttpQueryClient:
             self._session.mount(scheme, HTTPAdapter(max_retries=0))
 
     def query(self, promql: str, params: Mapping[str, str]) -> Answer:
-        response = self._session.get(
-            self.endpoint, params={"query": promql, **params}, timeout=self.timeout
-        )
+        """One answer read whole within `timeout` seconds of the answer's start (requests'
+        timeout bounds each socket read only, so a dripping server could hold it for hours):
+        requests.Timeout past it; each read also waits at most `timeout`."""
+        deadline = time.monotonic() + self.timeout
+        with self._session.get(
+            self.endpoint, params={"query": promql, **params}, timeout=self.timeout, stream=True
+        ) as response:
+            content = _read_until(response, deadline, self.timeout)
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         return Answer(response.status_code, body)
@@ -130,22 +137,47 @@ class HttpQueryClient:
         return Answer(response.status_code, body)
 
 
+def _read_until(response: requests.Response, deadline: float, timeout: float) -> bytes:
+    """The body, decoded as sent (gzip), read in whatever pieces arrive; urllib3's own
+    errors become the requests errors the source turns into MetricsUnavailable."""
+    chunks: list[bytes] = []
+    try:
+        while chunk := response.raw.read1(_READ_SIZE, decode_content=True):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"timed out: no complete answer within {timeout:g}s")
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.Timeout(f"timed out: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.ConnectionError(f"the answer broke off: {exc}") from exc
+    return b"".join(chunks)
+
+
+_READ_SIZE = 65536
+
+
 def distinct_queries(specs: Sequence[FeatureSpec]) -> list[str]:
     """Every PromQL text the specs need, each once, in first-seen order."""
     return list(dict.fromkeys(q for spec in specs for slo in spec.slos for q in slo.queries))
 
 
-def parse_result(raw: Any) -> tuple[Series, ...]:
-    """An instant vector or scalar from the API's `data.result`; ValueError for anything else."""
+def parse_result(raw: Any, result_type: str | None = None) -> tuple[Series, ...]:
+    """An instant vector or scalar from the API's `data.result` (`result_type` its
+    `data.resultType`, when known); ValueError for anything else, a string result included."""
+    if result_type not in (None, "vector", "scalar"):
+        raise ValueError(_NOT_INSTANT.replace("a range vector or a string", f"a {result_type}"))
     if isinstance(raw, list) and len(raw) == 2 and not isinstance(raw[0], dict):
         return (Series({}, float(raw[1])),)  # a scalar: [time, "value"]
     try:
         return tuple(Series(dict(item.get("metric", {})), float(item["value"][1])) for item in raw)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError):
-        raise ValueError(
-            "a range vector or a string, not an instant vector; wrap a range selector in a "
-            "function such as increase()"
-        ) from None
+        raise ValueError(_NOT_INSTANT) from None
+
+
+_NOT_INSTANT = (
+    "a range vector or a string, not an instant vector; wrap a range selector in a function "
+    "such as increase(), and query a number, not a string"
+)
 
 
 class QueryResults:
@@ -397,7 +429,8 @@ class PrometheusSource:
         body = answer.body if isinstance(answer.body, dict) else {}
         if answer.status == 200 and body.get("status") == "success":
             try:
-                return parse_result(body["data"]["result"])
+                data = body["data"]
+                return parse_result(data["result"], data.get("resultType"))
             except (KeyError, TypeError):
                 pass  # not the API's shape: refused below
             except ValueError as exc:

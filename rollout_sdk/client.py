@@ -84,6 +84,8 @@ _STOP = "\0stop"
 _MAX_BACKOFF_SEC = 5.0
 _SEGMENT_DISCOVERY = (SEGMENT_BY_FIELD, SEGMENTS_FIELD, SEGMENT_FALLBACK_FIELD)
 _LISTEN_RETRY_SEC = 1.0  # between attempts to resubscribe; polling covers the gap
+_LISTEN_PING_SEC = 1.0  # the subscription is PINGed this often...
+_LISTEN_DEAD_AFTER_SEC = 3.0  # ...and dropped for a new one when nothing came back this long
 
 
 class Evaluation(NamedTuple):
@@ -138,11 +140,7 @@ class RolloutClient:
         start: bool = True,
         subscribe: bool = True,
     ) -> None:
-        if not (refresh_interval > 0 and max_stale >= 0):
-            raise ValueError(
-                f"refresh_interval={refresh_interval!r}, max_stale={max_stale!r}: expected "
-                "refresh_interval > 0 and max_stale >= 0 seconds"
-            )
+        _check_timing(refresh_interval, max_stale)
         self._owns_redis = client is None
         self._redis: redis.Redis = client if client is not None else _connect(redis_url)
         self._interval = float(refresh_interval)
@@ -151,6 +149,8 @@ class RolloutClient:
         self._clock = clock
         self._subscribe = subscribe
         self._states: dict[str, FeatureState] = {}
+        self._first_seen_names: set[str] = set()  # tracked because a request named them
+        self._own_pool: redis.ConnectionPool | None = None  # the subscription's, see _subscriber
         # each segmented feature's segments as last read: their percents join the next read
         self._segment_lists: dict[str, tuple[str, ...]] = {}
         self._logged: set[object] = set()
@@ -320,12 +320,28 @@ class RolloutClient:
         return Evaluation(value, SPLIT, percent, problem)
 
     def _first_seen(self, feature: object) -> FeatureState:
-        """A feature not read yet: off at once, fetched by the refresher."""
+        """A feature not read yet: off at once, fetched by the refresher. At most
+        MAX_UNKNOWN_FEATURES names outside the registry are tracked (a name built from request
+        data must not grow every refresh); beyond that they answer False untracked."""
         if not isinstance(feature, str) or not FEATURE_NAME_PATTERN.fullmatch(feature):
             self._log_once(
-                ("name", feature), "feature name %r is invalid; answering False", feature
+                ("name",),
+                "feature name %r is invalid; answering False (further invalid names are "
+                "answered False without a log line)",
+                feature,
             )
             return placeholder_state(str(feature))
+        if len(self._first_seen_names) >= MAX_UNKNOWN_FEATURES:
+            self._log_once(
+                ("unknown",),
+                "%d feature names outside %s were asked for; %r and any further one answer "
+                "False without being read (initialise them with `rollout init`)",
+                MAX_UNKNOWN_FEATURES,
+                FEATURES_REGISTRY,
+                feature,
+            )
+            return placeholder_state(feature)
+        self._first_seen_names.add(feature)
         state = self._states.setdefault(feature, placeholder_state(feature))
         if not state.loaded:
             self._wake.put(feature)
@@ -389,6 +405,8 @@ class RolloutClient:
                 thread.join(timeout=2.0)
         if self._owns_redis:
             self._redis.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()
 
     def __enter__(self) -> RolloutClient:
         return self
@@ -419,6 +437,7 @@ class RolloutClient:
         try:
             states, registry = self._read(names, read_at, with_registry=features is None)
             new = sorted(registry - set(states) - set(self._states))
+            self._first_seen_names -= registry  # initialised since: no longer counted
             if new:
                 more, _ = self._read(new, self._clock(), with_registry=False)
                 states.update(more)
@@ -488,10 +507,24 @@ class RolloutClient:
                 pipe.hgetall(overrides_key(name))
         if with_registry:
             pipe.smembers(FEATURES_REGISTRY)
-        replies = pipe.execute() if (names or with_registry) else []
+        # a wrong-typed key fails only its own reply, never the whole read
+        replies = pipe.execute(raise_on_error=False) if (names or with_registry) else []
+        for reply in replies:
+            if isinstance(reply, redis.ConnectionError | redis.TimeoutError):
+                raise reply  # Redis itself did not answer: the read failed
         registry: set[str] = set()
         if with_registry:
-            for raw in replies.pop() or ():
+            members = replies.pop()
+            if isinstance(members, Exception):
+                self._log_once(
+                    ("registry", type(members)),
+                    "%s cannot be read as a set (%s); the known features are kept, new ones "
+                    "load when first asked for; delete it and run `rollout init` per feature",
+                    FEATURES_REGISTRY,
+                    members,
+                )
+                members = ()
+            for raw in members or ():
                 name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
                 if FEATURE_NAME_PATTERN.fullmatch(name):
                     registry.add(name)
@@ -499,6 +532,8 @@ class RolloutClient:
         changed: list[str] = []
         if names:
             values, hashes = replies[0], replies[1:]
+            if isinstance(values, Exception):
+                raise values
             start = 0
             for index, (name, segments) in enumerate(zip(names, layouts, strict=True)):
                 width = len(GATE_FIELDS) + len(_SEGMENT_DISCOVERY) + len(segments)
@@ -567,12 +602,25 @@ class RolloutClient:
         while not stop.is_set():
             pubsub = None
             try:
-                pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = self._subscriber()
                 pubsub.subscribe(CHANGES_CHANNEL)
+                last_heard = last_ping = time.monotonic()
                 while not stop.is_set():
+                    now = time.monotonic()
+                    if now - last_heard > _LISTEN_DEAD_AFTER_SEC:
+                        # a connection black-holed by a failover answers nothing, not even
+                        # an error: resubscribe on a new one
+                        raise redis.ConnectionError(
+                            f"no answer to PING on {CHANGES_CHANNEL} for "
+                            f"{_LISTEN_DEAD_AFTER_SEC:g}s"
+                        )
+                    if now - last_ping >= _LISTEN_PING_SEC:
+                        pubsub.ping()
+                        last_ping = now
                     message = pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
+                    last_heard = time.monotonic()
                     data = message.get("data")
                     if message.get("type") == "subscribe":
                         wake.put(_REFRESH_ALL)  # whatever changed while we were not listening
@@ -595,6 +643,19 @@ class RolloutClient:
                     with contextlib.suppress(Exception):  # a broken one is already gone
                         pubsub.close()
 
+    def _subscriber(self) -> Any:
+        """A PubSub on a pool of its own when the caller gave a client with a plain pool: a
+        subscription holds its connection for good and must not take one of the caller's."""
+        pool = self._redis.connection_pool
+        if self._owns_redis or type(pool) is not redis.ConnectionPool:
+            return self._redis.pubsub()  # type: ignore[no-untyped-call]
+        if self._own_pool is None:
+            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "retry"}
+            self._own_pool = redis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=4, **kwargs
+            )
+        return redis.client.PubSub(self._own_pool)
+
     # what an operator watches
 
     def status(self) -> ClientStatus:
@@ -612,6 +673,29 @@ class RolloutClient:
         if key not in self._logged:
             self._logged.add(key)
             log.warning(message, *args)
+
+
+MAX_UNKNOWN_FEATURES = 1_000  # names outside the registry a client tracks; then untracked
+MAX_REFRESH_INTERVAL_SEC = 86_400.0  # a day; changes pushed on the channel arrive sooner
+
+
+def _check_timing(refresh_interval: float, max_stale: float) -> None:
+    """Refuse settings that would leave the client failing closed while Redis is healthy: an
+    interval the refresher cannot wait on (inf, NaN, over a day), or a max_stale that expires
+    each state before the next poll reads it again (0, or shorter than the interval)."""
+    if isinstance(refresh_interval, bool) or not (0 < refresh_interval <= MAX_REFRESH_INTERVAL_SEC):
+        raise ValueError(
+            f"refresh_interval={refresh_interval!r} is not usable; expected seconds above 0 and "
+            f"at most {MAX_REFRESH_INTERVAL_SEC:g} (a day), e.g. 5.0; changes pushed on "
+            f"{CHANGES_CHANNEL} arrive without waiting for it"
+        )
+    if isinstance(max_stale, bool) or not (max_stale > 0 and max_stale >= refresh_interval):
+        raise ValueError(
+            f"max_stale={max_stale!r} with refresh_interval={refresh_interval!r}: each state "
+            "would expire before the next poll reads it and the client would answer False "
+            "while Redis is healthy; expected max_stale at least refresh_interval, better 12 "
+            "times it (60.0 for 5.0), or math.inf to never fail closed on age"
+        )
 
 
 def _connect(url: str | None) -> redis.Redis:

@@ -12,13 +12,15 @@ import re
 __all__ = [
     "ENABLE_VALUES",
     "PERCENT_EXPECTED",
+    "is_servable_percent",
     "parse_bool_value",
     "parse_env_enabled",
     "parse_percent_value",
 ]
 
-# digits with an optional fraction: no sign, exponent, underscore, space, nan or inf
-_PERCENT = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
+# ASCII digits with an optional fraction: no sign, exponent, underscore, space, nan or inf,
+# and no other script's digits (Python's \d takes "５０"; the Lua scripts' %d does not)
+_PERCENT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 PERCENT_EXPECTED = "a number from 0 to 100 such as 10 or 0.5"
 # an explicit enable of the env hard kill PROVIDER_<FEATURE>_ENABLED; anything else kills
 ENABLE_VALUES = frozenset({"true", "1", "yes", "on"})
@@ -31,6 +33,12 @@ def parse_percent_value(text: str) -> float | None:
         return None
     value = float(text)
     return value if 0 <= value <= 100 else None
+
+
+def is_servable_percent(percent: float) -> bool:
+    """True when `percent` is a whole number of the gate's 0.01 steps (its bucket
+    granularity): a finer percent cannot be served, nor stored and read back as written."""
+    return abs(percent * 100 - round(percent * 100)) <= 1e-6
 
 
 def parse_bool_value(text: str) -> bool | None:

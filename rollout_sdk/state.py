@@ -3,7 +3,8 @@
 Pure: no clock, no network. The client builds a FeatureState in its refresher thread and swaps
 it in; the request path only reads it. Each bad value fails closed and is named in `problems`:
 a bad `enabled` disables, a bad `internal_only` keeps the audience internal, a bad percent is
-0%, a bad override is ignored, and a hard kill that is not an explicit enable kills.
+0%, a bad override (or an overrides key that is not a hash) is ignored, and a hard kill that
+is not an explicit enable kills.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "parse_overrides",
     "parse_segment_list",
     "placeholder_state",
+    "unreadable_overrides",
 ]
 
 # why an answer is what it is (OpenFeature's reason names; see docs/sdk.md)
@@ -69,7 +71,7 @@ class RawFlags:
     enabled: object = None
     internal_only: object = None
     rollout_percent: object = None
-    overrides: Mapping[object, object] = field(default_factory=dict)
+    overrides: Mapping[object, object] | Exception = field(default_factory=dict)
     # a segmented feature's flags:{f}:segment_by, :segments, :segment_fallback_percent, and
     # the rollout_percent of each segment read (by segment name)
     segment_by: object = None
@@ -119,6 +121,18 @@ def parse_overrides(feature: str, raw: Mapping[object, object]) -> Overrides:
             continue
         found[kind][unit] = on
     return Overrides(found["actor"], found["workspace"], tuple(problems))
+
+
+def unreadable_overrides(feature: str, error: object) -> Overrides:
+    """The overrides when Redis refused to read the hash (a WRONGTYPE: the key written as a
+    string by hand): none apply, and the key is named in `problems`."""
+    return Overrides(
+        problems=(
+            f"{overrides_key(feature)} cannot be read as a hash ({error}); its overrides are "
+            f"ignored until it is deleted (`redis-cli DEL {overrides_key(feature)}`) and set "
+            "again with `rollout override`",
+        )
+    )
 
 
 class FeatureState:
@@ -276,7 +290,10 @@ def feature_state(
             f"{feature} serves 0% until it is fixed"
         )
         percent = 0.0
-    overrides = parse_overrides(feature, raw.overrides)
+    if isinstance(raw.overrides, Exception):
+        overrides = unreadable_overrides(feature, raw.overrides)
+    else:
+        overrides = parse_overrides(feature, raw.overrides)
     problems += overrides.problems
     segment_by: tuple[str, ...] | None = None
     segment_percents: dict[str, float] = {}

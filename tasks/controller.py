@@ -30,6 +30,7 @@ from rollout_core.ports import FlagStore, MetricsSource, TelemetrySink
 __all__ = [
     "DECISIONS_ARTIFACT_KEY",
     "FEATURE_EVENT_PREFIX",
+    "FETCH_TIMEOUT_SECONDS",
     "announce_changes",
     "apply_flag",
     "check_guards",
@@ -58,8 +59,14 @@ def _only_metrics_unavailable(task: Task[..., Any], task_run: TaskRun, state: St
     return False
 
 
+# backstops: each query has its own total deadline (PrometheusSource), but nothing may hold
+# a run past the next scheduled one, which the deployment's CANCEL_NEW limit would cancel
+FETCH_TIMEOUT_SECONDS = 120  # every try of fetch_slos fits in the run: 4 x 120 s < 540 s
+
+
 @task(
     cache_policy=NO_CACHE,
+    timeout_seconds=FETCH_TIMEOUT_SECONDS,
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=0.5),
     retry_condition_fn=_only_metrics_unavailable,

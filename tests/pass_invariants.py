@@ -301,6 +301,9 @@ class RacingStore:
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         return self.store.apply_many(changes)
 
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        self.store.forget_recommendations(features)
+
     def set_percent(
         self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
     ) -> ApplyResult:

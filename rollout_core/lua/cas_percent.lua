@@ -30,11 +30,37 @@ local function is_percent(text)
   return tonumber(text) <= 100
 end
 
-local stream_type = redis.call('TYPE', KEYS[8])['ok']
-if stream_type ~= 'none' and stream_type ~= 'stream' then
-  -- checked before any write: a failing XADD after the SETs would leave half a change
-  return redis.error_reply(KEYS[8] .. ' holds a ' .. stream_type .. ', not a stream')
+-- A write id '<hex>@<deadline>' is refused once Redis's clock (TIME) is past the deadline
+-- (milliseconds since the epoch, on Redis's clock): a call delayed in flight past its caller's
+-- timeout never lands after the caller read back "not applied".
+local deadline = tonumber(string.match(ARGV[16], '@(%d+)$'))
+if deadline then
+  local clock = redis.call('TIME')
+  if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > deadline then
+    return redis.error_reply('EXPIRED write ' .. ARGV[16] .. ' reached Redis after its deadline; nothing written')
+  end
 end
+
+-- every key the script writes is type-checked before the first write: Redis never rolls a
+-- script back, so a failing command after a SET would leave half a change and no audit entry
+local function wrong_type(wanted)
+  for _, pair in ipairs(wanted) do
+    local found = redis.call('TYPE', pair[1])['ok']
+    if found ~= 'none' and found ~= pair[2] then
+      return redis.error_reply(pair[1] .. ' holds a ' .. found .. ', not a ' .. pair[2]
+        .. '; nothing was written; inspect it (redis-cli TYPE ' .. pair[1] .. ') and remove '
+        .. 'it (redis-cli DEL ' .. pair[1] .. '), then run again')
+    end
+  end
+  return nil
+end
+
+local wanted = {{KEYS[8], 'stream'}, {KEYS[9], 'hash'}, {KEYS[10], 'hash'}, {KEYS[11], 'set'}}
+for i = 1, 7 do
+  wanted[#wanted + 1] = {KEYS[i], 'string'}
+end
+local refused = wrong_type(wanted)
+if refused then return refused end
 
 local current = redis.call('GET', KEYS[1])
 local paused = redis.call('GET', KEYS[4]) or 'false'

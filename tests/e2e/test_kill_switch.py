@@ -20,6 +20,7 @@ import redis
 from typer.testing import CliRunner, Result
 
 from deployments.kill_switch import CONTROLLER_DEPLOYMENT, SCHEDULE_SLUG, SwitchState, read_switch
+from deployments.stack import POOL
 from rollout_cli.main import app
 from tests.e2e.conftest import REPO_ROOT, Stack
 from tests.integration.conftest import audit_entries
@@ -89,6 +90,55 @@ def test_controller_pause_makes_the_schedule_inactive_and_is_audited(
     assert entry["action"] == "controller-pause" and entry["by"] == "alice"
     assert entry["reason"] == f"{CONTROLLER_DEPLOYMENT} paused: incident 4711"
     assert entry["dry_run"] == "false"
+
+
+def test_controller_pause_cancels_the_runs_already_due_so_no_worker_starts_them(
+    operator_env: redis.Redis,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    state = set_switch(schedule_active=True)
+    overdue = datetime.now(UTC) - timedelta(minutes=5)  # Late: the worker was down
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(
+            state.deployment_id, state=Scheduled(scheduled_time=overdue)
+        )
+
+    result = rollout("controller", "pause", "--reason", "incident 4712")
+
+    assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        after = client.read_flow_run(run.id)
+        handed = client.get_scheduled_flow_runs_for_work_pool(
+            POOL, scheduled_before=datetime.now(UTC) + timedelta(minutes=1)
+        )
+    assert after.state is not None and after.state.is_cancelled(), after.state
+    assert "kill switch" in (after.state.message or "")
+    assert run.id not in {r.flow_run.id for r in handed}
+
+
+def test_a_controller_run_that_starts_while_the_switch_is_off_is_skipped_and_writes_nothing(
+    operator_env: redis.Redis,
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from flows.controller import PAUSED_REASON, rollout_controller
+
+    state = set_switch(schedule_active=True)
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(state.deployment_id)
+    set_switch(schedule_active=False)  # switched off after the run was handed to a worker
+    before = {key: operator_env.get(key) for key in operator_env.scan_iter("flags:*")}
+
+    final = run_flow(rollout_controller, flow_run=run, parameters={}, return_type="state")
+
+    assert final.is_completed() and final.name == "Skipped", final
+    assert final.message == PAUSED_REASON
+    assert {key: operator_env.get(key) for key in operator_env.scan_iter("flags:*")} == before
 
 
 def test_controller_resume_makes_the_schedule_active_and_unpauses_the_deployment(
@@ -206,6 +256,32 @@ def test_an_interrupted_deploy_still_restores_the_pause(
 
     after = switch()
     assert after.deployment_paused and [s.active for s in after.schedules] == [False]
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_a_deploy_killed_by_sigterm_or_sighup_still_restores_the_pause(
+    operator_env: redis.Redis, monkeypatch: pytest.MonkeyPatch, number: signal.Signals
+) -> None:
+    import deployments.deploy as deploy_module
+
+    set_switch(schedule_active=False, paused=True)
+    real_run = subprocess.run
+    previous = signal.getsignal(number)
+
+    def deploy_then_signal(*args: Any, **kwargs: Any) -> Any:
+        real_run(*args, **kwargs)
+        assert not switch().deployment_paused  # the plain deploy lifted the pause
+        os.kill(os.getpid(), number)  # as systemd, `timeout` or a closed ssh session would
+        raise AssertionError("the signal did not interrupt the deploy")
+
+    monkeypatch.setattr(deploy_module.subprocess, "run", deploy_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        deploy_module.deploy_all(REPO_ROOT)
+
+    after = switch()
+    assert stopped.value.code == 128 + number
+    assert after.deployment_paused and [s.active for s in after.schedules] == [False]
+    assert signal.getsignal(number) == previous
 
 
 def test_a_failed_restore_raises_kill_switch_off_naming_the_deployment_and_the_fix(

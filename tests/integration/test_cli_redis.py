@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from deployments.servers import RunningServer, start_redis
 
@@ -104,3 +105,26 @@ print(sorted({"redis", "prefect"} & set(sys.modules)))
     assert loaded.returncode == 0, loaded.stderr
     lines = loaded.stdout.strip().splitlines()
     assert (lines[0], lines[-1]) == ("[]", "['redis']")
+
+
+def test_init_refuses_a_name_whose_environment_names_an_initialised_feature_has(
+    redis_url: str,
+) -> None:
+    assert rollout(redis_url, "init", "gmail.send").returncode == 0
+
+    clash = rollout(redis_url, "init", "gmail-send")
+
+    assert clash.returncode == 2, clash.stderr
+    assert "PROVIDER_GMAIL_SEND_ENABLED" in clash.stderr and "'gmail.send'" in clash.stderr
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.keys("flags:gmail-send:*") == []
+    client.close()
+
+
+def test_init_refuses_the_name_reserved_for_the_kill_switch_audit(redis_url: str) -> None:
+    refused = rollout(redis_url, "init", "controller")
+
+    assert refused.returncode == 2 and "reserved" in refused.stderr
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.keys("flags:controller:*") == []
+    client.close()

@@ -69,6 +69,25 @@ def test_run_exits_1_when_prometheus_is_unreachable_and_writes_nothing(
     assert audit_entries(flags, "clidown") == []
 
 
+def test_run_json_of_a_dry_run_reports_dry_run_even_for_a_feature_that_failed(
+    flags: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from deployments.servers import free_port
+
+    config = write_config(tmp_path, {"clidown": None})
+    seed_flag(flags, "clidown", 0)
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", f"http://127.0.0.1:{free_port()}")
+
+    result = rollout("run", "--json", "-f", "clidown", "--config", str(config))
+
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True and document["message"].startswith("dry run")
+    assert [f["dry_run"] for f in document["features"]] == [True]
+
+
 def test_run_refuses_an_unknown_feature_before_any_flow_run(
     flags: redis.Redis, tmp_path: Path
 ) -> None:

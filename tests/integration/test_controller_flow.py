@@ -245,6 +245,9 @@ class DelegatingStore:
     ) -> ApplyResult:
         return self.inner.set_percent(feature, percent, reason, by, at=at)
 
+    def forget_recommendations(self, features: Sequence[str]) -> None:
+        self.inner.forget_recommendations(features)
+
 
 class OperatorRacingStore(DelegatingStore):
     """An operator sets the percent right after the controller read it."""
@@ -435,8 +438,8 @@ def test_a_bad_environment_variable_fails_the_run_as_a_configuration_error(
     assert flag_keys(flags, "google")["rollout_percent"] == "0"
 
 
-def test_the_override_sets_the_percent_audited_as_manual(
-    flags: redis.Redis, prefect_test_server: None
+def test_the_override_sets_the_percent_audited_as_manual_with_its_markdown_log_line(
+    flags: redis.Redis, prefect_test_server: None, controller_env: dict[str, str]
 ) -> None:
     from flows.override import rollout_override
 
@@ -448,6 +451,9 @@ def test_the_override_sets_the_percent_audited_as_manual(
     assert flag_keys(flags, "override")["rollout_percent"] == "50"
     [entry] = audit_entries(flags, "override")
     assert (entry["by"], entry["reason"]) == ("manual", "incident 42: restore")
+    log = Path(controller_env["ROLLOUT_AUDIT_LOG"]).read_text(encoding="utf-8")
+    [line] = [line for line in log.splitlines() if "incident 42: restore" in line]
+    assert "override" in line and "manual" in line and "50" in line
 
 
 @pytest.mark.parametrize(
@@ -546,14 +552,15 @@ def test_the_override_turns_a_bad_parameter_into_a_failed_run_not_an_exception(
     assert audit_entries(flags, "google") == []
 
 
+@pytest.mark.parametrize("percent", ["ten", True, False], ids=["a word", "true", "false"])
 def test_the_override_with_a_percent_that_is_not_a_number_fails_before_running(
-    flags: redis.Redis, prefect_test_server: None
+    flags: redis.Redis, prefect_test_server: None, percent: object
 ) -> None:
     from flows.override import rollout_override
 
     seed_flag(flags, "google", 50)
 
-    state = rollout_override("google", "ten", "typo", return_state=True)  # type: ignore[arg-type]
+    state = rollout_override("google", percent, "typo", return_state=True)  # type: ignore[arg-type]
 
     assert state.is_failed() and "percent: Input should be a valid number" in state.message
     assert audit_entries(flags, "google") == []

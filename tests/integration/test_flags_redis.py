@@ -233,7 +233,7 @@ def test_applying_many_changes_is_one_pipelined_batch_of_scripts(redis_url: str)
     results = store.apply_many(changes[1:])
 
     assert all(not isinstance(r, Exception) and r.applied for r in results)
-    assert len(sent) == 2  # SCRIPT EXISTS, then all 49 EVALSHA in one write
+    assert len(sent) == 3  # TIME (the deadline), SCRIPT EXISTS, then all 49 EVALSHA at once
     stats = store.client.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 49
     assert store.client.get("flags:batch49:rollout_percent") == "10"

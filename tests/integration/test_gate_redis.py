@@ -4,6 +4,7 @@ refresh, with every client flavour; a killed server is served from memory, then 
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from deployments.servers import RunningServer, require_binary
 from rollout_core.minimal_gate import MinimalGate
 from rollout_sdk import RolloutClient
 from rollout_sdk.bucketing import bucket, is_in_rollout
+from rollout_sdk.keys import CHANGES_CHANNEL
 
 pytestmark = pytest.mark.integration
 IDS = [f"user-{number}" for number in range(1_000)]
@@ -84,3 +86,28 @@ def test_minimal_gate_serves_an_operator_set_within_its_ttl(redis_url: str) -> N
         assert allowed(gate) == [is_in_rollout(bucket("google", actor), 37) for actor in IDS]
     finally:
         gate.close()
+
+
+def test_minimal_gates_built_per_call_share_one_client_answer_from_redis_and_spare_the_pool(
+    redis_url: str,
+) -> None:
+    import threading
+
+    redis_cli(redis_url, "MSET", "flags:google:rollout_percent", "100",
+              "flags:google:internal_only", "false", "flags:google:enabled", "true")  # fmt: skip
+    caller = redis.Redis.from_url(redis_url, max_connections=1)  # the service's own pool
+    watcher = redis.Redis.from_url(redis_url)
+    threads_before = threading.active_count()
+
+    answers = [MinimalGate(caller).allow("google", {"actor_id": "dana"}) for _ in range(200)]
+
+    assert answers == [True] * 200  # built and asked at once, as the seed's callers do
+    assert threading.active_count() - threads_before <= 2  # one refresher, one listener
+    gate = MinimalGate(caller)
+    assert gate.client is MinimalGate(caller).client
+    deadline = time.monotonic() + 10
+    while watcher.pubsub_numsub(CHANGES_CHANNEL)[0][1] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert watcher.pubsub_numsub(CHANGES_CHANNEL)[0][1] == 1  # subscribed...
+    assert gate.client.refresh() is True  # ...and the caller's only connection is still free
+    watcher.close()

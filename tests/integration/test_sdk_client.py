@@ -22,7 +22,8 @@ from deployments.servers import RunningServer, start_redis
 from rollout_core.flags import RedisFlagStore
 from rollout_sdk import STALE, RolloutClient
 from rollout_sdk.keys import CHANGES_CHANNEL, FEATURES_REGISTRY
-from tests.integration.redis_faults import HungRedis, SlowProxy
+from tests.integration.redis_faults import FailoverProxy, HungRedis, SlowProxy
+from tests.integration.traffic import poll
 
 pytestmark = pytest.mark.integration
 IDS = [f"user-{number}" for number in range(2_000)]
@@ -162,6 +163,30 @@ def test_a_restarted_server_is_read_again_and_its_notices_arrive(
         fresh.close()
 
 
+def test_change_notices_arrive_again_after_a_failover_that_black_holes_the_subscription(
+    own_redis: RunningServer, redis_server: RunningServer, redis_url: str
+) -> None:
+    seed(own_redis.url, percent="10").close()
+    new = seed(redis_url, percent="10")
+    proxy = FailoverProxy(own_redis.port)
+    try:
+        with RolloutClient(
+            proxy.url, refresh_interval=60, max_stale=600, environ={}
+        ) as client:  # polls once a minute: only a notice can bring the change in time
+            assert client.wait_ready(5)
+            proxy.failover(redis_server.port)
+            new.set("flags:google:rollout_percent", "30")
+
+            def noticed() -> bool:
+                new.publish(CHANGES_CHANNEL, "google")
+                return client.percent("google") == 30
+
+            assert eventually(noticed, timeout=15)
+    finally:
+        proxy.close()
+        new.close()
+
+
 def _child(client: RolloutClient, ready: Any, go: Any, results: Any) -> None:
     names = sorted(t.name for t in threading.enumerate() if t.name.startswith("rollout-"))
     ready.set()
@@ -178,7 +203,14 @@ def test_a_forked_child_restarts_its_own_refresher(redis_url: str, flags: redis.
         child.start()
         try:
             assert ready.wait(10)
-            time.sleep(0.5)  # the child's listener subscribes
+            # the child's listener subscribes beside the parent's: two subscribers (a fixed
+            # sleep here raced the child's start on a loaded machine)
+            poll(
+                lambda: dict(flags.pubsub_numsub(CHANGES_CHANNEL)),
+                lambda n: n.get(CHANGES_CHANNEL, 0) >= 2,
+                15,
+                "the child's subscription",
+            )
             flags.set("flags:google:rollout_percent", "55")
             flags.publish(CHANGES_CHANNEL, "google")
             go.set()

@@ -182,3 +182,44 @@ def test_status_lists_each_features_overrides(redis_url: str, flags: redis.Redis
     assert "ignored override" in listed.stderr and "team:x" in listed.stderr
     table = rollout(redis_url, "status", "google")
     assert "workspace acme on, actor u-1 off" in table.stdout
+
+
+def test_an_overrides_key_written_as_a_string_fails_only_its_own_feature(
+    redis_url: str, flags: redis.Redis
+) -> None:
+    for feature in ("google", "gmail"):
+        assert rollout(redis_url, "init", feature).returncode == 0
+        flags.mset({f"flags:{feature}:internal_only": "false"})
+    flags.set("flags:gmail:rollout_percent", "30")
+    flags.set("flags:google:rollout_percent", "50")
+    flags.set("flags:google:overrides", "actor:dana=true")  # a redis-cli slip: SET, not HSET
+
+    with RolloutClient(redis_url, refresh_interval=0.2, max_stale=60, environ={}) as client:
+        assert client.wait_ready(5)
+        assert client.refresh() is True
+        gmail, google = client.percent("gmail"), client.percent("google")
+        last_error = client.status().last_error
+        dana = client.evaluate("google", {"actor_id": "dana"})
+    listed = rollout(redis_url, "status", "--json")
+
+    assert (gmail, google, last_error) == (30.0, 50.0, None)
+    assert dana.reason != TARGETING_MATCH  # the unreadable override is not applied
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["feature"]: row for row in json.loads(listed.stdout)}
+    assert rows["google"]["overrides"] == [] and rows["gmail"]["overrides"] == []
+    assert "flags:google:overrides cannot be read as a hash" in listed.stderr
+
+
+def test_a_registry_written_as_a_string_keeps_the_known_features(
+    redis_url: str, flags: redis.Redis
+) -> None:
+    assert rollout(redis_url, "init", "gmail").returncode == 0
+    flags.mset({"flags:gmail:internal_only": "false", "flags:gmail:rollout_percent": "30"})
+
+    with RolloutClient(redis_url, refresh_interval=0.2, max_stale=60, environ={}) as client:
+        assert client.wait_ready(5)
+        flags.delete("rollout:features")
+        flags.set("rollout:features", "google gmail")
+        assert client.refresh() is True
+        assert client.percent("gmail") == 30.0
+        assert client.status().last_error is None

@@ -67,6 +67,21 @@ def error_ratios(source: PrometheusSource) -> dict[str, float | None]:
     return ratios
 
 
+def every_segment_healthy(source: PrometheusSource) -> bool:
+    """Every segment's SLOs healthy with evidence: what a promotion waits for (the tests before
+    inject errors and latency, and a 15 s window takes that long to forget them)."""
+    from rollout_core.model import Verdict
+    from rollout_core.policy import evaluate_slos
+
+    units = expand_segments([spec()])
+    snapshots = source.fetch(units, datetime.now(UTC))
+    return all(
+        isinstance(snapshot, SloSnapshot)
+        and all(v.verdict is Verdict.HEALTHY for v in evaluate_slos(unit, snapshot))
+        for unit, snapshot in ((u, snapshots[u.name]) for u in units)
+    )
+
+
 def segment_percent(client: redis.Redis, region: str) -> str:
     return str(client.get(f"flags:seg:segment:{region}:rollout_percent"))
 
@@ -168,11 +183,8 @@ def test_the_controller_flow_reports_one_row_per_segment_in_its_artifact(
     config.write_text(yaml.safe_dump({"features": {"seg": body}}), encoding="utf-8")
     client = connect(redis_url)
     RedisFlagStore(client).init_segments("seg", ["region"], REGIONS, 0, datetime.now(UTC))
-    poll(
-        lambda: error_ratios(PrometheusSource(regional_prometheus.url, timeout=5)),
-        lambda r: all(v is not None for v in r.values()),
-        40,
-    )
+    source = PrometheusSource(regional_prometheus.url, timeout=5)
+    poll(lambda: every_segment_healthy(source), bool, 60, "every region healthy")
 
     state = rollout_controller(config_path=str(config), dry_run=False, return_state=True)
 

@@ -18,7 +18,6 @@ from rollout_core.audit import (
     rebuild_rollout_log,
     render_markdown,
 )
-from rollout_core.errors import InvalidFlagValue
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 from rollout_core.model import Action
 from rollout_core.ports import FlagChange
@@ -138,10 +137,32 @@ def test_the_markdown_log_is_rebuilt_from_the_stream(
     assert "slack  recommend 0% -> 10%" in lines[3] and lines[3].endswith("dry_run=true")
 
 
-def test_a_garbled_stream_entry_names_its_id_and_field(client: fakeredis.FakeRedis) -> None:
+def test_a_garbled_stream_entry_is_shown_as_malformed_naming_its_id_and_field(
+    client: fakeredis.FakeRedis,
+) -> None:
+    fill(client)
     entry_id = client.xadd(AUDIT_STREAM, {"time": "soon", "feature": "google"})
-    with pytest.raises(InvalidFlagValue, match=f"{AUDIT_STREAM} {entry_id} time"):
-        read_audit(client)
+    entries = read_audit(client)
+    assert len(entries) == 5  # the others are all still there
+    [garbled] = [e for e in entries if e.id == entry_id]
+    assert f"malformed: {AUDIT_STREAM} {entry_id} time is 'soon'" in garbled.problem
+    millis = int(entry_id.partition("-")[0])
+    assert garbled.time == datetime.fromtimestamp(millis / 1000, UTC)
+    assert "(malformed: " in format_log_line(garbled)
+    assert all(not e.problem for e in entries if e.id != entry_id)
+
+
+def test_an_unparsable_new_percent_is_shown_as_the_stream_holds_it() -> None:
+    garbled = audit.entry_from_stream(
+        "1-0",
+        {
+            "time": "2025-10-08T15:00:00Z",
+            "feature": "g",
+            "old_percent": "10",
+            "new_percent": "1e400",
+        },
+    )
+    assert garbled.new_percent is None and garbled.change == "10% -> '1e400'"
 
 
 def test_json_form_has_the_fields_scripts_rely_on() -> None:
@@ -149,3 +170,11 @@ def test_json_form_has_the_fields_scripts_rely_on() -> None:
     required = {"time", "feature", "old_percent", "new_percent", "reason", "by", "dry_run"}
     assert required <= set(record)
     assert record["time"] == "2025-10-08T15:00:00Z"
+
+
+def test_the_log_line_folds_control_characters_in_every_free_text_field() -> None:
+    forged = entry(0, 10, reason="ok\u2028next", by="on\x1b[2K\ncall\u202e", action="pause\rx")
+    line = format_log_line(forged)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "\u2028" not in line and "\u202e" not in line and "\x00" not in line
+    assert "reason=ok next  by=on [2K call  action=pause x" in line

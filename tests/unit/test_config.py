@@ -183,6 +183,16 @@ def test_a_feature_listed_twice_is_an_error_not_silently_the_last_one(tmp_path: 
     assert message.startswith(f"{path}:16: duplicate key 'google'")
 
 
+def test_a_feature_whose_environment_names_are_another_features_is_refused(
+    tmp_path: Path,
+) -> None:
+    body = "\n    promote_without_traffic: true\n    slos: [{name: x, query: q, max: 1}]\n"
+    text = BASE + "  google.send:" + body + "  google-send:" + body
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:{line_of(text, 'google-send')}: feature 'google-send'")
+    assert "PROVIDER_GOOGLE_SEND_ENABLED" in message and "'google.send'" in message
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -372,3 +382,72 @@ def test_feature_names_stop_key_injection() -> None:
 def test_parse_config_names_its_source() -> None:
     with pytest.raises(ConfigError, match=r"^inline\.yaml:8: feature 'google' field dwell"):
         parse_config(with_feature_field("dwell: 5x"), source="inline.yaml")
+
+
+def test_a_ladder_step_finer_than_the_gates_0_01_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = with_feature_field("ladder: [0, 33.3333333, 66.6666667, 100]")
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, 'ladder: [0, 33.3')}: feature 'google' field ladder:" in message
+    assert "ladder step 33.3333333 has more than 2 decimals" in message and "33.33" in message
+    fine = with_feature_field("ladder: [0, 0.01, 33.33, 100]")
+    assert load(tmp_path, fine).feature("google").ladder == (0, 0.01, 33.33, 100)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'promote_without_traffic: "yes"',
+        'promote_without_traffic: "true"',
+        "promote_without_traffic: 1",
+    ],
+)
+def test_a_switch_written_as_a_string_or_number_is_refused(tmp_path: Path, line: str) -> None:
+    text = with_feature_field(line)
+    message, path = load_error(tmp_path, text)
+    assert f"{path}:{line_of(text, line)}: feature 'google' field promote_without_traffic:" in (
+        message
+    )
+    assert "is not a boolean; write true or false, unquoted" in message
+
+
+def test_absent_is_zero_written_as_a_string_is_refused(tmp_path: Path) -> None:
+    count = "      - {name: failures, kind: count, query: sum(f), max: 5, absent_is_zero: 'no'}\n"
+    message, _ = load_error(tmp_path, BASE + count)
+    assert "absent_is_zero" in message and "'no' is not a boolean" in message
+
+
+GROUPED = """\
+profiles:
+  gmail:
+    slos:
+      - name: error_rate
+        group_by: provider
+        ratio: {errors: sum by (provider) (e), total: sum by (provider) (t)}
+        max: 0.01
+features:
+  google: {profile: gmail}
+  google-v2:
+    profile: gmail
+    metric_key: google
+  google_ws: {profile: gmail, metric_key: google_ws}
+"""
+
+
+def test_two_features_reading_the_same_grouped_series_are_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    message, path = load_error(tmp_path, GROUPED)
+    assert f"{path}:{line_of(GROUPED, 'metric_key: google')}: feature 'google-v2' reads " in (
+        message
+    )
+    assert "the same series as feature 'google' (provider='google'" in message
+    assert "give 'google-v2' the metric_key its own series carry" in message
+    own = GROUPED.replace("metric_key: google\n", "metric_key: google_v2\n")
+    assert load(tmp_path, own).feature("google-v2").series_key == "google_v2"
+
+
+def test_features_sharing_a_series_key_without_group_by_are_accepted(tmp_path: Path) -> None:
+    text = with_feature_field("metric_key: other") + (
+        "  other:\n    slos: [{name: e, ratio: {errors: sum(e2), total: sum(t2)}, max: 0.01}]\n"
+    )
+    assert set(load(tmp_path, text).features) == {"google", "other"}

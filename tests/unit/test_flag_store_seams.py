@@ -4,6 +4,7 @@ tests/integration/test_flag_store_seams_redis.py."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -418,5 +419,5 @@ def test_the_write_id_is_recorded_in_the_audit_entry(
 ) -> None:
     store.set_paused("google", True, "incident", "alice", AT + timedelta(minutes=1))
     (entry_id, fields) = client.xrange(AUDIT_STREAM)[-1]
-    assert len(fields["write_id"]) == 32
+    assert re.fullmatch(r"[0-9a-f]{32}@\d{13}", fields["write_id"])  # id@deadline (ms)
     assert client.hget(LAST_WRITE_HASH, "google") == f"{fields['write_id']} {entry_id}"

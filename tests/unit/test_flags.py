@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -175,7 +176,7 @@ def test_apply_writes_percent_history_and_audit_together(
     assert client.get("flags:google:last_change_time") == "2025-10-08T15:00:00Z"
     assert client.get("flags:google:last_rollback_time") is None  # an increase
     entry = audit_entries(client)[-1]
-    assert len(entry.pop("write_id")) == 32  # uuid4 hex, also in rollout:last_write
+    assert re.fullmatch(r"[0-9a-f]{32}@\d{13}", entry.pop("write_id"))  # id@deadline (ms)
     assert entry == {
         "time": "2025-10-08T15:00:00Z",
         "feature": "google",

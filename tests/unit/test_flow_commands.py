@@ -104,7 +104,7 @@ def test_run_json_keeps_the_first_line_and_the_warnings_apart() -> None:
     failed = FeatureOutcome("google", OutcomeStatus.PROM_UNREACHABLE, error="refused")
     message = "live: 1 feature(s): 1 failed\ngoogle: prom_unreachable (refused)\nwarning: x: y"
 
-    document = json.loads(run_json("Failed", True, message, [failed]))
+    document = json.loads(run_json("Failed", True, message, [failed], False))
 
     assert document["message"] == "live: 1 feature(s): 1 failed"
     assert document["warnings"] == ["x: y"]
@@ -122,3 +122,16 @@ def test_run_json_keeps_the_first_line_and_the_warnings_apart() -> None:
         "slos": [],
         "audit_id": None,
     }
+
+
+def test_run_json_of_a_dry_run_says_dry_run_for_the_run_and_for_a_feature_that_failed() -> None:
+    import json
+
+    from rollout_cli.flow_commands import run_json
+    from rollout_core.controller import FeatureOutcome, OutcomeStatus
+
+    failed = FeatureOutcome("google", OutcomeStatus.PROM_UNREACHABLE, error="refused")
+
+    document = json.loads(run_json("Failed", True, "dry run: 1 failed", [failed], True))
+
+    assert document["dry_run"] is True and document["features"][0]["dry_run"] is True

@@ -54,11 +54,11 @@ class CountingRedis:
         pipe = self.client.pipeline(transaction=transaction)
         execute = pipe.execute
 
-        def counted_execute(*args: Any) -> Any:
+        def counted_execute(*args: Any, **kwargs: Any) -> Any:
             self.round_trips += 1
             if self.on_execute is not None:
                 self.on_execute()
-            return execute(*args)
+            return execute(*args, **kwargs)
 
         pipe.execute = counted_execute
         return pipe
@@ -293,6 +293,12 @@ def test_an_absent_percent_falls_back_to_the_environment_then_to_zero(
 
 
 STORE_REJECTS = ["1e1", "1_0", " 50 ", "abc", "150", "-1", "nan", "inf", "", "50%", "+5"]
+# ASCII digits only: a full-width 50, an Arabic-Indic 5 and 10 (Lua's %d takes none of them)
+STORE_REJECTS += [
+    "\uff15\uff10",
+    "\u0665",
+    "1\u0660",
+]  # full-width 50, Arabic-Indic 5, 10: ASCII only
 
 
 @pytest.mark.parametrize("bad", STORE_REJECTS)

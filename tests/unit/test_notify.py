@@ -10,21 +10,28 @@ from deployments.notify import pagerduty_destination, slack_destination, webhook
 from rollout_cli.main import app
 from rollout_core.errors import ConfigError
 
-HOOK = "https://hooks.example.com/services/T0/B1?token=s3cret&channel=ops"
+HOOK = "https://hooks.example.com/prefect/rollouts"
 
 
-def test_a_webhooks_path_query_and_token_live_in_secrets_not_in_the_plain_url() -> None:
+def test_a_webhooks_token_lives_only_in_a_secret_header_never_in_the_url() -> None:
     destination = webhook_destination(HOOK, token="bearer-s3cret")
     block = destination.block
 
-    assert block.url == "https://hooks.example.com{{webhook_path}}"
+    assert block.url == HOOK  # no secret: Prefect's server logs it when a delivery fails
     assert destination.shown == "https://hooks.example.com"
     assert "s3cret" not in block.model_dump_json()  # what the API and the UI would show
     assert "s3cret" not in str(block.headers)
     request = block._build_request_args(body="b", subject="s")
-    assert request["url"] == HOOK
+    assert request["url"] == HOOK and "s3cret" not in request["url"]
     assert request["headers"] == {"Authorization": "Bearer bearer-s3cret"}
     assert request["json"] == {"subject": "s", "text": "s\nb", "body": "b"}
+
+
+def test_a_webhook_with_a_query_string_is_refused_as_it_would_be_logged() -> None:
+    with pytest.raises(ConfigError, match=r"query string.*--webhook-token") as refused:
+        webhook_destination(HOOK + "?token=s3cret")
+
+    assert "s3cret" not in str(refused.value)
 
 
 def test_a_webhook_with_credentials_in_the_url_is_refused() -> None:

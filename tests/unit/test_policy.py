@@ -381,3 +381,19 @@ def test_a_breach_rolls_back_whatever_error_the_other_slos_have() -> None:
         "SLO 'latency_p95': HTTP 400 bad_data: parse error (query 'p95'); "
         "fix the query in the configuration",
     )
+
+
+@pytest.mark.parametrize(
+    ("slo", "reading"),
+    [
+        (ratio_slo(), SloReading("error_rate", -0.05, 2000)),
+        (ratio_slo(min_samples=0), SloReading("error_rate", -0.05, None)),
+        (count_slo(), SloReading("oauth_refresh_failures", -3.0, None)),
+    ],
+)
+def test_a_negative_ratio_or_count_is_no_data_never_healthy(
+    slo: SloSpec, reading: SloReading
+) -> None:
+    result = evaluate_slo(slo, reading)
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert "is negative" in result.message

@@ -4,6 +4,8 @@ health changes, life cycle, and what `import rollout_sdk` pulls in."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -193,7 +195,7 @@ def test_a_change_notice_is_applied_without_waiting_for_the_poll(
 ) -> None:
     flags(redis, rollout_percent="10")
     redis.sadd("rollout:features", "google")
-    with RolloutClient(client=redis, refresh_interval=600, environ={}) as client:
+    with RolloutClient(client=redis, refresh_interval=600, max_stale=6000, environ={}) as client:
         assert client.wait_ready(5)
         assert client.percent("google") == 10
         flags(redis, rollout_percent="20")
@@ -216,3 +218,52 @@ def test_import_rollout_sdk_loads_no_heavy_dependency() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("refresh_interval", "max_stale", "named"),
+    [
+        (math.inf, 60.0, "refresh_interval=inf"),
+        (1e10, 2e10, "refresh_interval=10000000000.0"),
+        (math.nan, 60.0, "refresh_interval=nan"),
+        (0.0, 60.0, "refresh_interval=0.0"),
+        (5.0, 0.0, "max_stale=0.0"),
+        (120.0, 60.0, "max_stale=60.0"),
+        (1.0, 0.5, "max_stale=0.5"),
+        (5.0, math.nan, "max_stale=nan"),
+    ],
+)
+def test_timing_that_would_fail_closed_while_redis_is_healthy_is_refused_naming_the_value(
+    refresh_interval: float, max_stale: float, named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        RolloutClient(
+            client=fakeredis.FakeRedis(),
+            refresh_interval=refresh_interval,
+            max_stale=max_stale,
+            start=False,
+        )
+
+
+def test_names_asked_for_outside_the_registry_are_bounded_and_logged_once_in_aggregate(
+    redis: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rollout_sdk.client import MAX_UNKNOWN_FEATURES
+
+    flags(redis, "google", enabled="true", internal_only="false", rollout_percent="100")
+    redis.sadd("rollout:features", "google")
+    client = client_over(redis)
+    assert client.refresh()
+    caplog.set_level("WARNING", logger="rollout_sdk")
+
+    for number in range(MAX_UNKNOWN_FEATURES + 500):
+        assert client.allow(f"tenant-{number}", {"actor_id": "a"}) is False
+        assert client.allow(f"Tenant-{number}", {"actor_id": "a"}) is False  # invalid
+    assert client.refresh()
+
+    assert len(client.status().features) == MAX_UNKNOWN_FEATURES + 1  # google stays
+    assert client.allow("google", {"actor_id": "a"}) is True
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "'Tenant-0' is invalid" in warnings[0]
+    assert f"'tenant-{MAX_UNKNOWN_FEATURES}' and any further one answer False" in warnings[1]

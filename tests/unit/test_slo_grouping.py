@@ -489,3 +489,11 @@ def test_urls_are_redacted_and_split_for_basic_auth() -> None:
         "https://prom:9090/x",
         ("u", "p@ss"),
     )
+
+
+def test_a_string_result_is_refused_as_not_an_instant_vector() -> None:
+    from rollout_core.slo import parse_result
+
+    with pytest.raises(ValueError, match="a string, not an instant vector"):
+        parse_result([1700000000.0, "0"], "string")
+    assert parse_result([1700000000.0, "0"], "scalar")[0].value == 0.0

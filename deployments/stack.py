@@ -3,8 +3,10 @@
 `up` starts redis-server, Prometheus (this project's alert rules, a 5 s scrape of the sample
 service and the Pushgateway, alerting to Alertmanager), the Pushgateway, Alertmanager,
 `prefect server start`, a process worker on `rollout-pool` with the deployments of
-prefect.yaml, and the Gmail sample service. Each runs in its own process group and outlives
-the command; `<dir>/stack.json` records their pids, so `down` stops exactly those processes.
+prefect.yaml, the alert bridge (Alertmanager's `rollout_feature` alerts become Prefect events
+that trigger the abort deployment, which runs live here), and the Gmail sample service. Each
+runs in its own process group and outlives the command; `<dir>/stack.json` records their
+pids, so `down` stops exactly those processes.
 
 The Prefect server and worker helpers here are also what the end-to-end tests start.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -81,7 +84,12 @@ USUAL_PORTS = {
     "alertmanager": 9093,
     "redis": 6379,
     "sample-service": 9101,
+    "alert-bridge": 9095,
 }
+ABORT_LIVE_NOTE = (
+    "rollout-controller/abort runs LIVE in this stack (a playground): a firing abort_on alert "
+    "rolls the feature back in Redis; the scheduled controller keeps prefect.yaml's dry_run"
+)
 QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
 
 
@@ -419,9 +427,16 @@ def up(
                     directory / "pushgateway", _port("pushgateway", usual_ports)
                 )
                 started.append((pushgateway, "SIGTERM"))
+                bridge_port = _port("alert-bridge", usual_ports)
+                bridge_token = secrets.token_urlsafe(24)
                 alertmanager = start_alertmanager(
                     directory / "alertmanager",
-                    project_dir / "observability" / "alertmanager.yml",
+                    alertmanager_config_for_bridge(
+                        project_dir / "observability" / "alertmanager.yml",
+                        directory / "alertmanager" / "alertmanager.yml",
+                        f"http://127.0.0.1:{bridge_port}/alerts",
+                        bridge_token,
+                    ),
                     _port("alertmanager", usual_ports),
                 )
                 started.append((alertmanager, "SIGTERM"))
@@ -452,12 +467,22 @@ def up(
                 _collect(prefect_future, "SIGTERM", started, give_up)
             prefect_server = prefect_future.result()
             step("prefect server")
+            bridge = start_alert_bridge(
+                directory / "alert-bridge",
+                bridge_port,
+                bridge_token,
+                prefect_server.url,
+                project_dir / "rollouts.yaml",
+            )
+            started.append((bridge, "SIGTERM"))
+            step("alert bridge")
         env = {
             "PREFECT_API_URL": prefect_server.url,
             "REDIS_URL": redis_server.url,
             "PROMETHEUS_BASE_URL": prometheus.url,
             "PUSHGATEWAY_URL": pushgateway.url,
             "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
+            "ROLLOUT_BRIDGE_TOKEN": bridge_token,  # a playground's token, made per `up`
         }
         _ensure_pool(prefect_server.url, POOL)
         with ThreadPoolExecutor(max_workers=1) as background:
@@ -473,7 +498,9 @@ def up(
                     from deployments.deploy import deploy_all
 
                     deploy_all(project_dir, work_pool=POOL)
-                step("deployments from prefect.yaml")
+                make_abort_live(prefect_server.url)
+                notes.append(ABORT_LIVE_NOTE)
+                step("deployments from prefect.yaml (abort live)")
             except BaseException:
                 give_up.set()
                 raise
@@ -487,6 +514,7 @@ def up(
             "Prefect API": prefect_server.url,
             "Prometheus": prometheus.url,
             "Alertmanager": alertmanager.url,
+            "Alert bridge": bridge.url,
             "Pushgateway": pushgateway.url,
             "Redis": redis_server.url,
             "Sample service": f"{sample.url}/metrics",
@@ -508,6 +536,52 @@ def up(
     return UpResult(state, notes=notes)
 
 
+def alertmanager_config_for_bridge(source: Path, target: Path, url: str, token: str) -> Path:
+    """A copy of alertmanager.yml whose `rollout-abort` webhook calls the bridge at `url` with
+    `token`; the other receivers are kept as written (loopback placeholders)."""
+    import yaml
+
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    [receiver] = [r for r in config["receivers"] if r["name"] == "rollout-abort"]
+    for webhook in receiver["webhook_configs"]:
+        webhook["url"] = url
+        webhook["http_config"]["authorization"] = {"type": "Bearer", "credentials": token}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def start_alert_bridge(
+    directory: Path, port: int, token: str, api_url: str, config_path: Path, timeout: float = 60
+) -> RunningServer:
+    """`rollout alert-bridge` on 127.0.0.1:`port`, sending events to the Prefect API."""
+    argv = [sys.executable, "-m", "rollout_cli.main", "alert-bridge", "--port", str(port)]
+    argv += ["--config", str(config_path)]
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "ROLLOUT_BRIDGE_TOKEN": token,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(directory / "prefect-home"),
+        **QUIET_PREFECT,
+    }
+    ready = wait_for_http(f"{url}/-/healthy")
+    server = start_process("alert-bridge", argv, port, directory, ready, url, timeout, env)
+    server.extra["alerts_url"] = f"{url}/alerts"
+    return server
+
+
+def make_abort_live(
+    api_url: str, name: str = "rollout-controller/abort", *, live: bool = True
+) -> None:
+    """The stack's abort deployment runs live (prefect.yaml ships it as a dry run)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    with prefect_client(api_url) as client:
+        deployment = client.read_deployment_by_name(name)
+        parameters = {**(deployment.parameters or {}), "dry_run": not live}
+        client.update_deployment(deployment.id, DeploymentUpdate(parameters=parameters))
+
+
 def _collect(
     future: Any, stop_signal: str, started: list[tuple[RunningServer, str]], give_up: Any
 ) -> None:
@@ -526,7 +600,7 @@ def _collect(
 
 def _deployment_names(api_url: str) -> list[str]:
     with prefect_client(api_url) as client:
-        deployments = client.read_deployments()  # the stack's own server: two deployments
+        deployments = client.read_deployments()  # the stack's own server: prefect.yaml's
         flows = {flow.id: flow.name for flow in client.read_flows()}
     return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
 

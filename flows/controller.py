@@ -1,6 +1,8 @@
 """The rollout controller flow: fetch, evaluate, guard, apply, emit, audit.
 
-Deployed every 10 minutes (prefect.yaml). A held tick is a normal Completed run; the run is
+Deployed every 10 minutes (prefect.yaml), and as the `abort` deployment that a
+`rollout.alert.firing` event triggers with the alert as its `alert` parameter (the fast abort).
+A held tick is a normal Completed run; the run is
 Failed when any feature failed (Prometheus unreachable after retries, Redis errors) or the
 configuration is wrong. The returned state's data is the list of FeatureOutcome.
 """
@@ -16,6 +18,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
+from rollout_core.abort import Alert, aborted_units, ignore_reason, parse_alert
 from rollout_core.bootstrap import Adapters, Settings, current_adapters, error_telemetry
 from rollout_core.config import DEFAULT_CONFIG_PATH, FeatureSpec, expand_segments, load_config
 from rollout_core.controller import (
@@ -29,12 +32,14 @@ from rollout_core.controller import (
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable
 from rollout_core.ports import FlagStore, MetricsSource
 from tasks.controller import (
+    add_alert_verdict,
     announce_changes,
     apply_flag,
     check_guards,
     emit_metrics,
     evaluate_policy,
     fetch_slos_with_backoff,
+    read_abort_episode,
     read_flags,
     write_audit,
 )
@@ -54,9 +59,12 @@ def rollout_controller(
     dry_run: bool | None = None,
     config_path: str = DEFAULT_CONFIG_PATH,
     now: datetime | None = None,
+    alert: dict[str, Any] | None = None,
 ) -> State[Any]:
     """One pass over the configured features (or the named ones). `now` injects the clock
-    (backtests, the demo); `dry_run=None` reads ROLLOUT_DRY_RUN and defaults to a dry run."""
+    (backtests, the demo); `dry_run=None` reads ROLLOUT_DRY_RUN and defaults to a dry run.
+    `alert` (the abort deployment): a firing alert; only its feature is judged, the alert
+    being a breach by itself when the feature lists it in `abort_on` (else it is ignored)."""
     logger = get_run_logger()
     at = _as_utc(now or datetime.now(UTC))
     skip = _stale_run_reason()
@@ -68,7 +76,15 @@ def rollout_controller(
         settings = Settings.from_env()
         adapters = current_adapters(settings)
         live = not resolve_dry_run(dry_run, settings.dry_run)
-        specs = load_config(config_path).select(features)
+        config = load_config(config_path)
+        abort = parse_alert(alert) if alert is not None else None
+        if abort is not None:
+            ignored = ignore_reason(config.features.get(abort.feature), abort)
+            if ignored is not None:
+                logger.warning("ignored: %s", ignored)
+                return Completed(name="Ignored", message=f"ignored: {ignored}")
+            features = [abort.feature]
+        specs = config.select(features)
     except ConfigError as error:
         # nothing was read or written; the run counts as runs_total{status="error"}
         logger.error("configuration error: %s", error)
@@ -76,7 +92,7 @@ def rollout_controller(
         if telemetry is not None:
             emit_metrics(quote(telemetry), {}, "error", at)
         return Failed(message=f"configuration error: {error}")
-    outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings)
+    outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings, abort)
     status = run_status(outcomes)
     # the human-readable copy and the events come before telemetry: whatever they report is a
     # warning in the same run whose status telemetry counts, so the two always agree
@@ -85,7 +101,8 @@ def rollout_controller(
         "events": announce_changes(quote(outcomes)),
         "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
     }
-    message = ("live: " if live else "dry run: ") + summarize(outcomes)
+    mode = ("live" if live else "dry run") + (f", abort on {abort.name}" if abort else "")
+    message = f"{mode}: " + summarize(outcomes)
     message += "".join(f"\nwarning: {part}: {text}" for part, text in warnings.items() if text)
     for outcome in outcomes.values():
         (logger.error if outcome.is_failed else logger.info)(outcome.summary)
@@ -114,6 +131,7 @@ def _decide_and_apply(
     at: datetime,
     live: bool,
     settings: Settings,
+    abort: Alert | None = None,
 ) -> dict[str, FeatureOutcome]:
     """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing."""
     specs = expand_segments(specs)  # a segmented feature is judged segment by segment
@@ -127,9 +145,19 @@ def _decide_and_apply(
     except (MetricsUnavailable, FlagStoreError) as error:
         return failed_outcomes(names, error)
     proposals = evaluate_policy(quote(specs), quote(snapshots), quote(states))
+    episodes: dict[str, str] = {}
+    if abort is not None:  # the feature, or the segments the alert names (all without a label)
+        episodes = {unit: abort.episode_of(unit) for unit in aborted_units(specs, abort)}
+        try:
+            handled = [u for u, e in episodes.items() if read_abort_episode(quote(store), e)]
+        except FlagStoreError as error:
+            return failed_outcomes(names, error)
+        proposals = add_alert_verdict(
+            quote(specs), quote(proposals), quote(states), quote(abort), handled
+        )
     decisions = check_guards(quote(specs), quote(states), quote(proposals), at)
     outcomes: dict[str, FeatureOutcome] = apply_flag(
-        quote(store), quote(decisions), quote(states), at, dry_run=not live
+        quote(store), quote(decisions), quote(states), at, dry_run=not live, episodes=episodes
     )
     return outcomes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from rollout_cli import (
+    bridge_command,
     controller_commands,
     demo_command,
     flag_commands,
@@ -41,6 +42,7 @@ app.command("run")(flow_commands.run_once)
 app.command("deploy")(flow_commands.deploy)
 app.command("serve")(flow_commands.serve)
 app.command("notify")(flow_commands.notify)
+app.command("alert-bridge")(bridge_command.alert_bridge)
 app.command("demo")(demo_command.demo)
 app.command("backtest")(history_commands.backtest)
 app.command("tune")(history_commands.tune)

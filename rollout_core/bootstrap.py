@@ -31,6 +31,7 @@ from rollout_core.ports import FlagStore, MetricsSource, TelemetrySink
 
 __all__ = [
     "DEFAULT_AUDIT_RETENTION",
+    "DEFAULT_BRIDGE_MAX_BODY_BYTES",
     "DEFAULT_REDIS_URL",
     "Adapters",
     "Settings",
@@ -43,6 +44,7 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AUDIT_RETENTION = 100_000
+DEFAULT_BRIDGE_MAX_BODY_BYTES = 256 * 1024  # Alertmanager sends a few KiB per group
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -126,6 +128,13 @@ class Settings(BaseSettings):
         default=DEFAULT_AUDIT_RETENTION, validation_alias="ROLLOUT_AUDIT_RETENTION"
     )
 
+    # the alert bridge (`rollout alert-bridge`): the bearer token Alertmanager sends (empty:
+    # the bridge refuses to start) and the largest request body it reads
+    bridge_token: str = Field(default="", validation_alias="ROLLOUT_BRIDGE_TOKEN", repr=False)
+    bridge_max_body_bytes: int = Field(
+        default=DEFAULT_BRIDGE_MAX_BODY_BYTES, validation_alias="ROLLOUT_BRIDGE_MAX_BODY_BYTES"
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings from `environ` (default: the process environment)."""
@@ -203,6 +212,17 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"ROLLOUT_AUDIT_RETENTION is {raw!r}; expected a positive whole number of "
                 f"audit entries to keep (default {DEFAULT_AUDIT_RETENTION})"
+            )
+        return int(text)
+
+    @field_validator("bridge_max_body_bytes", mode="before")
+    @classmethod
+    def _max_body(cls, raw: Any) -> int:
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1024:
+            raise ConfigError(
+                f"ROLLOUT_BRIDGE_MAX_BODY_BYTES is {raw!r}; expected a whole number of bytes "
+                f"of 1024 or more (default {DEFAULT_BRIDGE_MAX_BODY_BYTES})"
             )
         return int(text)
 

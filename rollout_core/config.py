@@ -34,6 +34,7 @@ from rollout_sdk.flag_values import is_servable_percent
 from rollout_sdk.keys import env_token
 
 __all__ = [
+    "ALERT_NAME_PATTERN",
     "DEFAULT_CONFIG_PATH",
     "FEATURE_NAME_PATTERN",
     "FeatureSpec",
@@ -54,6 +55,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "rollouts.yaml"
 FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+ALERT_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # a Prometheus alertname
 SEGMENT_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 MAX_DURATION = timedelta(days=3650)  # far beyond any sane dwell; keeps time arithmetic finite
@@ -358,6 +360,8 @@ class FeatureSpec(_Frozen):
     slos: tuple[SloSpec, ...] = Field(min_length=1)
     metric_key: str | None = None  # label value of grouped queries; defaults to the name
     promote_without_traffic: Switch = False  # opt-in: promote with no SLO counting requests
+    # Prometheus alert names whose firing rolls the feature back at once (the fast abort)
+    abort_on: tuple[Annotated[str, Field(pattern=ALERT_NAME_PATTERN.pattern)], ...] = ()
     segments: SegmentsSpec | None = None
     # set by `expand_segments` on a segment's own spec (never in rollouts.yaml): the feature
     # it belongs to, the segment's name and (label, value) pairs, and its SLOs whose queries
@@ -518,7 +522,7 @@ _NODE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DEFAULT_KEYS = {"ladder", "safe_percent", "dwell", "cooldown", "freeze", "slos", "segments"}
 _INTERNAL_KEYS = {"parent", "segment", "segment_match", "templated_slos"}
 _TOP_KEYS = {"defaults", "profiles", "features"}
-_FEATURE_ONLY_KEYS = {"name", "promote_without_traffic", "profile"}
+_FEATURE_ONLY_KEYS = {"name", "promote_without_traffic", "profile", "abort_on"}
 
 
 def parse_config(text: str, source: str = "<memory>") -> RolloutsConfig:

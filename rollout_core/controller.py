@@ -211,11 +211,13 @@ def apply_decisions(
     now: datetime,
     dry_run: bool,
     by: str = "controller",
+    episodes: Mapping[str, str] | None = None,
 ) -> dict[str, FeatureOutcome]:
     """Every change's compare-and-set, sent together in one round trip. A conflict (any key
     the decision read changed since) becomes a hold "concurrent change"; a Redis failure
     fails that feature only. Never retried blindly: a lost reply is read back by write id,
-    and a change whose outcome stays unknown fails the feature, saying so."""
+    and a change whose outcome stays unknown fails the feature, saying so. `episodes`: the
+    alert episode a fast abort acts on, per feature (recorded atomically with the write)."""
     outcomes: dict[str, FeatureOutcome] = {}
     changes: dict[str, tuple[Decision, FlagChange]] = {}
     for name, decision in decisions.items():
@@ -225,7 +227,9 @@ def apply_decisions(
         elif not decision.is_change or not isinstance(state, FlagState):
             outcomes[name] = FeatureOutcome(name, OutcomeStatus.OK, decision, dry_run=dry_run)
         else:
-            changes[name] = decision, _change_for(name, decision, state, now, dry_run, by)
+            change = _change_for(name, decision, state, now, dry_run, by)
+            episode = (episodes or {}).get(name)
+            changes[name] = decision, replace(change, episode=episode) if episode else change
     if dry_run:
         _forget_recommendations(store, decisions, states)
     try:

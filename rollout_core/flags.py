@@ -41,6 +41,7 @@ from rollout_sdk.flag_values import (
     parse_percent_value,
 )
 from rollout_sdk.keys import (
+    ABORT_EPISODES_HASH,
     AUDIT_STREAM,
     CHANGES_CHANNEL,
     FEATURES_REGISTRY,
@@ -348,6 +349,11 @@ class RedisFlagStore:
         allowance = timeout + _DEADLINE_MARGIN_SEC + _DEADLINE_PER_CALL_SEC * calls
         return int(seconds) * 1000 + int(micros) // 1000 + int(allowance * 1000)
 
+    def is_episode_handled(self, episode: str) -> bool:
+        """True when this alert episode already aborted its feature (`rollout:abort:episodes`)."""
+        doing = "reading abort episodes"
+        return bool(self._call(doing, self._client.hexists, ABORT_EPISODES_HASH, episode))
+
     def raw_values(self, feature: str) -> dict[str, str | None]:
         """The raw strings of a feature's flag keys (None = absent), unparsed."""
         feature = validate_unit_name(feature)
@@ -422,6 +428,7 @@ class RedisFlagStore:
             LAST_WRITE_HASH,
             RECOMMENDATIONS_HASH,
             FEATURES_REGISTRY,
+            ABORT_EPISODES_HASH,
         ]
         expected = _expectations(change)
         raw_read = dict(change.expected_raw)
@@ -441,13 +448,14 @@ class RedisFlagStore:
             write_id,
             self._retention,
             CHANGES_CHANNEL,
+            change.episode or "",
         ]
         if split_unit(feature)[1] is not None:  # a segment: its feature's paused is compared too
             keys.append(unit_key(feature, "feature_paused"))
             args.append(_expectation(dict(change.expected_raw), "feature_paused"))
         else:
-            args.append("*")  # ARGV[19]: no feature paused key to compare
-        args.append(change.inputs)  # ARGV[20]: the decision's inputs ('' for none)
+            args.append("*")  # ARGV[20]: no feature paused key to compare
+        args.append(change.inputs)  # ARGV[21]: the decision's inputs ('' for none)
         return keys, args
 
     def _apply_result(self, change: FlagChange, reply: Sequence[str]) -> ApplyResult:
@@ -470,7 +478,7 @@ class RedisFlagStore:
             current_percent=parse_percent_value(current) if current else None,
             current_paused=paused == "true",
             audit_id=audit_id or None,
-            message=f"{key} changed since it was read; nothing written" if conflict else "",
+            message=_conflict_message(change, key) if conflict else "",
         )
 
     def _apply_after_lost_reply(
@@ -768,6 +776,12 @@ def _expectations(change: FlagChange) -> dict[str, str]:
     expected["rollout_percent"] = "-" if percent is None else f"#{float(percent)!r}"
     expected["paused"] = f"?{_text(change.expected_paused)}"
     return expected
+
+
+def _conflict_message(change: FlagChange, key: str) -> str:
+    if key == ABORT_EPISODES_HASH:
+        return f"alert episode {change.episode} already aborted {change.feature}; nothing written"
+    return f"{key} changed since it was read; nothing written"
 
 
 def _expectation(read: Mapping[str, str | None], field: str) -> str:

@@ -42,6 +42,9 @@ class FlagChange:
     # given, the script compares each exactly and any difference is a conflict; when empty,
     # only the percent (numerically) and `paused` are compared.
     expected_raw: tuple[tuple[str, str | None], ...] = ()
+    # the alert episode an abort acts on: the script refuses it (a conflict) when the episode
+    # already aborted, and records it with the write, atomically
+    episode: str | None = None
     # the decision's inputs as compact JSON (rollout_core.decision_inputs); when given, the
     # audit entry carries them in its `inputs` field
     inputs: str = ""
@@ -84,6 +87,10 @@ class FlagStore(Protocol):
     def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
         """apply for every change in one round trip, each atomic on its own; a change that
         failed gets its error in its place, in the order given."""
+        ...
+
+    def is_episode_handled(self, episode: str) -> bool:
+        """True when this alert episode already aborted its feature (the fast abort)."""
         ...
 
     def set_percent(

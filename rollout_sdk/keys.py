@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ABORT_EPISODES_HASH",
     "AUDIT_STREAM",
     "CHANGES_CHANNEL",
     "FEATURES_REGISTRY",
@@ -33,6 +34,10 @@ AUDIT_STREAM = "rollout:audit"
 CHANGES_CHANNEL = "rollout:changes"
 # a set of every initialised feature, maintained by `rollout init` (and every audited write)
 FEATURES_REGISTRY = "rollout:features"
+# controller-owned: a hash of alert episodes that already aborted a feature, field
+# `<feature>|<alertname>|<fingerprint>|<startsAt>` -> `<time> <audit entry id>`; written by the
+# compare-and-set that applied the abort, so a resent alert never aborts twice
+ABORT_EPISODES_HASH = "rollout:abort:episodes"
 # what a feature may be called (the controller's config validates names with the same pattern)
 FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # the string keys a service's client reads per feature, in this order (plus the overrides hash)

@@ -20,6 +20,7 @@ from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
 from rollout_core import controller
+from rollout_core.abort import Alert, abort_proposals
 from rollout_core.audit import append_rollout_log
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import FeatureOutcome
@@ -31,6 +32,7 @@ __all__ = [
     "DECISIONS_ARTIFACT_KEY",
     "FEATURE_EVENT_PREFIX",
     "FETCH_TIMEOUT_SECONDS",
+    "add_alert_verdict",
     "announce_changes",
     "apply_flag",
     "check_guards",
@@ -39,6 +41,7 @@ __all__ = [
     "feature_event",
     "fetch_slos",
     "fetch_slos_with_backoff",
+    "read_abort_episode",
     "read_flags",
     "write_audit",
 ]
@@ -103,6 +106,24 @@ def evaluate_policy(
 
 
 @task(cache_policy=NO_CACHE)
+def read_abort_episode(store: FlagStore, episode: str) -> bool:
+    """Whether this alert episode already aborted its feature (the script checks it again)."""
+    return store.is_episode_handled(episode)
+
+
+@task(cache_policy=NO_CACHE)
+def add_alert_verdict(
+    specs: Sequence[FeatureSpec],
+    proposals: Mapping[str, Decision | FeatureOutcome],
+    states: Mapping[str, FlagState | RolloutError],
+    alert: Alert,
+    handled: Sequence[str],
+) -> dict[str, Decision | FeatureOutcome]:
+    """The fast abort: the firing alert is a breach verdict beside the SLOs' (pure)."""
+    return abort_proposals(specs, proposals, states, alert, handled)
+
+
+@task(cache_policy=NO_CACHE)
 def check_guards(
     specs: Sequence[FeatureSpec],
     states: Mapping[str, FlagState | RolloutError],
@@ -120,9 +141,10 @@ def apply_flag(
     states: Mapping[str, FlagState | RolloutError],
     now: datetime,
     dry_run: bool,
+    episodes: Mapping[str, str] | None = None,
 ) -> dict[str, FeatureOutcome]:
     """One compare-and-set per change; a conflict holds as "concurrent change"."""
-    return controller.apply_decisions(store, decisions, states, now, dry_run)
+    return controller.apply_decisions(store, decisions, states, now, dry_run, episodes=episodes)
 
 
 @task(cache_policy=NO_CACHE)

@@ -5,18 +5,19 @@
 --
 -- KEYS: 1 rollout_percent, 2 enabled, 3 internal_only, 4 paused, 5 last_change_time,
 --       6 last_percent, 7 last_rollback_time, 8 the audit stream, 9 the last-write hash,
---       10 the last-recommendation hash, 11 the features registry
+--       10 the last-recommendation hash, 11 the features registry, 12 the abort episodes hash
 -- ARGV: 1..7 what the caller read of KEYS[1..7]: '*' not compared, '-' absent,
 --       '=<raw>' exactly this string, '#<number>' numerically equal (an older caller's
 --       percent), '?<value>' this value or absent read as 'false' (an older caller's paused);
 --       8 new percent, 9 old percent as audited (the raw string read), 10 time,
 --       11 dry run ('true'|'false'), 12 feature, 13 reason, 14 by, 15 action, 16 write id,
 --       17 audit retention (entries, trimmed approximately), 18 the changes channel,
---       19 see below, 20 the decision's inputs as compact JSON (optional; '' or absent: no
---       `inputs` field in the entry)
+--       19 the alert episode of a fast abort ('' for none): already in KEYS[12] is a conflict
+--       naming KEYS[12]; recorded there with a live write; 20 see below; 21 the decision's
+--       inputs as compact JSON (optional; '' or absent: no `inputs` field in the entry)
 -- A segment's change names the unit `feature[segment]` in ARGV[12]: its entry gets a
 -- `segment` field, the hashes are keyed by the unit, the registry and the channel get the
--- feature; KEYS[12] is then the feature's paused key and ARGV[19] what the caller read of it.
+-- feature; KEYS[13] is then the feature's paused key and ARGV[20] what the caller read of it.
 -- Returns {status, current percent ('' = absent), current paused, audit entry id, key}
 -- where status is applied | conflict | recommended | not_initialised, and key names the
 -- first key that differed on a conflict.
@@ -55,7 +56,8 @@ local function wrong_type(wanted)
   return nil
 end
 
-local wanted = {{KEYS[8], 'stream'}, {KEYS[9], 'hash'}, {KEYS[10], 'hash'}, {KEYS[11], 'set'}}
+local wanted = {{KEYS[8], 'stream'}, {KEYS[9], 'hash'}, {KEYS[10], 'hash'}, {KEYS[11], 'set'},
+                {KEYS[12], 'hash'}}
 for i = 1, 7 do
   wanted[#wanted + 1] = {KEYS[i], 'string'}
 end
@@ -83,7 +85,12 @@ for i = 1, 7 do
     return {'conflict', current, paused, '', KEYS[i]}
   end
 end
-if KEYS[12] and not matches(redis.call('GET', KEYS[12]), ARGV[19]) then
+if KEYS[13] and not matches(redis.call('GET', KEYS[13]), ARGV[20]) then
+  return {'conflict', current, paused, '', KEYS[13]}
+end
+
+local episode = ARGV[19] or ''
+if episode ~= '' and redis.call('HEXISTS', KEYS[12], episode) == 1 then
   return {'conflict', current, paused, '', KEYS[12]}
 end
 
@@ -97,9 +104,9 @@ if segment then
   entry[#entry + 1] = 'segment'
   entry[#entry + 1] = segment
 end
-if ARGV[20] and ARGV[20] ~= '' then
+if ARGV[21] and ARGV[21] ~= '' then
   entry[#entry + 1] = 'inputs'
-  entry[#entry + 1] = ARGV[20]
+  entry[#entry + 1] = ARGV[21]
 end
 
 local function append()
@@ -134,5 +141,8 @@ end
 redis.call('HDEL', KEYS[10], unit)
 redis.call('SADD', KEYS[11], feature)
 local id = append()
+if episode ~= '' then
+  redis.call('HSET', KEYS[12], episode, now .. ' ' .. id)
+end
 redis.call('PUBLISH', ARGV[18], feature)
 return {'applied', new, paused, id, ''}

@@ -109,9 +109,18 @@ def check_every_component_answers(state: StackState) -> None:
     assert f'oauth_events_total{{{region},event="refresh_failed"}}' in text
 
     deployments = post_json(f"{api}/deployments/filter", {})
-    assert sorted(d["name"] for d in deployments) == ["every-10-minutes", "manual"]
-    assert state.deployments == [CONTROLLER, "rollout-override/manual"]
+    assert sorted(d["name"] for d in deployments) == ["abort", "every-10-minutes", "manual"]
+    assert state.deployments == ["rollout-controller/abort", CONTROLLER, "rollout-override/manual"]
+    [abort] = [d for d in deployments if d["name"] == "abort"]
+    assert abort["parameters"]["dry_run"] is False  # the playground's abort runs live
+    [controller] = [d for d in deployments if d["name"] == "every-10-minutes"]
+    assert controller["parameters"]["dry_run"] is True  # prefect.yaml's default
     assert worker_online(api)
+    # Alertmanager calls the bridge with the stack's token; the bridge refuses any other
+    with urllib.request.urlopen(f"{urls['Alert bridge']}/-/healthy", timeout=5) as healthy:
+        assert healthy.status == 200
+    config = get_json(f"{urls['Alertmanager']}/api/v2/status")["config"]["original"]
+    assert f"{urls['Alert bridge']}/alerts" in config
 
 
 def run_controller(api: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +149,7 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
         assert started.returncode == 0, started.stderr
         state = StackState.from_json((stack_dir / "stack.json").read_text())
         assert "export PROMETHEUS_BASE_URL=" in started.stdout
+        assert "rollout-controller/abort runs LIVE" in started.stderr
         assert all(c.is_alive() for c in state.components)
         assert {c.name for c in state.components} == {
             "redis",
@@ -149,6 +159,7 @@ def test_stack_up_serves_the_product_and_down_leaves_nothing_running(tmp_path: P
             "prometheus",
             "prefect-server",
             "worker",
+            "alert-bridge",
         }
 
         again = rollout("up", stack_dir=stack_dir)

@@ -337,8 +337,9 @@ def test_two_concurrent_runs_take_at_most_one_step(flags: redis.Redis, tmp_path:
 def late_run_of(
     interval_seconds: int | None, config: Path, late: timedelta
 ) -> tuple[Any, dict[str, Any]]:
-    """A flow run scheduled `late` ago, of a paused deployment with an interval schedule of
-    `interval_seconds` (None: a run of no deployment), as a worker that came back finds it."""
+    """A flow run scheduled `late` ago, of a deployment with an interval schedule of
+    `interval_seconds` (None: a run of no deployment), as a worker that came back finds it.
+    The switch is on: a paused deployment's runs are skipped as paused, whatever their lateness."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import IntervalSchedule
@@ -357,8 +358,8 @@ def late_run_of(
         deployment_id = client.create_deployment(
             flow_id,
             f"late-{interval_seconds}-{uuid.uuid4().hex[:8]}",
-            schedules=[DeploymentScheduleCreate(schedule=schedule, active=False)],
-            paused=True,
+            schedules=[DeploymentScheduleCreate(schedule=schedule, active=True)],
+            paused=False,
         )
         flow_run = client.create_flow_run_from_deployment(
             deployment_id, parameters=parameters, state=state
@@ -599,14 +600,18 @@ def fetch_attempts(state: Any) -> int:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+    def counts() -> Mapping[str, int]:
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+                )
             )
-        )
-    counts: Mapping[str, int] = {run.name: run.run_count for run in task_runs}
-    return next(count for name, count in counts.items() if name.startswith("fetch_slos"))
+        return {run.name: run.run_count for run in task_runs}
+
+    # task runs reach the API through events, which a busy server takes a moment to process
+    found = poll(counts, lambda c: any(n.startswith("fetch_slos") for n in c), 30, "fetch_slos")
+    return next(count for name, count in found.items() if name.startswith("fetch_slos"))
 
 
 def latest_decision_table() -> list[dict[str, Any]]:

@@ -217,6 +217,8 @@ def test_a_forked_child_restarts_its_own_refresher(redis_url: str, flags: redis.
             names, changed = results.get(timeout=15)
         finally:
             child.join(15)
-        assert names == ["rollout-listen", "rollout-run"]
+        # the child restarted its refresher and listener (other clients of this test process,
+        # forked along, restart theirs too)
+        assert set(names) == {"rollout-listen", "rollout-run"}
         assert changed, "the child never applied the change notice"
         assert child.exitcode == 0

@@ -24,6 +24,7 @@ PROMTOOL_TESTS = sorted((REPO_ROOT / "observability" / "tests").glob("*.yml"))
 ALERTMANAGER_FILE = REPO_ROOT / "observability" / "alertmanager.yml"
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks"
 RECEIVER_BY_SEVERITY = {"page": "rollout-oncall", "ticket": "rollout-tickets"}
+ABORT_RECEIVER = "rollout-abort"  # the alert bridge
 # Which policy SLO in rollouts.yaml each original threshold alert mirrors.
 ALERT_FOR_POLICY_SLO = {
     "error_rate": "GmailErrorRateHigh",
@@ -205,6 +206,8 @@ def test_the_alertmanager_config_passes_amtool() -> None:
 def test_every_alert_routes_to_the_receiver_of_its_severity(name: str) -> None:
     labels = {"alertname": name, **alert_rules()[name]["labels"]}
     expected = RECEIVER_BY_SEVERITY[labels["severity"]]
+    if "rollout_feature" in labels:  # the fast abort: the bridge first, then the people
+        expected = f"{ABORT_RECEIVER},{expected}"
     argv = [require_binary("amtool"), "config", "routes", "test"]
     argv += [f"--config.file={ALERTMANAGER_FILE}", f"--verify.receivers={expected}"]
     argv += [f"{key}={value}" for key, value in labels.items()]
@@ -224,3 +227,29 @@ def test_the_minimum_calls_is_set_in_exactly_one_place() -> None:
     groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
     exprs = [rule["expr"] for group in groups for rule in group["rules"]]
     assert [expr for expr in exprs if re.search(r"\b200\b", expr)] == ["vector(200)"]
+
+
+def test_every_fast_abort_alert_names_a_feature_that_lists_it_in_abort_on() -> None:
+    config = load_config(REPO_ROOT / "rollouts.yaml")
+    fast = {n: r for n, r in alert_rules().items() if "rollout_feature" in r["labels"]}
+    assert fast, "no alert carries a rollout_feature label"
+    for name, rule in fast.items():
+        feature = config.feature(rule["labels"]["rollout_feature"])
+        assert name in feature.abort_on, f"{name}: add it to {feature.name}'s abort_on"
+        assert "{{ $value }}" in rule["annotations"]["value"], f"{name}: a `value` annotation"
+
+
+def test_the_fast_abort_uses_the_policy_limit_of_the_error_rate() -> None:
+    google = load_config(REPO_ROOT / "rollouts.yaml").feature("google")
+    [error_rate] = [slo for slo in google.slos if slo.name == "error_rate"]
+    expr = alert_rules()["GmailErrorRateFast"]["expr"]
+    assert f"provider_action:action_errors:ratio_rate1m > {error_rate.max}" in expr
+
+
+def test_the_abort_route_waits_seconds_not_the_default_30() -> None:
+    config = yaml.safe_load(ALERTMANAGER_FILE.read_text())
+    [route] = [r for r in config["route"]["routes"] if r["receiver"] == ABORT_RECEIVER]
+    assert route["continue"] is True and parse_minutes(route["group_wait"]) <= 5 / 60
+    [receiver] = [r for r in config["receivers"] if r["name"] == ABORT_RECEIVER]
+    [webhook] = receiver["webhook_configs"]
+    assert webhook["url"].endswith("/alerts") and webhook["http_config"]["authorization"]

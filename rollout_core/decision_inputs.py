@@ -179,7 +179,7 @@ def decision_inputs(spec: FeatureSpec, state: FlagState, decision: Decision) -> 
             slo.kind if slo is not None else "",
             _number(verdict.value),
             _number(verdict.samples),
-            verdict.limit,
+            _number(verdict.limit),  # NaN for a pseudo-SLO such as an abort's alert
             (slo.min_samples or 0) if slo is not None else 0,
             str(verdict.verdict),
         ]

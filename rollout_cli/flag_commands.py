@@ -347,6 +347,12 @@ def audit(
     feature: Annotated[str | None, typer.Argument(help="Default: every feature.")] = None,
     as_json: AsJson = False,
     limit: Annotated[int, typer.Option(help="Newest entries to show.")] = 50,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show entry ids and each decision's inputs (rollout explain)."
+        ),
+    ] = False,
     rebuild_log: Annotated[
         Path | None,
         typer.Option(
@@ -380,6 +386,6 @@ def audit(
         entries = read_audit(open_store().client, name, count, segment)
         if as_json:
             return Outcome(audit_json(entries))
-        return Outcome(audit_table(entries) if entries else "no audit entries")
+        return Outcome(audit_table(entries, verbose) if entries else "no audit entries")
 
     run(command)

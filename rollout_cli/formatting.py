@@ -160,8 +160,14 @@ def audit_json(entries: Sequence[AuditEntry]) -> str:
     return json.dumps([entry.to_json() for entry in entries], indent=2)
 
 
-def audit_table(entries: Sequence[AuditEntry]) -> Table:
+def audit_table(entries: Sequence[AuditEntry], verbose: bool = False) -> Table:
+    """The audit trail; `verbose` adds each controller decision's recorded inputs."""
+    from rollout_core.decision_inputs import describe_inputs
+
     table = Table("time", "feature", "change", "action", "by", "reason")
+    if verbose:
+        table.add_column("id")
+        table.add_column("inputs")
     for entry in entries:
         reason = f"{entry.reason} ({entry.problem})" if entry.problem else entry.reason
         # free text folded to one line: no escape sequence reaches the terminal, and bytes
@@ -169,7 +175,9 @@ def audit_table(entries: Sequence[AuditEntry]) -> Table:
         free = (one_line(text) for text in (entry.subject, entry.action, entry.by, reason))
         feature, action, by, reason = free
         cells = [format_time(entry.time), feature, entry.change, action, by, reason]
-        table.add_row(*(Text(cell) for cell in cells))
+        shown = "\n".join(one_line(line) for line in describe_inputs(entry.inputs).splitlines())
+        extra = (entry.id or "", shown) if verbose else ()
+        table.add_row(*(Text(cell) for cell in (*cells, *extra)))
     return table
 
 

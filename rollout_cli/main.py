@@ -15,6 +15,7 @@ from rollout_cli import (
     demo_command,
     flag_commands,
     flow_commands,
+    history_commands,
     override_commands,
     stack_commands,
 )
@@ -43,6 +44,9 @@ app.command("serve")(flow_commands.serve)
 app.command("notify")(flow_commands.notify)
 app.command("alert-bridge")(bridge_command.alert_bridge)
 app.command("demo")(demo_command.demo)
+app.command("backtest")(history_commands.backtest)
+app.command("tune")(history_commands.tune)
+app.command("explain")(history_commands.explain)
 app.add_typer(stack_commands.app, name="stack")
 app.add_typer(controller_commands.app, name="controller")
 

@@ -67,6 +67,7 @@ class AuditEntry:
     # what is malformed in the entry (e.g. a foreign XADD's time); "" for a well-formed one.
     # A malformed entry is still shown (its time then comes from its stream id), never dropped
     problem: str = ""
+    inputs: str = ""  # the controller's decision inputs, compact JSON (rollout explain)
 
     @property
     def subject(self) -> str:
@@ -88,6 +89,7 @@ class AuditEntry:
             **({"segment": self.segment} if self.segment else {}),
             "new_percent_raw": self.new_raw,
             "problem": self.problem,
+            "inputs": self.inputs or None,
         }
 
     @property
@@ -133,6 +135,7 @@ def entry_from_stream(entry_id: str, fields: dict[str, str]) -> AuditEntry:
         segment=fields.get("segment", ""),
         new_raw=fields.get("new_percent", ""),
         problem=problem,
+        inputs=fields.get("inputs", ""),
     )
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollout_core.config import FeatureSpec, expand_segments
+from rollout_core.decision_inputs import decision_inputs
 from rollout_core.errors import ConfigError, FlagStoreError, MetricsUnavailable, RolloutError
 from rollout_core.guards import check_guards
 from rollout_core.model import Action, Decision, FlagState, SloSnapshot
@@ -195,7 +196,10 @@ def check_all_guards(
         proposal = proposals[spec.name]
         state = states.get(spec.name)
         if isinstance(proposal, Decision) and isinstance(state, FlagState):
-            decisions[spec.name] = check_guards(spec, state, proposal, now)
+            decision = check_guards(spec, state, proposal, now)
+            if decision.is_change:  # audited: its entry records what it was decided from
+                decision = replace(decision, inputs=decision_inputs(spec, state, decision))
+            decisions[spec.name] = decision
         else:
             decisions[spec.name] = proposal
     if any(spec.parent is not None for spec in specs):  # segments: promotions follow the order
@@ -297,6 +301,7 @@ def _change_for(
         action=decision.action,
         dry_run=dry_run,
         expected_raw=state.raw,  # every key the decision read, compared exactly
+        inputs=decision.inputs,
     )
 
 

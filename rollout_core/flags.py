@@ -514,6 +514,9 @@ class RedisFlagStore:
         if split_unit(feature)[1] is not None:  # a segment: its feature's paused is compared too
             keys.append(unit_key(feature, "feature_paused"))
             args.append(_expectation(dict(change.expected_raw), "feature_paused"))
+        else:
+            args.append("*")  # ARGV[20]: no feature paused key to compare
+        args.append(change.inputs)  # ARGV[21]: the decision's inputs ('' for none)
         return keys, args
 
     def _apply_result(self, change: FlagChange, reply: Sequence[str]) -> ApplyResult:

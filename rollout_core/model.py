@@ -198,6 +198,9 @@ class Decision:
     proposed_percent: float | None = None
     guard: str | None = None  # the name of the guard that held the change, if any
     guards: tuple[GuardResult, ...] = field(default=())
+    # the compact JSON of what it was decided from (rollout_core.decision_inputs), set on
+    # changes only: the audit entry carries it, so `rollout explain` can replay the decision
+    inputs: str = field(default="", compare=False, repr=False)
 
     @property
     def is_change(self) -> bool:

@@ -45,6 +45,9 @@ class FlagChange:
     # the alert episode an abort acts on: the script refuses it (a conflict) when the episode
     # already aborted, and records it with the write, atomically
     episode: str | None = None
+    # the decision's inputs as compact JSON (rollout_core.decision_inputs); when given, the
+    # audit entry carries them in its `inputs` field
+    inputs: str = ""
 
 
 @dataclass(frozen=True)

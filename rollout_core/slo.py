@@ -125,6 +125,17 @@ class HttpQueryClient:
             body = None
         return Answer(response.status_code, body)
 
+    def query_range(self, promql: str, params: Mapping[str, str]) -> Answer:
+        """One `/api/v1/query_range` read (`start`, `end`, `step` in params), same handling."""
+        response = self._session.get(
+            self.endpoint + "_range", params={"query": promql, **params}, timeout=self.timeout
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return Answer(response.status_code, body)
+
 
 def _read_until(response: requests.Response, deadline: float, timeout: float) -> bytes:
     """The body, decoded as sent (gzip), read in whatever pieces arrive; urllib3's own

@@ -4,6 +4,7 @@ thresholds, a marker at each decision, the spike and the outage shaded (matplotl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -43,22 +44,37 @@ def _marker(decision: str) -> tuple[str, str, str]:
     return marker, colour, kind
 
 
-def draw_timeline(series: pd.DataFrame, records: Sequence[TickRecord], path: Path) -> Path:
-    mine = series[series["feature"] == FEATURE].copy()
-    # the source did not answer during the outage: no line there, as a dashboard would show
-    when = mine["time"]
-    mine.loc[(when >= at_minute(OUTAGE[0])) & (when < at_minute(OUTAGE[1])), "value"] = None
-    errors = mine[mine["slo"] == "error_rate"]
-    latency = mine[mine["slo"] == "latency_p95"]
+def draw_timeline(
+    series: pd.DataFrame,
+    records: Sequence[TickRecord],
+    path: Path,
+    *,
+    feature: str = FEATURE,
+    start: datetime = START,
+    initial_percent: float = 0.0,
+    error_slo: tuple[str, float] = ("error_rate", ERROR_RATIO_MAX),
+    latency_slo: tuple[str, float] = ("latency_p95", LATENCY_MAX),
+    title: str | None = None,
+    demo_spans: bool = True,
+) -> Path:
+    """The demo's timeline; a backtest passes its own feature, start, SLOs and title, and
+    `demo_spans=False` (no scripted spike or outage to shade)."""
+    mine = series[series["feature"] == feature].copy()
+    if demo_spans:
+        # the source did not answer during the outage: no line there, as a dashboard would
+        when = mine["time"]
+        mine.loc[(when >= at_minute(OUTAGE[0])) & (when < at_minute(OUTAGE[1])), "value"] = None
+    errors = mine[mine["slo"] == error_slo[0]]
+    latency = mine[mine["slo"] == latency_slo[0]]
     figure, (ax_percent, ax_errors, ax_latency) = plt.subplots(
         3, 1, sharex=True, figsize=(12, 8), height_ratios=(2, 1, 1)
     )
-    figure.suptitle(f"Rollout of {FEATURE!r}: the controller flow over simulated time")
+    figure.suptitle(title or f"Rollout of {feature!r}: the controller flow over simulated time")
 
     known = [r for r in records if r.percent is not None]
     if known:
-        times = [START, *(r.at for r in known)]
-        percents = [0.0, *(float(r.percent or 0.0) for r in known)]
+        times = [start, *(r.at for r in known)]
+        percents = [initial_percent, *(float(r.percent or 0.0) for r in known)]
         ax_percent.step(times, percents, where="post", color="tab:purple", label="percent")
     seen: set[str] = set()
     for record in known:
@@ -77,23 +93,25 @@ def draw_timeline(series: pd.DataFrame, records: Sequence[TickRecord], path: Pat
     ax_percent.set_ylim(-5, 110)
     ax_percent.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
-    ax_errors.plot(errors["time"], errors["value"], color="tab:red", label="error ratio")
-    ax_errors.axhline(ERROR_RATIO_MAX, linestyle="--", color="grey", label="max")
-    ax_errors.set_ylabel("error ratio")
+    ax_errors.plot(errors["time"], errors["value"], color="tab:red", label=error_slo[0])
+    ax_errors.axhline(error_slo[1], linestyle="--", color="grey", label="max")
+    ax_errors.set_ylabel(error_slo[0])
     ax_errors.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
-    ax_latency.plot(latency["time"], latency["value"], color="tab:blue", label="latency p95 (s)")
-    ax_latency.axhline(LATENCY_MAX, linestyle="--", color="grey", label="max")
-    ax_latency.set_ylabel("latency p95 (s)")
+    ax_latency.plot(latency["time"], latency["value"], color="tab:blue", label=latency_slo[0])
+    ax_latency.axhline(latency_slo[1], linestyle="--", color="grey", label="max")
+    ax_latency.set_ylabel(latency_slo[0])
     ax_latency.set_xlabel("simulated time (UTC)")
     ax_latency.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
     for axis in (ax_percent, ax_errors, ax_latency):
-        axis.axvspan(at_minute(SPIKE[0]), at_minute(SPIKE[1]), color="tab:red", alpha=0.08)
-        axis.axvspan(at_minute(OUTAGE[0]), at_minute(OUTAGE[1]), color="grey", alpha=0.2)
+        if demo_spans:
+            axis.axvspan(at_minute(SPIKE[0]), at_minute(SPIKE[1]), color="tab:red", alpha=0.08)
+            axis.axvspan(at_minute(OUTAGE[0]), at_minute(OUTAGE[1]), color="grey", alpha=0.2)
         axis.grid(alpha=0.3)
-    ax_percent.annotate("error spike", (at_minute(SPIKE[0]), 102), fontsize="small")
-    ax_percent.annotate("metrics outage", (at_minute(OUTAGE[0]), 102), fontsize="small")
+    if demo_spans:
+        ax_percent.annotate("error spike", (at_minute(SPIKE[0]), 102), fontsize="small")
+        ax_percent.annotate("metrics outage", (at_minute(OUTAGE[0]), 102), fontsize="small")
     figure.autofmt_xdate()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@
 --       11 dry run ('true'|'false'), 12 feature, 13 reason, 14 by, 15 action, 16 write id,
 --       17 audit retention (entries, trimmed approximately), 18 the changes channel,
 --       19 the alert episode of a fast abort ('' for none): already in KEYS[12] is a conflict
---       naming KEYS[12]; recorded there with a live write
+--       naming KEYS[12]; recorded there with a live write; 20 see below; 21 the decision's
+--       inputs as compact JSON (optional; '' or absent: no `inputs` field in the entry)
 -- A segment's change names the unit `feature[segment]` in ARGV[12]: its entry gets a
 -- `segment` field, the hashes are keyed by the unit, the registry and the channel get the
 -- feature; KEYS[13] is then the feature's paused key and ARGV[20] what the caller read of it.
@@ -102,6 +103,10 @@ local entry = {'time', now, 'feature', feature, 'old_percent', old, 'new_percent
 if segment then
   entry[#entry + 1] = 'segment'
   entry[#entry + 1] = segment
+end
+if ARGV[21] and ARGV[21] ~= '' then
+  entry[#entry + 1] = 'inputs'
+  entry[#entry + 1] = ARGV[21]
 end
 
 local function append()

@@ -1,0 +1,108 @@
+"""`rollout explain`: replay one audited decision's recorded inputs through today's policy and
+guards (the same `evaluate_all` -> `check_all_guards` the flow runs) and say whether today's
+code and configuration reproduce it, and if not, which rule or threshold changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rollout_core.config import FeatureSpec
+from rollout_core.controller import check_all_guards, evaluate_all
+from rollout_core.decision_inputs import PROJECT_VERSION, DecisionInputs, spec_hash, spec_rules
+from rollout_core.model import Decision
+
+__all__ = ["Explanation", "explain_inputs"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    reproduces: bool
+    recorded: dict[str, Any]
+    replayed: dict[str, Any]
+    differences: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reproduces": self.reproduces,
+            "recorded": self.recorded,
+            "replayed": self.replayed,
+            "differences": list(self.differences),
+        }
+
+
+def explain_inputs(inputs: DecisionInputs, spec: FeatureSpec | None, at: datetime) -> Explanation:
+    """The recorded decision next to today's replay of its inputs at its own time `at`."""
+    recorded = {
+        "action": inputs.action,
+        "to_percent": inputs.to_percent,
+        "from_percent": inputs.state.percent,
+        "verdicts": {slo.name: slo.verdict for slo in inputs.slos},
+        "config_hash": inputs.config_hash,
+        "version": inputs.version,
+    }
+    if spec is None:
+        reason = f"feature {inputs.state.feature!r} is no longer configured; nothing to replay"
+        return Explanation(False, recorded, {}, (reason,))
+    feature = spec.name
+    states = {feature: inputs.state}
+    proposals = evaluate_all([spec], {feature: inputs.snapshot(at)}, states)
+    decision = check_all_guards([spec], states, proposals, at)[feature]
+    if not isinstance(decision, Decision):
+        return Explanation(False, recorded, {"error": decision.error}, (str(decision.error),))
+    replayed = {
+        "action": str(decision.action),
+        "to_percent": decision.to_percent,
+        "from_percent": decision.from_percent,
+        "verdicts": {v.name: str(v.verdict) for v in decision.verdicts},
+        "reason": decision.reason,
+        "config_hash": spec_hash(spec),
+        "version": PROJECT_VERSION,
+    }
+    same = replayed["action"] == inputs.action and decision.to_percent == inputs.to_percent
+    differences = () if same else _differences(inputs, spec, decision)
+    return Explanation(same, recorded, replayed, differences)
+
+
+def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) -> tuple[str, ...]:
+    found = [
+        f"recorded {inputs.action} to {inputs.to_percent:g}%, today {decision.action} to "
+        f"{decision.to_percent:g}% ({decision.reason})"
+    ]
+    today = {slo.name: slo for slo in spec.slos}
+    verdicts = {v.name: v for v in decision.verdicts}
+    for slo in inputs.slos:
+        now = today.get(slo.name)
+        if now is None:
+            found.append(f"SLO {slo.name!r} is no longer configured")
+            continue
+        if now.max != slo.max:
+            found.append(f"SLO {slo.name!r}: max changed {slo.max:g} -> {now.max:g}")
+        if (now.min_samples or 0) != slo.min_samples:
+            found.append(
+                f"SLO {slo.name!r}: min_samples changed {slo.min_samples} -> {now.min_samples}"
+            )
+        if now.kind != slo.kind:
+            found.append(f"SLO {slo.name!r}: kind changed {slo.kind} -> {now.kind}")
+        verdict = verdicts.get(slo.name)
+        if verdict is not None and str(verdict.verdict) != slo.verdict:
+            found.append(f"SLO {slo.name!r}: verdict {slo.verdict} then, {verdict.verdict} today")
+    recorded_names = {slo.name for slo in inputs.slos}
+    found += [f"SLO {name!r} was added" for name in today if name not in recorded_names]
+    rules = spec_rules(spec)
+    for key, value in rules.items():
+        if key in inputs.rules and inputs.rules[key] != value:
+            found.append(f"{key} changed {inputs.rules[key]} -> {value}")
+    blocked_then = {name for name, blocks in inputs.guards if blocks}
+    blocked_now = {g.name for g in decision.guards if g.blocks}
+    for name in sorted(blocked_then - blocked_now):
+        found.append(f"guard {name!r} blocked then, not today")
+    for name in sorted(blocked_now - blocked_then):
+        found.append(f"guard {name!r} blocks today, not then")
+    if len(found) == 1 and inputs.config_hash != spec_hash(spec):
+        found.append(f"config hash changed {inputs.config_hash} -> {spec_hash(spec)}")
+    if len(found) == 1 and inputs.version != PROJECT_VERSION:
+        found.append(f"policy code changed: version {inputs.version} -> {PROJECT_VERSION}")
+    return tuple(found)

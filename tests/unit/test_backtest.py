@@ -1,0 +1,337 @@
+"""The backtest engine (the flow's own pure pass over a replayed series), Prometheus range
+reads against a fake client, and the offline `rollout backtest --series` command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from rollout_cli.main import app
+from rollout_core.backtest import BacktestResult, backtest, ticks_between
+from rollout_core.config import FeatureSpec, SloSpec
+from rollout_core.errors import ConfigError, MetricsUnavailable
+from rollout_core.history import RangeReader, chunks
+from rollout_core.replay import ReplaySource
+from rollout_core.slo import Answer
+
+T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
+SPEC = FeatureSpec(
+    name="google",
+    slos=(
+        SloSpec(name="error_rate", ratio={"errors": "e", "total": "t"}, max=0.01),
+        SloSpec(name="oauth", kind="count", query="o", max=5),
+    ),
+)
+CONFIG = """
+features:
+  google:
+    slos:
+      - {name: error_rate, ratio: {errors: e, total: t}, max: 0.01}
+      - {name: oauth, kind: count, query: o, max: 5}
+"""
+
+
+def series(minutes: int, step: int, breach_from: int | None = None) -> pd.DataFrame:
+    """Healthy readings every `step` minutes; a 20% error ratio from minute `breach_from`."""
+    rows = []
+    for minute in range(0, minutes + 1, step):
+        ratio = 0.2 if breach_from is not None and minute >= breach_from else 0.001
+        at = (T0 + timedelta(minutes=minute)).isoformat()
+        rows += [(at, "google", "error_rate", ratio, 1000.0), (at, "google", "oauth", 0.0, None)]
+    return pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"])
+
+
+def run(
+    frame: pd.DataFrame,
+    minutes: int,
+    step: int,
+    source: ReplaySource | None = None,
+    from_percent: float = 0.0,
+) -> BacktestResult:
+    end = T0 + timedelta(minutes=minutes)
+    replay = source or ReplaySource(frame)
+    return backtest([SPEC], replay, T0, end, timedelta(minutes=step), from_percent)["google"]
+
+
+def test_promotions_wait_out_the_dwell_on_the_simulated_clock() -> None:
+    result = run(series(60, 5), 60, 5)
+
+    promotions = [(c.time - T0, c.to_percent) for c in result.changes]
+    assert promotions == [
+        (timedelta(0), 10),
+        (timedelta(minutes=15), 50),
+        (timedelta(minutes=30), 100),
+    ]
+    assert result.summary.holds["dwell"] == 4
+    assert result.summary.time_to_full == timedelta(minutes=30)
+
+
+def test_a_breach_rolls_back_at_once_even_inside_the_dwell() -> None:
+    result = run(series(30, 5, breach_from=20), 30, 5)
+
+    first, then = result.changes[-2:]  # 15 minutes after the promotion to 50%: in the dwell
+    assert (first.time - T0, first.action, first.from_percent, first.to_percent) == (
+        timedelta(minutes=20),
+        "rollback",
+        50,
+        10,
+    )
+    assert (then.time - T0, then.to_percent) == (timedelta(minutes=25), 0)
+    assert "error_rate" in first.reason and "breach" in first.reason
+    # 50% for the 20-minute tick and 10% for the 25-minute one, 5 minutes each
+    assert result.summary.exposure == pytest.approx((50 + 10 + 0) * 5 / 60)
+
+
+def test_a_metrics_outage_holds_and_counts_as_ticks_with_no_data() -> None:
+    source = ReplaySource(series(30, 5))
+    source.add_outage(T0 + timedelta(minutes=4), T0 + timedelta(minutes=26))
+
+    result = run(series(30, 5), 30, 5, source=source)
+
+    assert result.summary.no_data_ticks == 5
+    assert result.summary.holds["metrics unavailable"] == 5
+    assert [c.to_percent for c in result.changes] == [10, 50]
+
+
+def test_the_from_percent_starts_the_simulated_flag_there() -> None:
+    result = run(series(10, 5, breach_from=0), 10, 5, from_percent=50.0)
+
+    assert [(c.from_percent, c.to_percent) for c in result.changes] == [(50, 10), (10, 0)]
+
+
+def test_ticks_refuse_an_empty_or_backwards_range() -> None:
+    with pytest.raises(ConfigError, match="must be after"):
+        ticks_between(T0, T0, timedelta(minutes=10))
+    with pytest.raises(ConfigError, match="must be positive"):
+        ticks_between(T0, T0 + timedelta(hours=1), timedelta(0))
+
+
+def test_thirty_days_at_ten_minutes_fit_one_range_request_per_query() -> None:
+    assert len(chunks(T0, T0 + timedelta(days=30), timedelta(minutes=10))) == 1
+    pieces = chunks(T0, T0 + timedelta(days=8), timedelta(minutes=1))
+    assert len(pieces) == 2
+    assert all((b - a) / timedelta(minutes=1) + 1 <= 11_000 for a, b in pieces)
+    assert pieces[1][0] - pieces[0][1] == timedelta(minutes=1)  # no tick read twice or lost
+
+
+class FakeRange:
+    """Answers query_range with one matrix per query; records what was asked."""
+
+    def __init__(self, answers: Mapping[str, Answer]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, Mapping[str, str]]] = []
+
+    def query_range(self, promql: str, params: Mapping[str, str]) -> Answer:
+        self.asked.append((promql, params))
+        answer = self.answers[promql]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def matrix(values: list[tuple[datetime, float]]) -> Answer:
+    points = [[at.timestamp(), f"{value}"] for at, value in values]
+    result = [{"metric": {}, "values": points}]
+    return Answer(200, {"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+
+def test_range_reads_pick_each_tick_with_the_live_sources_rules() -> None:
+    times = [T0, T0 + timedelta(minutes=10)]
+    client = FakeRange(
+        {
+            "e": matrix([(times[0], 1), (times[1], 40)]),
+            "t": matrix([(times[0], 1000), (times[1], 0)]),
+            "o": matrix([(times[1], 2)]),
+        }
+    )
+    reader = RangeReader("http://prometheus.invalid", client=client)
+
+    frame = reader.read([SPEC], T0, times[1], timedelta(minutes=10))
+
+    assert reader.requests_sent == 3
+    rows = {(r.time, r.slo): (r.value, r.samples) for r in frame.itertuples()}
+    assert rows[(times[0], "error_rate")] == (0.001, 1000)
+    assert pd.isna(rows[(times[1], "error_rate")][0])  # no traffic: no ratio, n = 0
+    assert rows[(times[1], "error_rate")][1] == 0
+    assert (times[0], "oauth") not in rows  # no series: the replay reads it as absent
+    assert client.asked[0][1]["step"] == "600"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "words"),
+    [
+        (
+            Answer(400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
+            ConfigError,
+            "refused query 'e'",
+        ),
+        (
+            Answer(503, {"status": "error", "errorType": "timeout", "error": "slow"}),
+            MetricsUnavailable,
+            "HTTP 503",
+        ),
+        (requests.ConnectionError("refused"), MetricsUnavailable, "did not answer"),
+    ],
+)
+def test_range_read_errors_name_prometheus_error_and_the_fix(
+    answer: Answer | Exception, error: type[Exception], words: str
+) -> None:
+    client = FakeRange({"e": answer})  # type: ignore[dict-item]
+    reader = RangeReader("http://prometheus.invalid", client=client)
+
+    with pytest.raises(error, match=words):
+        reader.read([SPEC], T0, T0 + timedelta(hours=1), timedelta(minutes=10))
+
+
+def test_backtest_json_offline_on_a_recorded_series(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5, breach_from=45).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config), "--json"],
+    )
+
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    actions = [c["action"] for c in body["changes"]]
+    assert actions == ["promote", "promote", "promote", "rollback", "rollback"]
+    assert set(body["changes"][0]) == {"time", "action", "from_percent", "to_percent", "reason"}
+    assert body["summary"]["promotions"] == 3 and body["summary"]["rollbacks"] == 2
+    assert body["range_requests"] == 0
+
+
+def test_backtest_refuses_a_time_it_cannot_read_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--start", "yesterday", "--config", str(config)]
+    )
+
+    assert result.exit_code == 2
+    assert "time 'yesterday' is invalid" in result.output
+
+
+def test_features_replayed_in_several_processes_decide_as_in_one() -> None:
+    frame = pd.concat(
+        [series(60, 5, breach_from=40)]
+        + [series(60, 5).assign(feature=name) for name in ("mail", "chat", "docs")]
+    )
+    specs = [SPEC, *(SPEC.model_copy(update={"name": n}) for n in ("mail", "chat", "docs"))]
+    end, step = T0 + timedelta(minutes=60), timedelta(minutes=5)
+
+    alone = backtest(specs, ReplaySource(frame), T0, end, step)
+    forked = backtest(specs, ReplaySource(frame), T0, end, step, workers=2, keep_ticks=False)
+
+    assert list(forked) == ["google", "mail", "chat", "docs"]
+    for name in alone:
+        assert forked[name].changes == alone[name].changes
+        assert forked[name].summary == alone[name].summary
+        assert forked[name].ticks == ()
+    assert alone["google"].summary.rollbacks == 2 and alone["mail"].summary.rollbacks == 0
+
+
+SEGMENTED = """
+features:
+  google:
+    dwell: 5m
+    segments: {by: region, values: [canary, west], order: sequential}
+    slos:
+      - name: error_rate
+        ratio:
+          errors: sum by (region) (e)
+          total: sum by (region) (t)
+        max: 0.01
+"""
+
+
+def segment_rows(segment: str, minutes: int, breach_from: int | None = None) -> pd.DataFrame:
+    frame = series(minutes, 5, breach_from)
+    frame = frame[frame["slo"] == "error_rate"]
+    return frame.assign(feature=f"google[{segment}]")
+
+
+def test_a_segmented_feature_replays_every_segment_in_order_and_rolls_back_one_alone(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "segments.csv"
+    pd.concat([segment_rows("canary", 120), segment_rows("west", 120, breach_from=100)]).to_csv(
+        recorded, index=False
+    )
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(SEGMENTED, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config), "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert set(body["segments"]) == {"canary", "west"}
+    canary_full = max(
+        c["time"] for c in body["changes"] if c["segment"] == "canary" and c["to_percent"] == 100
+    )
+    west = [c for c in body["changes"] if c["segment"] == "west"]
+    assert west and min(c["time"] for c in west) > canary_full  # sequential: canary first
+    assert [c["action"] for c in west][-1] == "rollback"
+    assert body["segments"]["canary"]["summary"]["rollbacks"] == 0
+    assert body["summary"]["rollbacks"] == body["segments"]["west"]["summary"]["rollbacks"]
+    assert body["segments"]["west"]["summary"]["holds_by_cause"]["segment order"] > 0
+
+
+def test_range_reads_give_each_segment_its_own_series() -> None:
+    from rollout_core.config import expand_segments, parse_config
+
+    units = expand_segments([parse_config(SEGMENTED).feature("google")])
+    by_region = [
+        {"metric": {"region": region}, "values": [[T0.timestamp(), value]]}
+        for region, value in (("canary", "2"), ("west", "30"))
+    ]
+    total = [
+        {"metric": {"region": region}, "values": [[T0.timestamp(), "1000"]]}
+        for region in ("canary", "west")
+    ]
+
+    def answer(result: list[dict[str, object]]) -> Answer:
+        return Answer(
+            200, {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        )
+
+    client = FakeRange(
+        {"sum by (region) (e)": answer(by_region), "sum by (region) (t)": answer(total)}
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        units, T0, T0 + timedelta(minutes=10), timedelta(minutes=10)
+    )  # the second tick has no series: no rows
+
+    assert dict(zip(frame["feature"], frame["value"], strict=True)) == {
+        "google[canary]": 0.002,
+        "google[west]": 0.03,
+    }
+
+
+def test_backtest_prints_the_changes_with_their_evidence_and_the_summary(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5, breach_from=45).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "simulated changes" in result.output and "50% -> 100%" in result.output
+    assert "20.0% (n=1000, 99% lower bound" in result.output  # the breach's evidence
+    for row in ("promotions", "rollbacks", "holds", "ticks with no data", "time to 100%"):
+        assert row in result.output
+    assert "exposure to breached SLOs" in result.output

@@ -37,8 +37,12 @@ demo: install
 servers:
 	@bash scripts/ensure-servers $(SERVERS)
 
+# one pytest process per layer: Prefect keeps process-wide clients (its events worker among
+# them) bound to the API they first met, and the e2e layer starts and stops its own servers
 test: install servers
-	$(PYTEST) tests
+	$(PYTEST) tests/unit
+	$(PYTEST) tests/integration
+	$(PYTEST) tests/e2e
 
 test-unit: install
 	$(PYTEST) tests/unit

@@ -241,6 +241,30 @@ def test_a_scheduled_run_at_the_same_moment_never_cancels_or_undoes_the_abort(
     the abort is not cancelled, google ends at or below the safe step, and every write has
     exactly one audit entry, each starting from what the previous one left: two runs that read
     the same 50% write once (the other holds on "concurrent change")."""
+    api = abort_path.api
+    # the scheduled run must be allowed to act: a run of a switched-off controller is skipped
+    was_off = set_controller_switch(api, on=True)
+    try:
+        race_a_scheduled_run_with_an_abort(abort_path, posted)
+    finally:
+        if was_off:
+            set_controller_switch(api, on=False)
+
+
+def set_controller_switch(api: str, on: bool) -> bool:
+    """Resume or pause the controller deployment; whether it was switched off before."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.kill_switch import pause_controller, read_switch, resume_controller
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        was_off = read_switch(client).is_switched_off
+        (resume_controller if on else pause_controller)(client)
+    return was_off
+
+
+def race_a_scheduled_run_with_an_abort(abort_path: AbortPath, posted: list[dict[str, Any]]) -> None:
     flags, api = abort_path.flags, abort_path.api
     seed_flag(flags, "google", 50, changed_ago=timedelta(hours=2))
     before = len(audit_entries(flags, "google"))

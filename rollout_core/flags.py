@@ -249,7 +249,11 @@ class WriteResult:
 
 @cache
 def _script(name: str) -> str:
-    return (resources.files("rollout_core") / "lua" / name).read_text(encoding="utf-8")
+    """A write script's text with the shared prelude (percent grammar, write deadline, type
+    checks) in front: Redis scripts cannot import, so one file is prepended to each."""
+    folder = resources.files("rollout_core") / "lua"
+    prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
+    return prelude + (folder / name).read_text(encoding="utf-8")
 
 
 class RedisFlagStore:

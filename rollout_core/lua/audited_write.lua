@@ -16,39 +16,8 @@
 -- Returns {status, audit entry id ('' = nothing written), old percent, new percent,
 --          written keys...} where status is ok | not_initialised.
 
--- the percent grammar of rollout_sdk.flag_values: digits with an optional fraction, 0..100
--- (Lua's tonumber would also take '1e1', '0x10' and ' 10')
-local function is_percent(text)
-  if not (string.match(text, '^%d+%.?%d*$') or string.match(text, '^%.%d+$')) then
-    return false
-  end
-  return tonumber(text) <= 100
-end
-
--- A write id '<hex>@<deadline>' is refused once Redis's clock (TIME) is past the deadline
--- (milliseconds since the epoch, on Redis's clock): a call delayed in flight past its caller's
--- timeout never lands after the caller read back "not applied".
-local deadline = tonumber(string.match(ARGV[7], '@(%d+)$'))
-if deadline then
-  local clock = redis.call('TIME')
-  if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > deadline then
-    return redis.error_reply('EXPIRED write ' .. ARGV[7] .. ' reached Redis after its deadline; nothing written')
-  end
-end
-
--- every key the script writes is type-checked before the first write: Redis never rolls a
--- script back, so a failing command after a SET would leave half a change and no audit entry
-local function wrong_type(wanted)
-  for _, pair in ipairs(wanted) do
-    local found = redis.call('TYPE', pair[1])['ok']
-    if found ~= 'none' and found ~= pair[2] then
-      return redis.error_reply(pair[1] .. ' holds a ' .. found .. ', not a ' .. pair[2]
-        .. '; nothing was written; inspect it (redis-cli TYPE ' .. pair[1] .. ') and remove '
-        .. 'it (redis-cli DEL ' .. pair[1] .. '), then run again')
-    end
-  end
-  return nil
-end
+local too_late = expired(ARGV[7])
+if too_late then return too_late end
 
 local wanted = {{KEYS[1], 'stream'}, {KEYS[5], 'hash'}, {KEYS[6], 'set'}}
 for i = 2, #KEYS do

@@ -13,30 +13,8 @@
 -- Returns {status, old value ('' = none), audit entry id ('' = nothing written)}
 -- where status is written | unchanged | not_initialised.
 
--- A write id '<hex>@<deadline>' is refused once Redis's clock (TIME) is past the deadline
--- (milliseconds since the epoch, on Redis's clock): a call delayed in flight past its caller's
--- timeout never lands after the caller read back "not applied".
-local deadline = tonumber(string.match(ARGV[8], '@(%d+)$'))
-if deadline then
-  local clock = redis.call('TIME')
-  if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > deadline then
-    return redis.error_reply('EXPIRED write ' .. ARGV[8] .. ' reached Redis after its deadline; nothing written')
-  end
-end
-
--- every key the script writes is type-checked before the first write: Redis never rolls a
--- script back, so a failing command after a SET would leave half a change and no audit entry
-local function wrong_type(wanted)
-  for _, pair in ipairs(wanted) do
-    local found = redis.call('TYPE', pair[1])['ok']
-    if found ~= 'none' and found ~= pair[2] then
-      return redis.error_reply(pair[1] .. ' holds a ' .. found .. ', not a ' .. pair[2]
-        .. '; nothing was written; inspect it (redis-cli TYPE ' .. pair[1] .. ') and remove '
-        .. 'it (redis-cli DEL ' .. pair[1] .. '), then run again')
-    end
-  end
-  return nil
-end
+local too_late = expired(ARGV[8])
+if too_late then return too_late end
 
 local refused = wrong_type({{KEYS[1], 'hash'}, {KEYS[2], 'string'}, {KEYS[3], 'stream'},
                             {KEYS[4], 'hash'}})

@@ -31,7 +31,7 @@ from pydantic import (
 
 from rollout_core.errors import ConfigError, InvalidFeatureName
 from rollout_sdk.flag_values import is_servable_percent
-from rollout_sdk.keys import env_token
+from rollout_sdk.keys import FEATURE_NAME_PATTERN, env_token
 
 __all__ = [
     "ALERT_NAME_PATTERN",
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "rollouts.yaml"
-FEATURE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ALERT_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # a Prometheus alertname
 SEGMENT_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")

@@ -9,56 +9,57 @@ import select
 import socket
 import threading
 import time
+from typing import Self
 
 __all__ = ["FailoverProxy", "HungRedis", "ScriptDelayingProxy", "SlowProxy"]
 
 
-class HungRedis:
-    """A loopback port that accepts connections and never answers (a hung Redis)."""
+class _LoopbackFault:
+    """A listener on a free loopback port; every socket it opens is closed by `close()`."""
 
     def __init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self._held: list[socket.socket] = []
+        self._open: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
 
-    def _accept(self) -> None:
-        while not self._closed:
-            with contextlib.suppress(OSError):
-                connection, _ = self._listener.accept()
-                self._held.append(connection)  # read nothing, answer nothing
-
     def close(self) -> None:
         self._closed = True
-        for connection in [*self._held, self._listener]:
+        for connection in [*self._open, self._listener]:
             with contextlib.suppress(OSError):
                 connection.close()
 
-    def __enter__(self) -> HungRedis:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
 
 
-class SlowProxy:
+class HungRedis(_LoopbackFault):
+    """A loopback port that accepts connections and never answers (a hung Redis)."""
+
+    def _accept(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(OSError):
+                connection, _ = self._listener.accept()
+                self._open.append(connection)  # read nothing, answer nothing
+
+
+class SlowProxy(_LoopbackFault):
     """Forwards to a real Redis and holds each reply `delay` seconds (a slow Redis)."""
 
     def __init__(self, target_port: int, delay: float = 0.3) -> None:
         self._target = ("127.0.0.1", target_port)
         self._delay = delay
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._open: list[socket.socket] = []
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        super().__init__()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -86,20 +87,8 @@ class SlowProxy:
             with contextlib.suppress(OSError):
                 end.close()
 
-    def close(self) -> None:
-        self._closed = True
-        for connection in [*self._open, self._listener]:
-            with contextlib.suppress(OSError):
-                connection.close()
 
-    def __enter__(self) -> SlowProxy:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-
-class ScriptDelayingProxy:
+class ScriptDelayingProxy(_LoopbackFault):
     """Forwards to a real Redis at once, except a script call (EVALSHA / EVAL), which reaches
     Redis `delay` seconds later (a request still in flight after its caller gave up).
     `delivered` is set once the delayed call has been handed to Redis."""
@@ -109,14 +98,8 @@ class ScriptDelayingProxy:
     def __init__(self, target_port: int, delay: float) -> None:
         self._target = ("127.0.0.1", target_port)
         self._delay = delay
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._open: list[socket.socket] = []
         self.delivered = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        super().__init__()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
@@ -151,14 +134,8 @@ class ScriptDelayingProxy:
             upstream.recv(65536)  # Redis has run it once it answers
         self.delivered.set()
 
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.close()
 
-
-class FailoverProxy:
+class FailoverProxy(_LoopbackFault):
     """Forwards new connections to the current target; `failover(port)` switches the target
     and black-holes every older connection (kept open, nothing forwarded, never closed), as
     when the old primary's address vanishes: no FIN, no RST."""
@@ -166,13 +143,7 @@ class FailoverProxy:
     def __init__(self, target_port: int) -> None:
         self._target = target_port
         self._generation = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        super().__init__()
 
     def failover(self, target_port: int) -> None:
         self._target, self._generation = target_port, self._generation + 1
@@ -196,9 +167,3 @@ class FailoverProxy:
                     if not data:
                         return
                     (upstream if source is downstream else downstream).sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.close()

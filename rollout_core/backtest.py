@@ -185,7 +185,7 @@ def backtest(
     states: dict[str, FlagState | RolloutError] = {
         spec.name: _initial_state(spec, from_percent) for spec in specs
     }
-    ticks: dict[str, list[Tick]] = {spec.name: [] for spec in specs}
+    tallies = {spec.name: _Tally(start, step, from_percent, keep_ticks) for spec in specs}
     for at in times:
         try:
             snapshots: Mapping[str, SloSnapshot | RolloutError] = source.fetch(specs, at)
@@ -197,68 +197,91 @@ def backtest(
             state = states[spec.name]
             assert isinstance(state, FlagState)
             decision = decisions[spec.name]
-            tick = _tick(decision, state, at)
+            inputs = ""
             if record_inputs and isinstance(decision, Decision):
-                tick = replace(tick, inputs=decision_inputs(spec, state, decision))
-            ticks[spec.name].append(tick)
-            if isinstance(decision, Decision):
+                inputs = decision_inputs(spec, state, decision)
+            tallies[spec.name].add(at, decision, state, inputs)
+            if isinstance(decision, Decision) and decision.is_change:
                 states[spec.name] = _after(state, decision, at)
-    results = {
-        spec.name: _result(spec.name, start, end, step, ticks[spec.name], from_percent)
-        for spec in specs
-    }
-    if not keep_ticks:
-        results = {name: replace(result, ticks=()) for name, result in results.items()}
-    return results
+    return {spec.name: tallies[spec.name].result(spec.name, end) for spec in specs}
 
 
-def _tick(decision: Decision | FeatureOutcome, state: FlagState, at: datetime) -> Tick:
+def _reason(decision: Decision | FeatureOutcome) -> str:
     if isinstance(decision, FeatureOutcome):
-        reason = decision.error or str(decision.status)
-        return Tick(at, state.percent, "failed", reason, False, True, "metrics unavailable")
+        return decision.error or str(decision.status)
+    return decision.reason
+
+
+class _Tally:
+    """One feature's replay as it goes: its changes, holds by cause, exposure and the rest of
+    the summary, and (`keep_ticks`) every tick. Reasons are formatted for changes and kept
+    ticks only: a replay of a fleet would otherwise spend most of its time on holds' text."""
+
+    def __init__(self, start: datetime, step: timedelta, from_percent: float, keep: bool):
+        self.start, self.step, self.keep = start, step, keep
+        self.hours = step.total_seconds() / 3600
+        self.before = from_percent
+        self.full_at: datetime | None = start if from_percent >= 100 else None
+        self.changes: list[Change] = []
+        self.holds: dict[str, int] = {}
+        self.exposure = 0.0
+        self.no_data = 0
+        self.count = 0
+        self.ticks: list[Tick] = []
+
+    def add(
+        self, at: datetime, decision: Decision | FeatureOutcome, state: FlagState, inputs: str
+    ) -> None:
+        percent, action, breached, no_data, cause = _observe(decision, state)
+        if breached:
+            self.exposure += self.before * self.hours  # live at `before` while the breach was read
+        if action in _CHANGES:
+            self.changes.append(Change(at, action, self.before, percent, _reason(decision)))
+        elif cause is not None:
+            self.holds[cause] = self.holds.get(cause, 0) + 1
+        if self.full_at is None and percent >= 100:
+            self.full_at = at
+        self.before = percent
+        self.no_data += no_data
+        self.count += 1
+        if self.keep:
+            reason = _reason(decision)
+            self.ticks.append(Tick(at, percent, action, reason, breached, no_data, cause, inputs))
+
+    def result(self, feature: str, end: datetime) -> BacktestResult:
+        changes = tuple(self.changes)
+        summary = BacktestSummary(
+            promotions=sum(c.action == str(Action.PROMOTE) for c in changes),
+            rollbacks=sum(c.action == str(Action.ROLLBACK) for c in changes),
+            holds=dict(sorted(self.holds.items(), key=lambda item: -item[1])),
+            no_data_ticks=self.no_data,
+            time_to_full=None if self.full_at is None else self.full_at - self.start,
+            exposure=self.exposure,
+            ticks=self.count,
+        )
+        return BacktestResult(
+            feature, self.start, end, self.step, changes, tuple(self.ticks), summary
+        )
+
+
+_CHANGES = (str(Action.PROMOTE), str(Action.ROLLBACK))
+_HOLD = str(Action.HOLD)
+
+
+def _observe(
+    decision: Decision | FeatureOutcome, state: FlagState
+) -> tuple[float, str, bool, bool, str | None]:
+    """A tick's percent after it, action, whether an SLO breached or had no data, and the
+    hold's cause."""
+    if isinstance(decision, FeatureOutcome):
+        return state.percent, "failed", False, True, "metrics unavailable"
     breached = no_data = False
     for v in decision.verdicts:
         breached = breached or v.verdict is Verdict.BREACH
         no_data = no_data or v.error is not None or v.value is None or not math.isfinite(v.value)
-    action = str(decision.action) if decision.is_change else str(Action.HOLD)
-    cause = hold_cause(decision) if action == str(Action.HOLD) else None
-    return Tick(at, decision.to_percent, action, decision.reason, breached, no_data, cause)
-
-
-def _result(
-    feature: str,
-    start: datetime,
-    end: datetime,
-    step: timedelta,
-    ticks: list[Tick],
-    from_percent: float,
-) -> BacktestResult:
-    changes: list[Change] = []
-    holds: dict[str, int] = {}
-    exposure = 0.0
-    before = from_percent
-    full_at: datetime | None = start if from_percent >= 100 else None
-    hours = step.total_seconds() / 3600
-    for tick in ticks:
-        if tick.breached:
-            exposure += before * hours  # live at `before` while the breach was read
-        if tick.action in (str(Action.PROMOTE), str(Action.ROLLBACK)):
-            changes.append(Change(tick.at, tick.action, before, tick.percent, tick.reason))
-        elif tick.hold_cause is not None:
-            holds[tick.hold_cause] = holds.get(tick.hold_cause, 0) + 1
-        if full_at is None and tick.percent >= 100:
-            full_at = tick.at
-        before = tick.percent
-    summary = BacktestSummary(
-        promotions=sum(c.action == str(Action.PROMOTE) for c in changes),
-        rollbacks=sum(c.action == str(Action.ROLLBACK) for c in changes),
-        holds=dict(sorted(holds.items(), key=lambda item: -item[1])),
-        no_data_ticks=sum(t.no_data for t in ticks),
-        time_to_full=None if full_at is None else full_at - start,
-        exposure=exposure,
-        ticks=len(ticks),
-    )
-    return BacktestResult(feature, start, end, step, tuple(changes), tuple(ticks), summary)
+    action = str(decision.action) if decision.is_change else _HOLD
+    cause = hold_cause(decision) if action == _HOLD else None
+    return decision.to_percent, action, breached, no_data, cause
 
 
 _JOB: tuple[Any, ...] = ()  # what forked workers inherit (a source need not pickle)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from rollout_core.config import FeatureSpec, FreezeWindow
-from rollout_core.model import Action, Decision, FlagState, GuardResult, format_percent
+from rollout_core.model import Action, Decision, Deferred, FlagState, GuardResult, format_percent
 from rollout_sdk.keys import unit_key
 
 __all__ = [
@@ -41,6 +41,8 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 def require_utc(now: datetime) -> datetime:
     """`now` in UTC; a naive datetime is refused, since its zone would be a guess."""
+    if now.tzinfo is UTC:
+        return now
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(
             f"now={now.isoformat()} has no time zone; pass an aware UTC datetime, "
@@ -86,11 +88,32 @@ def cooldown_remaining(spec: FeatureSpec, state: FlagState, now: datetime) -> ti
     return _remaining(state.last_rollback_time, spec.cooldown, require_utc(now))
 
 
+# what a guard answers when it lets a decision through for the same reason every tick: frozen,
+# so one instance serves every pass (a backtest asks millions of times)
+_INITIALISED = GuardResult("not_initialised", False, "not_initialised: flag keys present")
+_HISTORY_PARSES = GuardResult("history", False, "history: every history key parses")
+_NO_FREEZE_WINDOWS = GuardResult("freeze", False, "freeze: no freeze windows configured")
+_PROMOTIONS_ONLY = {
+    name: GuardResult(name, False, f"{name}: applies to promotions only")
+    for name in ("dwell", "cooldown", "freeze")
+}
+
+
+@lru_cache(maxsize=16384)
+def _enabled(feature: str) -> GuardResult:
+    return GuardResult("disabled", False, f"disabled: {unit_key(feature, 'enabled')} is true")
+
+
+@lru_cache(maxsize=16384)
+def _unpaused(feature: str) -> GuardResult:
+    return GuardResult("paused", False, f"paused: {unit_key(feature, 'paused')} is false")
+
+
 def not_initialised_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
     if state.exists:
-        return GuardResult("not_initialised", False, "not_initialised: flag keys present")
+        return _INITIALISED
     key = unit_key(spec.name, "rollout_percent")
     init = f"{spec.feature} --config rollouts.yaml" if spec.parent else spec.name
     message = f"not_initialised: {key} is absent; run `rollout init {init}`"
@@ -100,9 +123,9 @@ def not_initialised_guard(
 def disabled_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
-    key = unit_key(spec.name, "enabled")
     if state.enabled:
-        return GuardResult("disabled", False, f"disabled: {key} is true")
+        return _enabled(spec.name)
+    key = unit_key(spec.name, "enabled")
     message = f"disabled: {key} is false; no change while it is switched off"
     return GuardResult("disabled", True, message)
 
@@ -110,9 +133,9 @@ def disabled_guard(
 def paused_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
-    key = unit_key(spec.name, "paused")
     if not state.paused:
-        return GuardResult("paused", False, f"paused: {key} is false")
+        return _unpaused(spec.name)
+    key = unit_key(spec.name, "paused")
     resume = spec.name
     if spec.parent is not None and state.raw_value("feature_paused") == "true":
         key, resume = unit_key(spec.name, "feature_paused"), spec.parent  # the whole feature
@@ -128,7 +151,7 @@ def history_guard(
     """Keys only promotions need (dwell and cooldown history, the audience) that do not parse
     hold promotions; anything else goes through, with the problem as a warning."""
     if not state.problems:
-        return GuardResult("history", False, "history: every history key parses")
+        return _HISTORY_PARSES
     problems = "; ".join(state.problems)
     if decision.action is not Action.PROMOTE:
         return GuardResult("history", False, f"warning: {problems}; fix the key(s)")
@@ -144,25 +167,39 @@ def _wait_guard(
     decision: Decision,
     now: datetime,
 ) -> GuardResult:
-    """Dwell and cooldown: promotions wait `wait` after `since`; nothing else waits."""
+    """Dwell and cooldown: promotions wait `wait` after `since`; nothing else waits.
+    The message is formatted when first read."""
     if decision.action is not Action.PROMOTE:
-        return GuardResult(name, False, f"{name}: applies to promotions only")
+        return _PROMOTIONS_ONLY[name]
     if since is None:
         return GuardResult(name, False, f"{name}: no {since_what} recorded")
     since = _as_utc(since)
-    elapsed, remaining = now - since, _remaining(since, wait, now)
+    remaining = _remaining(since, wait, now)
+    blocks = remaining > timedelta(0)
+    return GuardResult(
+        name, blocks, Deferred(_wait_text, name, since_what, since, wait, remaining, now)
+    )
+
+
+def _wait_text(
+    name: str,
+    since_what: str,
+    since: datetime,
+    wait: timedelta,
+    remaining: timedelta,
+    now: datetime,
+) -> str:
+    elapsed, clock = now - since, _clock(since, now)
     if remaining <= timedelta(0):
-        message = (
-            f"{name}: {format_duration(elapsed)} since {since_what} at {_clock(since, now)} "
+        return (
+            f"{name}: {format_duration(elapsed)} since {since_what} at {clock} "
             f">= {format_duration(wait)}"
         )
-        return GuardResult(name, False, message)
     shown = format_duration(elapsed) if elapsed >= timedelta(0) else "0s (clock skew?)"
-    message = (
+    return (
         f"{name}: {shown} of {format_duration(wait)} since {since_what} at "
-        f"{_clock(since, now)}; promotion waits {format_duration(remaining)}"
+        f"{clock}; promotion waits {format_duration(remaining)}"
     )
-    return GuardResult(name, True, message)
 
 
 def dwell_guard(
@@ -201,19 +238,22 @@ def freeze_guard(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> GuardResult:
     if decision.action is not Action.PROMOTE:
-        return GuardResult("freeze", False, "freeze: applies to promotions only")
+        return _PROMOTIONS_ONLY["freeze"]
     for window in spec.freeze:
         if is_frozen(window, now):
-            local = now.astimezone(ZoneInfo(window.tz))
-            moment = f"{_WEEKDAYS[local.weekday()]} {local:%H:%M} {window.tz}"
-            message = (
-                f"freeze: {moment} is inside the freeze window "
-                f"{_describe_window(window)}; no promotions until it ends"
-            )
-            return GuardResult("freeze", True, message)
+            return GuardResult("freeze", True, Deferred(_frozen_text, window, now))
     if not spec.freeze:
-        return GuardResult("freeze", False, "freeze: no freeze windows configured")
+        return _NO_FREEZE_WINDOWS
     return GuardResult("freeze", False, f"freeze: outside all {len(spec.freeze)} window(s)")
+
+
+def _frozen_text(window: FreezeWindow, now: datetime) -> str:
+    local = now.astimezone(ZoneInfo(window.tz))
+    moment = f"{_WEEKDAYS[local.weekday()]} {local:%H:%M} {window.tz}"
+    return (
+        f"freeze: {moment} is inside the freeze window "
+        f"{_describe_window(window)}; no promotions until it ends"
+    )
 
 
 GUARDS: tuple[Guard, ...] = (
@@ -231,34 +271,55 @@ def check_guards(
     spec: FeatureSpec, state: FlagState, decision: Decision, now: datetime
 ) -> Decision:
     """The decision after every guard; the first guard that blocks turns it into a hold that
-    still reports what the policy proposed."""
+    still reports what the policy proposed. The reasons are formatted when first read."""
     now = require_utc(now)
-    results = tuple(guard(spec, state, decision, now) for guard in GUARDS)
+    results = tuple([guard(spec, state, decision, now) for guard in GUARDS])
     proposed = decision.proposed or decision.action
     proposed_percent = (
         decision.proposed_percent if decision.proposed_percent is not None else decision.to_percent
     )
     blocker = next((result for result in results if result.blocks), None)
+    # built field by field rather than with dataclasses.replace: this runs for every feature
+    # on every tick of a backtest; every field of Decision is set here
     if blocker is None:
-        warnings = tuple(r.message for r in results if r.message.startswith("warning: "))
-        return replace(
-            decision,
-            reasons=(*decision.reasons, *warnings),
+        return Decision(
+            feature=decision.feature,
+            action=decision.action,
+            from_percent=decision.from_percent,
+            to_percent=decision.to_percent,
+            reasons=Deferred(_passed_reasons, decision, results),
+            verdicts=decision.verdicts,
             proposed=proposed,
             proposed_percent=proposed_percent,
+            guard=decision.guard,
             guards=results,
+            inputs=decision.inputs,
         )
-    held = f"Hold at {format_percent(decision.from_percent)}: {blocker.message}"
-    was_hold = decision.action is Action.HOLD
-    first, *rest = decision.reasons or ("",)
-    policy_reasons = (first if was_hold else f"proposed: {first}", *rest)
-    return replace(
-        decision,
+    return Decision(
+        feature=decision.feature,
         action=Action.HOLD,
+        from_percent=decision.from_percent,
         to_percent=decision.from_percent,
-        reasons=(held, *(reason for reason in policy_reasons if reason)),
+        reasons=Deferred(_held_reasons, decision, blocker),
+        verdicts=decision.verdicts,
         proposed=proposed,
         proposed_percent=proposed_percent,
         guard=blocker.name,
         guards=results,
+        inputs=decision.inputs,
     )
+
+
+def _passed_reasons(decision: Decision, results: tuple[GuardResult, ...]) -> tuple[str, ...]:
+    """The policy's reasons, then any guard's warning (a history key that does not parse)."""
+    warnings = tuple(r.message for r in results if r.message.startswith("warning: "))
+    return (*decision.reasons, *warnings)
+
+
+def _held_reasons(decision: Decision, blocker: GuardResult) -> tuple[str, ...]:
+    """ "Hold at 10%: dwell: ...", then what the policy proposed and why."""
+    held = f"Hold at {format_percent(decision.from_percent)}: {blocker.message}"
+    was_hold = decision.action is Action.HOLD
+    first, *rest = decision.reasons or ("",)
+    policy_reasons = (first if was_hold else f"proposed: {first}", *rest)
+    return (held, *(reason for reason in policy_reasons if reason))

@@ -7,14 +7,16 @@ rendered as a table row and replayed without any of it changing underneath.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "Action",
     "Decision",
+    "Deferred",
     "FlagState",
     "GuardResult",
     "QueryError",
@@ -26,6 +28,70 @@ __all__ = [
     "format_percent",
     "worst",
 ]
+
+
+T = TypeVar("T")
+
+
+class Deferred(Generic[T]):
+    """A value made by `make(*args)` on first use, then kept: the text of a reason or a message,
+    which a replay of thousands of holds mostly never reads. It pickles and copies as the value
+    itself, so a decision that crosses a process boundary carries plain text."""
+
+    __slots__ = ("_args", "_make", "_value")
+
+    def __init__(self, make: Callable[..., T], *args: Any) -> None:
+        self._make: Callable[..., T] | None = make
+        self._args = args
+        self._value: T | None = None
+
+    def get(self) -> T:
+        make = self._make
+        if make is not None:
+            self._value, self._make, self._args = make(*self._args), None, ()
+        return self._value  # type: ignore[return-value]  # made above when it was pending
+
+    def __reduce__(self) -> tuple[Callable[[T], T], tuple[T]]:
+        return _same, (self.get(),)
+
+
+def _same(value: T) -> T:
+    return value
+
+
+_NO_DEFAULT: Any = object()
+
+
+class _Lazy(Generic[T]):
+    """A frozen dataclass field that takes its value or a `Deferred` making it; reading it
+    always gives the value (made once, on the first read). Equality, hashing, `repr` and
+    `dataclasses.replace` read it like any field, so they see the same text as ever."""
+
+    def __init__(self, default: T = _NO_DEFAULT) -> None:
+        self._default = default
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> T: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> T:
+        if obj is None:  # the dataclass asks for the field's default
+            if self._default is _NO_DEFAULT:
+                raise AttributeError(self._name)
+            return self._default
+        stored = obj.__dict__[self._name]
+        if type(stored) is Deferred:
+            stored = obj.__dict__[self._name] = stored.get()
+        return stored  # type: ignore[no-any-return]
+
+    def __set__(self, obj: object, value: T | Deferred[T]) -> None:
+        obj.__dict__[self._name] = value
 
 
 class Verdict(IntEnum):
@@ -137,7 +203,7 @@ class SloVerdict:
     limit: float
     samples: float | None = None
     bound: float | None = None  # the 99% Wilson lower bound, for ratio SLOs
-    message: str = ""
+    message: _Lazy[str] = _Lazy("")  # a str, or a Deferred one (the policy formats on demand)
     error: QueryError | None = None  # the query problem behind an inconclusive verdict
 
     def __str__(self) -> str:
@@ -176,7 +242,7 @@ class GuardResult:
 
     name: str
     blocks: bool
-    message: str = ""
+    message: _Lazy[str] = _Lazy("")  # a str, or a Deferred one
 
 
 @dataclass(frozen=True)
@@ -192,7 +258,7 @@ class Decision:
     action: Action
     from_percent: float
     to_percent: float
-    reasons: tuple[str, ...]
+    reasons: _Lazy[tuple[str, ...]] = _Lazy()  # a tuple, or a Deferred one (made when read)
     verdicts: tuple[SloVerdict, ...] = ()
     proposed: Action | None = None
     proposed_percent: float | None = None

@@ -8,14 +8,16 @@ Each SLO reading becomes a verdict (healthy, breach or inconclusive) carrying it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.model import (
     Action,
     Decision,
+    Deferred,
     FlagState,
+    QueryError,
     SloReading,
     SloSnapshot,
     SloVerdict,
@@ -67,8 +69,15 @@ def _count(samples: float) -> str:
 
 
 def _verdict(
-    slo: SloSpec, verdict: Verdict, reading: SloReading, text: str, bound: float | None = None
+    slo: SloSpec,
+    verdict: Verdict,
+    reading: SloReading,
+    text: Callable[..., str],
+    *args: Any,
+    bound: float | None = None,
 ) -> SloVerdict:
+    """The verdict; its message ("error_rate 2.4% (...) > max 1.0%: breach") is `text(*args)`
+    formatted when first read, since a replay never reads most of them."""
     return SloVerdict(
         name=slo.name,
         verdict=verdict,
@@ -76,9 +85,17 @@ def _verdict(
         limit=slo.max,
         samples=reading.samples,
         bound=bound,
-        message=f"{slo.name} {text}: {verdict}",
+        message=Deferred(_message, slo.name, verdict, text, args),
         error=reading.error,
     )
+
+
+def _message(name: str, verdict: Verdict, text: Callable[..., str], args: tuple[Any, ...]) -> str:
+    return f"{name} {text(*args)}: {verdict}"
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _valid_samples(samples: float | None) -> float | None:
@@ -99,77 +116,129 @@ def _impossible(value: float | None, what: str) -> str:
     return f"no data ({what} {value:g} is negative; check the query)"
 
 
-def _has_data(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
 def _query_failed(slo: SloSpec, reading: SloReading) -> SloVerdict:
     assert reading.error is not None
     kind = "transient query error" if reading.error.transient else "query error"
-    return _verdict(slo, Verdict.INCONCLUSIVE, reading, f"{kind}: {reading.error}")
+    return _verdict(slo, Verdict.INCONCLUSIVE, reading, _query_text, kind, reading.error)
+
+
+def _query_text(kind: str, error: QueryError) -> str:
+    return f"{kind}: {error}"
+
+
+def _ratio_uncounted(ratio: float, samples: float | None) -> str:
+    return f"{format_ratio(ratio)} ({_no_count(samples)})"
+
+
+def _ratio_point(ratio: float, sign: str, limit: float) -> str:
+    return f"{format_ratio(ratio)} {sign} max {format_ratio(limit)}"
+
+
+def _ratio_evidence(ratio: float, samples: float, bound: float, sign: str, limit: float) -> str:
+    evidence = f"({_count(samples)}, 99% lower bound {format_ratio(bound)})"
+    return f"{format_ratio(ratio)} {evidence} {sign} max {format_ratio(limit)}"
+
+
+def _ratio_thin(ratio: float, samples: float, min_samples: int) -> str:
+    return f"{format_ratio(ratio)} ({_count(samples)} < min_samples {min_samples})"
+
+
+def _ratio_unsure(ratio: float, samples: float, bound: float, limit: float) -> str:
+    return f"{_ratio_evidence(ratio, samples, bound, '>', limit)}, but the lower bound is not"
 
 
 def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
     inconclusive, min_samples = Verdict.INCONCLUSIVE, slo.min_samples or 0
+    ratio, limit = reading.value, slo.max
     if reading.samples == 0:
-        return _verdict(slo, inconclusive, reading, "no traffic (n=0)")
-    if not _has_data(reading.value):
-        return _verdict(slo, inconclusive, reading, describe_missing(reading.value))
-    assert reading.value is not None
-    if reading.value < 0:  # a negative error count: an impossible reading is no evidence
-        return _verdict(slo, inconclusive, reading, _impossible(reading.value, "ratio"))
-    ratio, limit = reading.value, format_ratio(slo.max)
-    shown = format_ratio(ratio)
+        return _verdict(slo, inconclusive, reading, _as_is, "no traffic (n=0)")
+    if ratio is None or not math.isfinite(ratio):
+        return _verdict(slo, inconclusive, reading, describe_missing, ratio)
+    if ratio < 0:  # a negative error count: an impossible reading is no evidence
+        return _verdict(slo, inconclusive, reading, _impossible, ratio, "ratio")
     samples = _valid_samples(reading.samples)
     if samples is None:
         if min_samples > 0:
-            return _verdict(slo, inconclusive, reading, f"{shown} ({_no_count(reading.samples)})")
+            return _verdict(slo, inconclusive, reading, _ratio_uncounted, ratio, reading.samples)
         # min_samples 0 without a count: the original API, judged on the point estimate alone
-        is_breach = ratio > slo.max
-        verdict = Verdict.BREACH if is_breach else Verdict.HEALTHY
-        return _verdict(slo, verdict, reading, f"{shown} {'>' if is_breach else '<='} max {limit}")
+        is_breach = ratio > limit
+        verdict, sign = (Verdict.BREACH, ">") if is_breach else (Verdict.HEALTHY, "<=")
+        return _verdict(slo, verdict, reading, _ratio_point, ratio, sign, limit)
     bound = wilson_lower_bound(ratio, samples)
-    evidence = f"({_count(samples)}, 99% lower bound {format_ratio(bound)})"
-    if bound > slo.max:
-        return _verdict(slo, Verdict.BREACH, reading, f"{shown} {evidence} > max {limit}", bound)
+    if bound > limit:
+        return _verdict(
+            slo,
+            Verdict.BREACH,
+            reading,
+            _ratio_evidence,
+            ratio,
+            samples,
+            bound,
+            ">",
+            limit,
+            bound=bound,
+        )
     if samples < min_samples:
-        text = f"{shown} ({_count(samples)} < min_samples {min_samples})"
-        return _verdict(slo, inconclusive, reading, text, bound)
-    if ratio <= slo.max:
-        return _verdict(slo, Verdict.HEALTHY, reading, f"{shown} {evidence} <= max {limit}", bound)
-    text = f"{shown} {evidence} > max {limit}, but the lower bound is not"
-    return _verdict(slo, inconclusive, reading, text, bound)
+        return _verdict(
+            slo, inconclusive, reading, _ratio_thin, ratio, samples, min_samples, bound=bound
+        )
+    if ratio <= limit:
+        return _verdict(
+            slo,
+            Verdict.HEALTHY,
+            reading,
+            _ratio_evidence,
+            ratio,
+            samples,
+            bound,
+            "<=",
+            limit,
+            bound=bound,
+        )
+    return _verdict(
+        slo, inconclusive, reading, _ratio_unsure, ratio, samples, bound, limit, bound=bound
+    )
+
+
+def _scalar_thin(slo: SloSpec, value: float, samples: float | None, min_samples: int) -> str:
+    count = _count(samples) if samples is not None else "n unknown"
+    return f"{_format_value(slo, value)} ({count} < min_samples {min_samples})"
+
+
+def _scalar_judged(
+    slo: SloSpec, value: float, note: str, samples: float | None, is_breach: bool
+) -> str:
+    if samples is not None and not note:
+        note = f" ({_count(samples)})"
+    sign = ">" if is_breach else "<="
+    return f"{_format_value(slo, value)}{note} {sign} max {_format_value(slo, slo.max)}"
 
 
 def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
     """Value SLOs (latency) and count SLOs (failures in a window)."""
     min_samples, is_count = slo.min_samples or 0, slo.kind == "count"
-    if reading.value is None and is_count and slo.absent_is_zero:
+    raw = reading.value
+    if raw is None and is_count and slo.absent_is_zero:
         # an empty result (no series) counted nothing; NaN or ±Inf is never read as 0
         reading = SloReading(reading.name, 0.0, reading.samples)
         note = " (no series, read as 0)"
-    elif not _has_data(reading.value):
-        return _verdict(slo, Verdict.INCONCLUSIVE, reading, describe_missing(reading.value))
-    elif is_count and (reading.value or 0.0) < 0:  # never fewer than no failures
-        return _verdict(slo, Verdict.INCONCLUSIVE, reading, _impossible(reading.value, "count"))
+    elif raw is None or not math.isfinite(raw):
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, describe_missing, raw)
+    elif is_count and raw < 0:  # never fewer than no failures
+        return _verdict(slo, Verdict.INCONCLUSIVE, reading, _impossible, raw, "count")
     else:
         note = ""
     samples = _valid_samples(reading.samples)
-    if samples is not None and not note:
-        note = f" ({_count(samples)})"
     value = float(reading.value or 0.0)
-    shown, limit = _format_value(slo, value), _format_value(slo, slo.max)
     is_breach = value > slo.max
     has_evidence = min_samples == 0 or (samples is not None and samples >= min_samples)
     # a count above max is evidence on its own; a value needs enough samples either way
     if not has_evidence and not (is_count and is_breach):
-        count = _count(samples) if samples is not None else "n unknown"
-        text = f"{shown} ({count} < min_samples {min_samples})"
-        return _verdict(slo, Verdict.INCONCLUSIVE, reading, text)
+        return _verdict(
+            slo, Verdict.INCONCLUSIVE, reading, _scalar_thin, slo, value, samples, min_samples
+        )
     verdict = Verdict.BREACH if is_breach else Verdict.HEALTHY
-    return _verdict(
-        slo, verdict, reading, f"{shown}{note} {'>' if is_breach else '<='} max {limit}"
-    )
+    return _verdict(slo, verdict, reading, _scalar_judged, slo, value, note, samples, is_breach)
 
 
 def evaluate_slo(slo: SloSpec, reading: SloReading) -> SloVerdict:
@@ -226,46 +295,65 @@ WITHOUT_TRAFFIC = "promoted without traffic evidence (promote_without_traffic)"
 
 def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict]) -> Decision:
     """The policy before guards: any breach rolls back whatever the other SLOs say; a
-    promotion needs every SLO healthy and traffic evidence (I1); anything else holds."""
+    promotion needs every SLO healthy and traffic evidence (I1); anything else holds.
+    The reasons are formatted when first read (a replay reads few of them)."""
     current, overall = float(state.percent), worst(v.verdict for v in verdicts)
-    deciding = [v for v in verdicts if v.verdict is overall]
-    titles = ", ".join(slo_title(v.name) for v in deciding)
-    action, target = Action.HOLD, current
+    deciding = tuple(v for v in verdicts if v.verdict is overall)
+    action, target, case = Action.HOLD, current, "inconclusive"
     notes: tuple[str, ...] = ()
     if overall is Verdict.BREACH and current > 0:
-        action, target = Action.ROLLBACK, safe_step(spec, current)
-        headline = (
-            f"Rollback {format_percent(current)} -> {format_percent(target)} on {titles} breach"
-        )
+        action, target, case = Action.ROLLBACK, safe_step(spec, current), "rollback"
     elif overall is Verdict.BREACH:
-        headline = f"Hold at 0%: {titles} breach, nothing to roll back"
+        case = "breach at 0%"
     elif overall is Verdict.HEALTHY:
         step = next_step(spec, current)
-        has_traffic = has_traffic_evidence(spec, verdicts)
         if step is None:
-            headline = f"Hold at {format_percent(current)}: full rollout reached"
-        elif not has_traffic and not spec.promote_without_traffic:
-            headline = (
-                f"Hold at {format_percent(current)}: SLOs healthy but no SLO with "
-                "min_samples > 0 saw enough traffic to promote"
-            )
+            case = "full rollout"
+        elif has_traffic_evidence(spec, verdicts):
+            action, target, case = Action.PROMOTE, step, "promote"
+        elif spec.promote_without_traffic:
+            action, target, case = Action.PROMOTE, step, "promote"
+            notes = (WITHOUT_TRAFFIC,)
         else:
-            action, target = Action.PROMOTE, step
-            headline = _promotion_headline(current, step)
-            notes = () if has_traffic else (WITHOUT_TRAFFIC,)
-    else:
-        named = ", ".join(v.name for v in deciding) or "no SLO verdicts"
-        headline = f"Hold at {format_percent(current)}: inconclusive {named}"
+            case = "no traffic evidence"
+
     return Decision(
         feature=spec.name,
         action=action,
         from_percent=current,
         to_percent=target,
-        reasons=(headline, *notes, *(v.message for v in deciding)),
+        reasons=Deferred(_reasons, case, current, target, deciding, notes),
         verdicts=tuple(verdicts),
         proposed=action,
         proposed_percent=target,
     )
+
+
+def _reasons(
+    case: str, current: float, target: float, deciding: Sequence[SloVerdict], notes: tuple[str, ...]
+) -> tuple[str, ...]:
+    headline = _headline(case, current, target, deciding)
+    return (headline, *notes, *(v.message for v in deciding))
+
+
+def _headline(case: str, current: float, target: float, deciding: Sequence[SloVerdict]) -> str:
+    """The first reason of a proposal, e.g. "Rollback 50% -> 10% on Error rate breach"."""
+    titles = ", ".join(slo_title(v.name) for v in deciding)
+    if case == "rollback":
+        return f"Rollback {format_percent(current)} -> {format_percent(target)} on {titles} breach"
+    if case == "breach at 0%":
+        return f"Hold at 0%: {titles} breach, nothing to roll back"
+    if case == "promote":
+        return _promotion_headline(current, target)
+    if case == "full rollout":
+        return f"Hold at {format_percent(current)}: full rollout reached"
+    if case == "no traffic evidence":
+        return (
+            f"Hold at {format_percent(current)}: SLOs healthy but no SLO with "
+            "min_samples > 0 saw enough traffic to promote"
+        )
+    named = ", ".join(v.name for v in deciding) or "no SLO verdicts"
+    return f"Hold at {format_percent(current)}: inconclusive {named}"
 
 
 class Recommendation(NamedTuple):

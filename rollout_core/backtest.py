@@ -176,10 +176,60 @@ def backtest(
     `record_inputs` keeps every tick's decision inputs (holds too), for explain's checks.
     Features never influence each other's decisions, so `workers` > 1 replays groups of
     them in forked processes (each its own pass over its features), for fleet-size runs.
-    `keep_ticks=False` keeps changes and summaries only (no per-tick record)."""
-    if workers > 1 and len(specs) > 1:
+    `keep_ticks=False` keeps changes and summaries only (no per-tick record).
+    A fleet is replayed a group of features at a time (a segmented feature's segments always
+    together, in one pass per tick as the flow runs them), so each pass stays small."""
+    families = _families(specs)
+    if workers > 1 and len(families) > 1:
         job = (specs, source, start, end, step, from_percent, record_inputs, keep_ticks)
-        return _in_processes(job, len(specs), workers)
+        return _in_processes(job, families, workers)
+    if len(specs) > _GROUP_SIZE and len(families) > 1:
+        results: dict[str, BacktestResult] = {}
+        for group in _groups(families, _GROUP_SIZE):
+            chosen = [specs[i] for i in group]
+            results.update(
+                _replay(chosen, source, start, end, step, from_percent, record_inputs, keep_ticks)
+            )
+        return {spec.name: results[spec.name] for spec in specs}
+    return _replay(specs, source, start, end, step, from_percent, record_inputs, keep_ticks)
+
+
+# Units per pass of a fleet-size backtest. Every pass keeps all its units' snapshots, proposals
+# and decisions alive at once; past a few dozen units the garbage collector's young generations
+# promote them and full collections come often, over an ever larger heap.
+_GROUP_SIZE = 32
+
+
+def _families(specs: Sequence[FeatureSpec]) -> list[list[int]]:
+    """The positions of the specs, grouped by feature: a segmented feature's segments (units
+    with the same parent) decide in one pass, since the segment order links them."""
+    families: dict[str, list[int]] = {}
+    for index, spec in enumerate(specs):
+        families.setdefault(spec.parent or spec.name, []).append(index)
+    return list(families.values())
+
+
+def _groups(families: Sequence[list[int]], size: int) -> list[list[int]]:
+    """Consecutive families gathered into groups of about `size` units (a family never split)."""
+    groups: list[list[int]] = [[]]
+    for family in families:
+        if groups[-1] and len(groups[-1]) + len(family) > size:
+            groups.append([])
+        groups[-1].extend(family)
+    return groups
+
+
+def _replay(
+    specs: Sequence[FeatureSpec],
+    source: MetricsSource,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    from_percent: float,
+    record_inputs: bool,
+    keep_ticks: bool,
+) -> dict[str, BacktestResult]:
+    """One pass per tick over all of `specs`, exactly as the flow runs them."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     times = ticks_between(start, end, step)
     states: dict[str, FlagState | RolloutError] = {
@@ -295,12 +345,14 @@ def _run_group(group: Sequence[int]) -> dict[str, BacktestResult]:
     )
 
 
-def _in_processes(job: tuple[Any, ...], count: int, workers: int) -> dict[str, BacktestResult]:
+def _in_processes(
+    job: tuple[Any, ...], families: Sequence[list[int]], workers: int
+) -> dict[str, BacktestResult]:
     import multiprocessing
 
     global _JOB
     _JOB = job
-    groups = [list(range(i, count, workers)) for i in range(workers)]
+    groups = [[i for family in families[w::workers] for i in family] for w in range(workers)]
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_run_group, [g for g in groups if g])

@@ -171,8 +171,8 @@ def evaluate_all(
     for spec in specs:
         snapshot = snapshots.get(spec.name)
         state = states.get(spec.name)
-        problem = next((x for x in (state, snapshot) if isinstance(x, BaseException)), None)
-        if problem is not None:
+        problem = state if isinstance(state, BaseException) else snapshot
+        if isinstance(problem, BaseException):
             proposals[spec.name] = FeatureOutcome(
                 spec.name, _status_of(problem), error=str(problem)
             )

@@ -190,7 +190,8 @@ class SloSnapshot:
 
     def reading(self, slo_name: str) -> SloReading:
         """The named reading, or a missing one when the source had nothing for it."""
-        return self.readings.get(slo_name, SloReading(slo_name, None, None))
+        found = self.readings.get(slo_name)
+        return found if found is not None else SloReading(slo_name, None, None)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rollout_core.config import FeatureSpec, SloSpec
+from rollout_core.config import FeatureSpec
 from rollout_core.errors import ConfigError, MetricsUnavailable, RolloutError
 from rollout_core.model import SloReading, SloSnapshot
 
@@ -101,17 +101,21 @@ class ReplaySource:
         return {spec.name: self._snapshot(spec, now, moment) for spec in specs}
 
     def _snapshot(self, spec: FeatureSpec, now: int, moment: datetime) -> SloSnapshot:
-        readings = {slo.name: self._reading(spec.name, slo, now) for slo in spec.slos}
-        return SloSnapshot(spec.name, readings, moment)
-
-    def _reading(self, feature: str, slo: SloSpec, now: int) -> SloReading:
-        track = self._tracks.get((feature, slo.name))
-        position = bisect_right(track.times, now) - 1 if track is not None else -1
-        if track is None or position < 0 or track.times[position] < now - self._staleness_us:
-            return SloReading(slo.name, None, None)  # no series, as an empty Prometheus result
-        # NaN and ±Inf stay: the policy reads them as no data, like Prometheus' own NaN
-        value, samples = track.values[position], track.samples[position]
-        return SloReading(slo.name, value, None if math.isnan(samples) else samples)
+        feature, oldest, tracks = spec.name, now - self._staleness_us, self._tracks
+        readings = {}
+        for slo in spec.slos:  # inline: a fleet's backtest reads millions of these
+            name = slo.name
+            track = tracks.get((feature, name))
+            if track is not None:
+                position = bisect_right(track.times, now) - 1
+                if position >= 0 and track.times[position] >= oldest:
+                    # NaN and ±Inf stay: the policy reads them as no data, like Prometheus' NaN
+                    value, samples = track.values[position], track.samples[position]
+                    count = None if math.isnan(samples) else samples
+                    readings[name] = SloReading(name, value, count)
+                    continue
+            readings[name] = SloReading(name, None, None)  # no series: an empty result
+        return SloSnapshot(feature, readings, moment)
 
 
 def _index(frame: pd.DataFrame, source: str) -> dict[tuple[str, str], _Track]:

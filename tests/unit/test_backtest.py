@@ -4,10 +4,12 @@ reads against a fake client, and the offline `rollout backtest --series` command
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fakeredis
 import pandas as pd
 import pytest
 import requests
@@ -16,7 +18,9 @@ from typer.testing import CliRunner
 from rollout_cli.main import app
 from rollout_core.backtest import BacktestResult, backtest, ticks_between
 from rollout_core.config import FeatureSpec, SloSpec
+from rollout_core.controller import run_pass
 from rollout_core.errors import ConfigError, MetricsUnavailable
+from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 from rollout_core.history import RangeReader, chunks
 from rollout_core.replay import ReplaySource
 from rollout_core.slo import Answer
@@ -288,6 +292,41 @@ def test_a_segmented_feature_replays_every_segment_in_order_and_rolls_back_one_a
     assert body["segments"]["west"]["summary"]["holds_by_cause"]["segment order"] > 0
 
 
+def test_a_fleet_replays_in_groups_each_feature_as_it_would_alone_segments_in_one_pass() -> None:
+    from rollout_core.config import expand_segments, parse_config
+
+    plain = [f"f{n:02d}" for n in range(40)]
+    segmented = expand_segments([parse_config(SEGMENTED).feature("google")])
+    specs = [SPEC.model_copy(update={"name": name}) for name in plain[:31]]
+    specs += [*segmented, *(SPEC.model_copy(update={"name": name}) for name in plain[31:])]
+    frame = pd.concat(
+        [
+            segment_rows("canary", 120),
+            segment_rows("west", 120, breach_from=100),
+            *(
+                series(120, 5, 20 + 5 * n if n % 3 else None).assign(feature=plain[n])
+                for n in range(40)
+            ),
+        ]
+    )
+    end, step = T0 + timedelta(minutes=120), timedelta(minutes=5)
+
+    fleet = backtest(specs, ReplaySource(frame), T0, end, step)
+    forked = backtest(specs, ReplaySource(frame), T0, end, step, workers=2, keep_ticks=False)
+    alone = backtest(segmented, ReplaySource(frame), T0, end, step)
+    for spec in specs:
+        if spec.parent is None:
+            alone.update(backtest([spec], ReplaySource(frame), T0, end, step))
+
+    assert list(fleet) == list(forked) == [spec.name for spec in specs]
+    for name, result in alone.items():
+        assert fleet[name].changes == forked[name].changes == result.changes
+        assert fleet[name].summary == forked[name].summary == result.summary
+        assert fleet[name].ticks == result.ticks
+    assert fleet["google[west]"].summary.holds["segment order"] > 0
+    assert fleet["f01"].summary.rollbacks > 0 and fleet["f00"].summary.rollbacks == 0
+
+
 def test_range_reads_give_each_segment_its_own_series() -> None:
     from rollout_core.config import expand_segments, parse_config
 
@@ -335,3 +374,110 @@ def test_backtest_prints_the_changes_with_their_evidence_and_the_summary(tmp_pat
     for row in ("promotions", "rollbacks", "holds", "ticks with no data", "time to 100%"):
         assert row in result.output
     assert "exposure to breached SLOs" in result.output
+
+
+FLOW_SPEC = FeatureSpec.model_validate(
+    {
+        "name": "google",
+        "dwell": "15m",
+        "cooldown": "1h",
+        "freeze": [{"days": ["tue"], "start": "09:00", "end": "13:00", "tz": "Europe/Berlin"}],
+        "slos": [
+            {"name": "error_rate", "ratio": {"errors": "e", "total": "t"}, "max": 0.01},
+            {"name": "latency_p95", "query": "l", "max": 0.5},
+            {"name": "oauth_refresh_failures", "kind": "count", "query": "o", "max": 5},
+        ],
+    }
+)
+
+
+def eventful(days: int, seed: int = 14) -> pd.DataFrame:
+    """A noisy history with every kind of tick: breaches, thin windows (n < 200), NaN
+    latencies, absent counts (read as 0), slow latencies and bursts of OAuth failures."""
+    rng = random.Random(seed)
+    rows = []
+    for tick in range(days * 144 + 1):
+        at = (T0 + timedelta(minutes=10 * tick)).isoformat()
+        n = rng.choice([40.0, 150.0, 900.0, 1200.0, 5000.0])
+        ratio = rng.choice([0.0, 0.002, 0.004, 0.012]) if rng.random() > 0.04 else 0.08
+        latency = rng.choice([0.12, 0.3, float("nan"), 0.7]) if rng.random() > 0.7 else 0.2
+        rows += [
+            (at, "google", "error_rate", ratio, n),
+            (at, "google", "latency_p95", latency, None),
+        ]
+        if rng.random() > 0.2:
+            oauth = float(rng.choice([0, 1, 2, 9])) if rng.random() > 0.8 else 0.0
+            rows.append((at, "google", "oauth_refresh_failures", oauth, None))
+    return pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"])
+
+
+def test_the_backtest_decides_and_words_every_tick_as_the_flows_own_pass_does() -> None:
+    # the flow's pass (run_pass: fetch, evaluate, guards, compare-and-set) tick by tick on the
+    # real flag store over fakeredis, next to the backtest's simulated flag state
+    source = ReplaySource(eventful(days=3))
+    source.add_outage(T0 + timedelta(hours=20), T0 + timedelta(hours=21))
+    end = T0 + timedelta(days=3)
+    result = backtest([FLOW_SPEC], source, T0, end, timedelta(minutes=10))["google"]
+    client = fakeredis.FakeRedis(decode_responses=True)
+    client.mset({"flags:google:enabled": "true", "flags:google:rollout_percent": "0"})
+    client.set("flags:google:paused", "false")
+    store = RedisFlagStore(client)
+
+    flow = []
+    for at in ticks_between(T0, end, timedelta(minutes=10)):
+        outcome = run_pass([FLOW_SPEC], store, source, at, dry_run=False)["google"]
+        decision = outcome.decision
+        if decision is None:
+            flow.append((at, "failed", outcome.error))
+        else:
+            action = str(decision.action) if decision.is_change else "hold"
+            flow.append((at, action, decision.to_percent, decision.reason))
+    audited = [fields["reason"] for _, fields in client.xrange(AUDIT_STREAM)]
+
+    replayed = [
+        (t.at, t.action, t.reason)
+        if t.action == "failed"
+        else (t.at, t.action, t.percent, t.reason)
+        for t in result.ticks
+    ]
+    assert replayed == flow
+    assert [c.reason for c in result.changes] == audited
+    assert {t.action for t in result.ticks} == {"promote", "rollback", "hold", "failed"}
+    assert result.summary.holds == {
+        "inconclusive": 207,
+        "cooldown": 55,
+        "dwell": 31,
+        "full rollout": 27,
+        "breach at 0%": 15,
+        "metrics unavailable": 6,
+        "freeze": 5,
+    }
+    # word for word, a sample of each kind of tick (the first of each), as the flow writes them
+    assert {i: result.ticks[i].reason for i in WORDING} == WORDING
+
+
+HEALTHY_3 = "latency_p95 0.2s <= max 0.5s: healthy; oauth_refresh_failures 0 <= max 5: healthy"
+WORDING = {
+    0: "Hold at 0%: inconclusive error_rate; error_rate 0.2% (n=40 < min_samples 200): "
+    "inconclusive",
+    2: "Initial canary 0% -> 10%: all SLOs healthy; error_rate 0.4% (n=900, 99% lower bound "
+    f"0.1%) <= max 1.0%: healthy; {HEALTHY_3}",
+    4: "Rollback 10% -> 0% on error rate breach; error_rate 8.0% (n=900, 99% lower bound 6.1%) "
+    "> max 1.0%: breach",
+    7: "Hold at 0%: cooldown: 30m of 1h since last rollback at 00:40Z; promotion waits 30m; "
+    "proposed: Initial canary 0% -> 10%: all SLOs healthy; error_rate 0.2% (n=1200, 99% lower "
+    f"bound 0.05%) <= max 1.0%: healthy; {HEALTHY_3}",
+    9: "Hold at 0%: error rate breach, nothing to roll back; error_rate 8.0% (n=40, 99% lower "
+    "bound 2.4%) > max 1.0%: breach",
+    11: "Hold at 10%: dwell: 10m of 15m since last change at 01:40Z; promotion waits 5m; "
+    "proposed: SLOs healthy, ramp 10% -> 50%; error_rate 0.0% (n=1200, 99% lower bound 0.0%) "
+    f"<= max 1.0%: healthy; {HEALTHY_3}",
+    95: "Hold at 100%: full rollout reached; error_rate 0.0% (n=900, 99% lower bound 0.0%) <= "
+    f"max 1.0%: healthy; {HEALTHY_3}",
+    120: "replayed metrics outage from 2026-01-05T20:00:00+00:00 to 2026-01-05T21:00:00+00:00 "
+    "(<replay frame>); the controller must hold and retry",
+    198: "Hold at 0%: freeze: tue 10:00 Europe/Berlin is inside the freeze window tue "
+    "09:00-13:00 Europe/Berlin; no promotions until it ends; proposed: Initial canary 0% -> "
+    "10%: all SLOs healthy; error_rate 0.4% (n=900, 99% lower bound 0.1%) <= max 1.0%: "
+    f"healthy; {HEALTHY_3}",
+}

@@ -5,7 +5,10 @@ Argo style: assert a result, change one limit, assert again.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 from rollout_core.config import FeatureSpec, SloSpec
 from rollout_core.model import (
     Action,
+    Deferred,
     FlagState,
     QueryError,
     SloReading,
@@ -397,3 +401,31 @@ def test_a_negative_ratio_or_count_is_no_data_never_healthy(
     result = evaluate_slo(slo, reading)
     assert result.verdict is Verdict.INCONCLUSIVE
     assert "is negative" in result.message
+
+
+def test_a_decisions_words_are_made_on_first_read_once_and_pickle_as_plain_text() -> None:
+    spec = feature()
+    readings = {"error_rate": SloReading("error_rate", 0.024, 812)}
+    state = FlagState("google", percent=50.0)
+    decision = propose(spec, state, evaluate_slos(spec, SloSnapshot("google", readings)))
+    made: list[int] = []
+
+    def text() -> str:
+        made.append(1)
+        return "text"
+
+    later = Deferred(text)
+
+    shipped = pickle.dumps(decision)
+    copied = pickle.loads(shipped)
+
+    assert b"Deferred" not in shipped  # a worker or Prefect receives the words, not a recipe
+    assert copied == decision == copy.deepcopy(decision)
+    assert decision.reasons == (
+        "Rollback 50% -> 10% on error rate breach",
+        "error_rate 2.4% (n=812, 99% lower bound 1.4%) > max 1.0%: breach",
+    )
+    assert decision.reasons is decision.reasons and copied.reason == decision.reason
+    assert replace(decision, to_percent=0.0).reasons == decision.reasons
+    unread = len(made)
+    assert (unread, later.get(), later.get(), len(made)) == (0, "text", "text", 1)

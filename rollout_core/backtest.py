@@ -133,7 +133,7 @@ def hold_cause(decision: Decision) -> str:
     """Why a decision held, in a few words: the guard, or the policy's reason."""
     if decision.guard is not None:
         return decision.guard
-    overall = max((v.verdict for v in decision.verdicts), default=Verdict.INCONCLUSIVE)
+    overall = max([v.verdict for v in decision.verdicts], default=Verdict.INCONCLUSIVE)
     if overall is Verdict.INCONCLUSIVE:
         return "inconclusive"
     if overall is Verdict.BREACH:

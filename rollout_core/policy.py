@@ -297,8 +297,8 @@ def propose(spec: FeatureSpec, state: FlagState, verdicts: Sequence[SloVerdict])
     """The policy before guards: any breach rolls back whatever the other SLOs say; a
     promotion needs every SLO healthy and traffic evidence (I1); anything else holds.
     The reasons are formatted when first read (a replay reads few of them)."""
-    current, overall = float(state.percent), worst(v.verdict for v in verdicts)
-    deciding = tuple(v for v in verdicts if v.verdict is overall)
+    current, overall = float(state.percent), worst([v.verdict for v in verdicts])
+    deciding = tuple([v for v in verdicts if v.verdict is overall])
     action, target, case = Action.HOLD, current, "inconclusive"
     notes: tuple[str, ...] = ()
     if overall is Verdict.BREACH and current > 0:

@@ -17,7 +17,6 @@ from rollout_core.model import (
     Decision,
     Deferred,
     FlagState,
-    QueryError,
     SloReading,
     SloSnapshot,
     SloVerdict,
@@ -119,11 +118,8 @@ def _impossible(value: float | None, what: str) -> str:
 def _query_failed(slo: SloSpec, reading: SloReading) -> SloVerdict:
     assert reading.error is not None
     kind = "transient query error" if reading.error.transient else "query error"
-    return _verdict(slo, Verdict.INCONCLUSIVE, reading, _query_text, kind, reading.error)
-
-
-def _query_text(kind: str, error: QueryError) -> str:
-    return f"{kind}: {error}"
+    # formatted now: rare, and the error's series labels are mappings, which could change
+    return _verdict(slo, Verdict.INCONCLUSIVE, reading, _as_is, f"{kind}: {reading.error}")
 
 
 def _ratio_uncounted(ratio: float, samples: float | None) -> str:

@@ -317,7 +317,7 @@ def _passed_reasons(decision: Decision, results: tuple[GuardResult, ...]) -> tup
 
 
 def _held_reasons(decision: Decision, blocker: GuardResult) -> tuple[str, ...]:
-    """ "Hold at 10%: dwell: ...", then what the policy proposed and why."""
+    """The hold's reason ("Hold at 10%: dwell: ..."), then what the policy proposed and why."""
     held = f"Hold at {format_percent(decision.from_percent)}: {blocker.message}"
     was_hold = decision.action is Action.HOLD
     first, *rest = decision.reasons or ("",)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "Action",
@@ -73,12 +73,6 @@ class _Lazy(Generic[T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> T: ...
-
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> T: ...
 
     def __get__(self, obj: object | None, owner: type | None = None) -> T:
         if obj is None:  # the dataclass asks for the field's default

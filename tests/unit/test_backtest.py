@@ -8,6 +8,7 @@ import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import fakeredis
 import pandas as pd
@@ -419,11 +420,11 @@ def test_the_backtest_decides_and_words_every_tick_as_the_flows_own_pass_does() 
     end = T0 + timedelta(days=3)
     result = backtest([FLOW_SPEC], source, T0, end, timedelta(minutes=10))["google"]
     client = fakeredis.FakeRedis(decode_responses=True)
-    client.mset({"flags:google:enabled": "true", "flags:google:rollout_percent": "0"})
-    client.set("flags:google:paused", "false")
+    keys = {"enabled": "true", "rollout_percent": "0", "paused": "false"}
+    client.mset({f"flags:google:{name}": value for name, value in keys.items()})
     store = RedisFlagStore(client)
 
-    flow = []
+    flow: list[tuple[object, ...]] = []
     for at in ticks_between(T0, end, timedelta(minutes=10)):
         outcome = run_pass([FLOW_SPEC], store, source, at, dry_run=False)["google"]
         decision = outcome.decision
@@ -432,7 +433,8 @@ def test_the_backtest_decides_and_words_every_tick_as_the_flows_own_pass_does() 
         else:
             action = str(decision.action) if decision.is_change else "hold"
             flow.append((at, action, decision.to_percent, decision.reason))
-    audited = [fields["reason"] for _, fields in client.xrange(AUDIT_STREAM)]
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(AUDIT_STREAM))
+    audited = [fields["reason"] for _, fields in entries]
 
     replayed = [
         (t.at, t.action, t.reason)

@@ -178,7 +178,8 @@ def backtest(
     them in forked processes (each its own pass over its features), for fleet-size runs.
     `keep_ticks=False` keeps changes and summaries only (no per-tick record).
     A fleet is replayed a group of features at a time (a segmented feature's segments always
-    together, in one pass per tick as the flow runs them), so each pass stays small."""
+    together, in one pass per tick as the flow runs them), so each pass stays small; `source`
+    is asked once per group and tick (a ReplaySource answers from memory)."""
     families = _families(specs)
     if workers > 1 and len(families) > 1:
         job = (specs, source, start, end, step, from_percent, record_inputs, keep_ticks)

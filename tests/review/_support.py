@@ -74,8 +74,9 @@ def openmetrics_counters(
 
 
 @contextmanager
-def prometheus_with(openmetrics: str) -> Iterator[RunningServer]:
-    """A real Prometheus holding exactly this backfilled history (promtool)."""
+def prometheus_with(openmetrics: str, *extra_args: str) -> Iterator[RunningServer]:
+    """A real Prometheus holding exactly this backfilled history (promtool); `extra_args` are
+    added flags, e.g. `--query.max-samples=100`."""
     data_dir = Path(tempfile.mkdtemp(prefix="review14-prom-"))
     source = data_dir / "history.om"
     source.write_text(openmetrics, encoding="utf-8")
@@ -84,7 +85,9 @@ def prometheus_with(openmetrics: str) -> Iterator[RunningServer]:
          str(data_dir / "tsdb")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    server = start_prometheus(data_dir, extra_args=["--storage.tsdb.retention.time=3650d"])
+    server = start_prometheus(
+        data_dir, extra_args=["--storage.tsdb.retention.time=3650d", *extra_args]
+    )
     try:
         yield server
     finally:

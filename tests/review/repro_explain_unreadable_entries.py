@@ -3,7 +3,8 @@
 1. An entry written by a newer version (`"v": "99.0.0"`) whose SLO rows carry one more
    column: DecisionInputs.from_json reads column 8 as the error kind, so the SLO becomes a
    "query error: b:0.0008: recorded" and explain reports, confidently, "differs" with a
-   verdict that was never recorded (inconclusive). The version is recorded precisely so that this can be checked.
+   verdict that was never recorded (inconclusive). The version is recorded precisely so
+   that this can be checked.
    Expected: exit 2 saying the entry is from a newer version (or a warning and no verdict).
 2. An entry whose recorded percent is "NaN": decoded without validation, replayed as
    "hold to nan%". Expected: refused as undecodable, like any other corrupt inputs.
@@ -34,8 +35,8 @@ features:
 """
 RULES = {"ladder": [0.0, 10.0, 50.0, 100.0], "safe_percent": 10.0, "dwell": 900.0,
          "cooldown": 3600.0, "freeze": 0}  # fmt: skip
-GUARDS = [[name, False] for name in
-          ("not_initialised", "disabled", "paused", "history", "dwell", "cooldown", "freeze")]  # fmt: skip
+GUARD_NAMES = ("not_initialised", "disabled", "paused", "history", "dwell", "cooldown", "freeze")
+GUARDS = [[name, False] for name in GUARD_NAMES]
 
 
 def inputs(version: str, percent: object, row: list[object]) -> str:
@@ -83,7 +84,7 @@ def test_explain_refuses_inputs_whose_percent_is_not_a_number(tmp_path: Path) ->
     row = ["error_rate", "ratio", 0.002, 1000.0, 0.01, 200, "healthy"]
     with redis_server() as server:
         client = redis.Redis.from_url(server.url, decode_responses=True)
-        code, out, err = explain(server.url, config, add(client, inputs("0.1.0", "NaN", row)))
+        code, out, _ = explain(server.url, config, add(client, inputs("0.1.0", "NaN", row)))
 
     assert code == 2, (code, out)
     assert "nan%" not in out.lower()

@@ -39,8 +39,8 @@ def test_conflicting_duplicate_readings_are_refused(tmp_path: Path) -> None:
     times = [(start + timedelta(minutes=10 * i)).isoformat() for i in range(12)]
     healthy = [(t, "google", "error_rate", 0.002, 1000) for t in times]
     breaching = [(t, "google", "error_rate", 0.2, 1000) for t in times]
-    frame = pd.DataFrame(healthy + breaching, columns=["time", "feature", "slo", "value", "samples"])
-    frame.to_csv(series, index=False)
+    columns = ["time", "feature", "slo", "value", "samples"]
+    pd.DataFrame(healthy + breaching, columns=columns).to_csv(series, index=False)
 
     result = rollout("backtest", "google", "--series", str(series), "--config", str(config))
 

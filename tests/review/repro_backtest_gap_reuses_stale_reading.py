@@ -6,7 +6,7 @@ with `staleness=max(step, 5m)`: at the first tick of a gap, the previous tick's 
 step old) is still "fresh", so the replay decides on it again. Here the service (and its
 counters) stops right after an incident starts: the live controller would read no data at
 12:20 and hold at 10%; the backtest rolls back a second time, 10% -> 0%, on the 12:10 reading,
-and counts 12:20 as a tick with data. With --step 1m the same reading is reused five times.
+and counts 12:20 as a tick with data. With --step 1m a reading is reused for up to five ticks.
 
 Observed: two rollbacks (12:10 100->10, 12:20 10->0); no_data_ticks one short.
 Expected: one rollback at 12:10, then holds with no data; every tick where Prometheus had no

@@ -6,8 +6,9 @@ the firing alert as a pseudo-SLO verdict `alert:<name>` (a breach, limit NaN) an
 inputs record it. explain replays the inputs through `evaluate_all`, which judges only the
 configured SLOs: the alert's breach is dropped, the replay proposes whatever the (healthy)
 SLOs say, and the differences read "SLO 'alert:GmailErrorRateFast' is no longer configured"
-with the config hash unchanged. Every fast abort, the decisions an SRE most wants explained,
-is reported as not reproducible.
+with the config hash unchanged. Every fast abort that beat the SLO window (the reason the fast
+path exists), the decisions an SRE most wants explained, is reported as not reproducible:
+here explain says today's controller would have promoted to 100%.
 
 Observed: reproduces false; replayed a hold (or promote); a difference naming the alert as an
 unconfigured SLO. Expected: reproduces true (same config, same code, same inputs).

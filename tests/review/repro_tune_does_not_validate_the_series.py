@@ -9,7 +9,11 @@ backtest) is built only afterwards. So on the same malformed files:
 2. a 'value' column of text: "only 0 evaluation windows with data ... widen the range by about
    4.2 days": advice to wait for more history, for a file that is simply broken.
 
-Expected: exit 2 with the same message backtest gives, naming the column and row.
+3. a single `inf` request count (no count, in the ReplaySource format, and replayed as such by
+   backtest): wilson_lower_bound raises ValueError: a traceback, exit 1.
+
+Expected: exit 2 with the same message backtest gives, naming the column and row (1, 2); the
+format's no-data values read as no data (3).
 """
 
 from __future__ import annotations
@@ -68,3 +72,20 @@ def test_tune_names_a_value_column_that_is_not_numbers(tmp_path: Path) -> None:
 
     assert code == 2, stderr
     assert "widen the range" not in stderr and "'value'" in stderr, stderr
+
+
+def test_tune_reads_an_infinite_sample_count_as_no_count_like_the_backtest(
+    tmp_path: Path,
+) -> None:
+    """The ReplaySource format reads ±Inf as no data and backtest replays such a file; tune's
+    ratio path keeps `samples > 0` rows, inf included, and wilson_lower_bound raises
+    ValueError("samples inf must be a positive finite count"): a traceback, exit 1."""
+    config, path = series(tmp_path)
+    frame = pd.read_csv(path)
+    frame.loc[5, "samples"] = float("inf")
+    frame.to_csv(path, index=False)
+
+    code, stderr, exception = tune(config, path)
+
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+    assert code == 0, stderr

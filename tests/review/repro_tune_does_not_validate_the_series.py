@@ -82,6 +82,7 @@ def test_tune_reads_an_infinite_sample_count_as_no_count_like_the_backtest(
     ValueError("samples inf must be a positive finite count"): a traceback, exit 1."""
     config, path = series(tmp_path)
     frame = pd.read_csv(path)
+    frame["samples"] = frame["samples"].astype(float)
     frame.loc[5, "samples"] = float("inf")
     frame.to_csv(path, index=False)
 

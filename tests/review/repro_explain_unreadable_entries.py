@@ -11,6 +11,8 @@
 3. A malformed AUDIT_ID (`garbage`): Redis' "Invalid stream ID" becomes "Redis ... failed;
    check the server log and REDIS_URL" with exit 1, blaming the infrastructure for a typo.
    Expected: exit 2 naming the expected form (e.g. 1767600000000-0).
+4. A controller entry older than recorded inputs is refused with a message that contradicts
+   itself ("(promote by controller) ... only the controller's changes ... do").
 """
 
 from __future__ import annotations
@@ -99,3 +101,26 @@ def test_a_malformed_audit_id_is_bad_input_not_a_redis_failure(tmp_path: Path) -
 
     assert code == 2, (code, err)
     assert "failed" not in err and "server log" not in err, err
+
+
+def test_a_controller_entry_from_before_inputs_existed_is_not_called_an_operator_entry(
+    tmp_path: Path,
+) -> None:
+    """4. A controller entry written before decision inputs existed (every entry of a trail
+    older than issue 14): "audit entry X (promote by controller) records no decision inputs:
+    only the controller's changes and recommendations do", which contradicts itself.
+    Expected: say the entry predates recorded inputs (no inputs to replay), exit 2."""
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    with redis_server() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        fields = {
+            "time": "2025-10-08T15:00:00Z", "feature": "google", "old_percent": "0",
+            "new_percent": "10", "reason": "Initial canary", "by": "controller",
+            "dry_run": "false", "action": "promote",
+        }  # fmt: skip
+        entry = str(client.xadd("rollout:audit", fields))  # type: ignore[arg-type]
+        code, _, err = explain(server.url, config, entry)
+
+    assert code == 2, err
+    assert "only the controller's changes" not in err, err

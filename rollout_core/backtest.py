@@ -388,7 +388,10 @@ def combined_json(feature: str, results: Mapping[str, BacktestResult]) -> dict[s
         rollbacks=sum(s.rollbacks for s in summaries),
         holds=dict(sorted(holds.items(), key=lambda item: -item[1])),
         no_data_ticks=sum(s.no_data_ticks for s in summaries),
-        time_to_full=None if any(f is None for f in fulls) else max(f for f in fulls if f),
+        # the last segment's; timedelta(0) (full from the start) is falsy but a time all the same
+        time_to_full=None
+        if any(f is None for f in fulls)
+        else max(f for f in fulls if f is not None),
         exposure=sum(s.exposure for s in summaries),
         ticks=sum(s.ticks for s in summaries),
     )

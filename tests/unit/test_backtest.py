@@ -293,6 +293,26 @@ def test_a_segmented_feature_replays_every_segment_in_order_and_rolls_back_one_a
     assert body["segments"]["west"]["summary"]["holds_by_cause"]["segment order"] > 0
 
 
+def test_a_segmented_feature_backtested_from_full_rollout_is_full_from_the_start(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "segments.csv"
+    pd.concat([segment_rows("canary", 60), segment_rows("west", 60)]).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(SEGMENTED, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--from-percent", "100", "--json"],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, repr(result.exception)
+    body = json.loads(result.stdout)
+    assert body["summary"]["time_to_full"] == 0
+    assert body["segments"]["west"]["summary"]["time_to_full"] == 0
+
+
 def test_a_fleet_replays_in_groups_each_feature_as_it_would_alone_segments_in_one_pass() -> None:
     from rollout_core.config import expand_segments, parse_config
 

@@ -16,10 +16,12 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import time, timedelta
 from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import BaseModel
 
 from rollout_core.config import FeatureSpec, SloSpec, parse_config
 from rollout_core.errors import ConfigError
@@ -296,47 +298,61 @@ def suggest(
     return suggestions
 
 
-def _duration(seconds: float) -> str:
-    return f"{int(seconds)}s"
+# set by `expand_segments` on a segment's own spec, never written in rollouts.yaml
+_INTERNAL = frozenset({"name", "parent", "segment", "segment_match", "templated_slos"})
+
+
+def _yaml_value(value: Any) -> Any:
+    """A spec's field as rollouts.yaml writes it: durations as `90s`, clock times as `HH:MM`,
+    models as mappings without unset (None) fields, tuples as lists."""
+    if isinstance(value, BaseModel):
+        internal = _INTERNAL if isinstance(value, FeatureSpec) else frozenset()
+        return {
+            key: _yaml_value(item)
+            for key, item in value
+            if item is not None and key not in internal
+        }
+    if isinstance(value, timedelta):
+        return f"{int(value.total_seconds())}s"
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if isinstance(value, tuple | list):
+        return [_yaml_value(item) for item in value]
+    return value
 
 
 def config_text(spec: FeatureSpec, suggestions: Sequence[SloSuggestion]) -> str:
-    """A complete rollouts.yaml holding `spec` with the suggested thresholds; validated."""
+    """A complete rollouts.yaml holding `spec` with only each SLO's `max` and `min_samples`
+    changed; every other field is written as the spec has it, and the text is checked to load
+    back as exactly that spec."""
     chosen = {s.name: s for s in suggestions}
-    slos = []
-    for slo in spec.slos:
-        body = slo.model_dump(mode="json", exclude_none=True, exclude={"ratio"})
-        if slo.ratio is not None:
-            body["ratio"] = slo.ratio.model_dump(mode="json")
-        if slo.name in chosen:
-            body["max"] = chosen[slo.name].max
-            body["min_samples"] = chosen[slo.name].min_samples
-        slos.append(body)
-    feature: dict[str, Any] = {
-        "ladder": [float(step) for step in spec.ladder],
-        "safe_percent": float(spec.safe_percent),
-        "dwell": _duration(spec.dwell.total_seconds()),
-        "cooldown": _duration(spec.cooldown.total_seconds()),
-    }
-    if spec.freeze:
-        feature["freeze"] = [
-            {
-                "days": list(w.days),
-                "start": w.start.strftime("%H:%M") if w.start else "00:00",
-                "end": w.end.strftime("%H:%M") if w.end else "24:00",
-                "tz": w.tz,
-            }
-            for w in spec.freeze
-        ]
-    if spec.metric_key:
-        feature["metric_key"] = spec.metric_key
-    if spec.promote_without_traffic:
-        feature["promote_without_traffic"] = True
-    if spec.segments is not None:
-        feature["segments"] = spec.segments.model_dump(mode="json")
-    feature["slos"] = slos
-    text = "# suggested by `rollout tune`\n" + yaml.safe_dump(
-        {"features": {spec.name: feature}}, sort_keys=False, width=200
+    tuned = spec.model_copy(
+        update={
+            "slos": tuple(
+                slo.model_copy(
+                    update={
+                        "max": chosen[slo.name].max,
+                        "min_samples": chosen[slo.name].min_samples,
+                    }
+                )
+                if slo.name in chosen
+                else slo
+                for slo in spec.slos
+            )
+        }
     )
-    parse_config(text, "<rollout tune suggestion>")  # what it prints must load
+    feature = _yaml_value(tuned)
+    freeze = feature.get("freeze", [])
+    for window, spec_window in zip(freeze, spec.freeze, strict=True):
+        if spec_window.end is None:
+            window["end"] = "24:00"  # None is the end of the day, not "unset"
+    text = "# suggested by `rollout tune`\n" + yaml.safe_dump(
+        {"features": {spec.name: feature}}, sort_keys=False, width=200, default_flow_style=None
+    )
+    loaded = parse_config(text, "<rollout tune suggestion>").feature(spec.name)
+    if loaded != tuned.model_copy(update={"parent": None, "segment": None}):
+        raise ConfigError(  # a field this writer does not know how to write: say so, never drop it
+            f"the suggestion for {spec.name!r} does not load back as the feature's config "
+            "with only max and min_samples changed; report this as a bug"
+        )
     return text

@@ -1,0 +1,96 @@
+"""`rollout tune`'s suggestions and the config it prints, on small generated histories."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from rollout_cli.main import app
+from rollout_core.config import FeatureSpec, parse_config
+from rollout_core.tune import SloSuggestion, config_text
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+EVERYTHING = """
+defaults:
+  dwell: 20m
+features:
+  google:
+    ladder: [0, 1, 5, 25, 100]
+    safe_percent: 1
+    cooldown: 2h
+    abort_on: [GmailErrorRateFast, GmailLatencyFast]
+    metric_key: gmail
+    promote_without_traffic: true
+    freeze:
+      - {days: [fri], start: "17:00", end: "24:00", tz: Europe/Berlin}
+      - {days: [sat, sun]}
+    segments: {by: region, values: [eu, us], order: parallel, halt_on_breach: all,
+               fallback_percent: 5}
+    slos:
+      - name: error_rate
+        ratio: {errors: 'sum by (region) (e{a="{{segment}}"})', total: 'sum by (region) (t)'}
+        max: 0.01
+        min_samples: 200
+        group_by: provider
+      - {name: oauth, kind: count, query: o, max: 5, absent_is_zero: false}
+      - {name: latency, query: l, samples: s, max: 0.5, min_samples: 10}
+"""
+
+
+def suggestion(name: str, kind: str, maximum: float, min_samples: int) -> SloSuggestion:
+    return SloSuggestion(name, kind, maximum, min_samples, 0.001, "detects", 0, 0, "", 700, 0)
+
+
+def test_the_suggested_config_changes_only_max_and_min_samples_and_keeps_every_other_field() -> (
+    None
+):
+    spec = parse_config(EVERYTHING).feature("google")
+    tuned = [suggestion("error_rate", "ratio", 0.02, 150), suggestion("oauth", "count", 7, 0)]
+
+    loaded = parse_config(config_text(spec, tuned)).feature("google")
+
+    for field in FeatureSpec.model_fields:
+        if field != "slos":
+            assert getattr(loaded, field) == getattr(spec, field), field
+    assert loaded.abort_on == ("GmailErrorRateFast", "GmailLatencyFast")
+    for before, after in zip(spec.slos, loaded.slos, strict=True):
+        for field in type(before).model_fields:
+            if field not in ("max", "min_samples"):
+                assert getattr(after, field) == getattr(before, field), (before.name, field)
+    assert [(s.max, s.min_samples) for s in loaded.slos] == [(0.02, 150), (7, 0), (0.5, 10)]
+
+
+def test_tune_json_config_keeps_the_features_abort_on(tmp_path: Path) -> None:
+    config, series = tmp_path / "rollouts.yaml", tmp_path / "history.csv"
+    config.write_text(
+        """
+features:
+  google:
+    abort_on: [GmailErrorRateFast]
+    slos:
+      - {name: error_rate, ratio: {errors: e, total: t}, max: 0.01, min_samples: 200}
+""",
+        encoding="utf-8",
+    )
+    rng = random.Random(14)
+    rows = [
+        ((T0 + timedelta(minutes=10 * i)).isoformat(), "google", "error_rate",
+         rng.uniform(0.002, 0.006), 900)
+        for i in range(700)
+    ]  # fmt: skip
+    pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"]).to_csv(
+        series, index=False
+    )
+
+    result = CliRunner().invoke(
+        app, ["tune", "google", "--series", str(series), "--config", str(config), "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    suggested = parse_config(json.loads(result.stdout)["config"]).feature("google")
+    assert suggested.abort_on == ("GmailErrorRateFast",)

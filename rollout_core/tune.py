@@ -213,6 +213,20 @@ def _detectable_ratio(n: int, limit: float) -> float:
     return high
 
 
+def _detectable_count(breach: int) -> float:
+    """The smallest Poisson mean that reaches `breach` counts with 99% probability."""
+    low, high = 0.0, max(1.0, 2.0 * breach)
+    while poisson_tail(high, breach) < DETECTION_PROBABILITY:
+        high *= 2
+    for _ in range(40):
+        mid = (low + high) / 2
+        if poisson_tail(mid, breach) >= DETECTION_PROBABILITY:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
 def _min_samples_ratio(limit: float, counts: Sequence[int]) -> int:
     """The count at which a window at twice `max` is caught 99% of the time, but no more than
     the 5th percentile of healthy traffic, so promotions are rarely held for want of it."""
@@ -239,17 +253,20 @@ def _suggest_scalar(
     _refuse_short(slo, len(healthy), target, step)
     mean = statistics.fmean(healthy)
     if is_count:
+        # a count that never fired has a mean of 0, not a rate of 0: model the healthy rate as
+        # at least its 95% upper bound from the windows seen (rule of three: 3/n)
+        model = max(mean, 3 / len(healthy))
         candidate = float(math.ceil(max(healthy)))
-        while poisson_tail(mean, int(candidate) + 1) > target:
+        while poisson_tail(model, int(candidate) + 1) > target:
             candidate += 1
         empirical = sum(v > candidate for v in healthy) / len(healthy)
-        modelled = poisson_tail(mean, int(candidate) + 1)
-        rate = mean
-        while poisson_tail(rate, int(candidate) + 1) < DETECTION_PROBABILITY:
-            rate *= 1.05
+        modelled = poisson_tail(model, int(candidate) + 1)
+        rate = _detectable_count(int(candidate) + 1)
         shown = f"{rate / mean:.1f}x the healthy count ({rate:.1f})" if mean > 0 else f"{rate:.1f}"
         detects = f"detects {shown} per window"
         healthy_text = f"count median {median:.3g}, mean {mean:.2f} per window"
+        if mean == 0:
+            healthy_text = f"never fired in {len(healthy)} windows (rate below {model:.2g})"
     else:
         candidate = _nice_up(max(healthy) * _MARGIN)
         empirical = modelled = sum(v > candidate for v in healthy) / len(healthy)

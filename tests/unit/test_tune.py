@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rollout_cli.main import app
 from rollout_core.config import FeatureSpec, parse_config
-from rollout_core.tune import SloSuggestion, config_text
+from rollout_core.tune import SloSuggestion, config_text, suggest
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 EVERYTHING = """
@@ -94,3 +94,30 @@ features:
     assert result.exit_code == 0, result.output
     suggested = parse_config(json.loads(result.stdout)["config"]).feature("google")
     assert suggested.abort_on == ("GmailErrorRateFast",)
+
+
+def test_a_count_slo_that_never_fired_gets_a_suggestion_with_an_honest_false_rollback_rate() -> (
+    None
+):
+    spec = parse_config(
+        """
+features:
+  google:
+    slos:
+      - {name: error_rate, ratio: {errors: e, total: t}, max: 0.01, min_samples: 200}
+      - {name: oauth, kind: count, query: o, max: 5}
+"""
+    ).feature("google")
+    rng, rows = random.Random(1), []
+    for i in range(700):
+        at = T0 + timedelta(minutes=10 * i)
+        rows.append((at, "google", "error_rate", rng.uniform(0.002, 0.006), 900.0))
+        rows.append((at, "google", "oauth", 0.0, float("nan")))
+    frame = pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"])
+
+    oauth = {s.name: s for s in suggest(spec, frame, 0.005, 600, 700)}["oauth"]
+
+    assert oauth.max == 0  # one failure in a window breaches: below 0.5% of healthy windows
+    assert 0 < oauth.expected_false_rollback <= 0.005  # never seen is not never: 3/700
+    assert oauth.detects == "detects 4.6 per window"
+    assert "never fired in 700 windows" in oauth.healthy

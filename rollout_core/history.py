@@ -58,6 +58,7 @@ class RangeReader:
         self.url = redact_url(base_url.rstrip("/"))
         self.requests_sent = 0
         self.max_points = max_points
+        self.timeout = timeout
         self._client = client or HttpQueryClient(plain, timeout, None, auth)
 
     def read(
@@ -87,6 +88,12 @@ class RangeReader:
         self.requests_sent += 1
         try:
             answer = self._client.query_range(query, params)
+        except requests.Timeout:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} gave no complete answer to a range read within "
+                f"{self.timeout:g}s; check that it runs and PROMETHEUS_BASE_URL points at it, "
+                "or read a shorter range"
+            ) from None
         except requests.RequestException as exc:
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} did not answer a range read ({type(exc).__name__}); "

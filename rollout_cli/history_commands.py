@@ -97,6 +97,7 @@ def _history(
 ) -> tuple[pd.DataFrame, datetime, datetime, int]:
     """The readings over the range (from the file, or from Prometheus), the range, and how
     many range requests were sent (0 offline)."""
+    from rollout_core.backtest import tick_count
     from rollout_core.errors import ConfigError
 
     clock = now()
@@ -111,6 +112,7 @@ def _history(
         times = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
         first = parse_moment(start, clock) if start else times.min().to_pydatetime()
         last = parse_moment(end, clock) if end else times.max().to_pydatetime()
+        tick_count(first, last, step)
         return frame, first, last, 0
     if start is None:
         raise ConfigError("--start is missing; e.g. --start now-30d (or replay --series FILE)")
@@ -120,6 +122,12 @@ def _history(
     config = settings()
     first = parse_moment(start, clock)
     last = parse_moment(end, clock) if end else clock
+    tick_count(first, last, step)  # refused before any request when too many
+    if first > clock:
+        raise ConfigError(
+            f"--start {first.isoformat()} is in the future (now is {clock.isoformat()}): "
+            "Prometheus holds nothing there to replay; pick a past range, e.g. --start now-30d"
+        )
     reader = RangeReader(config.prometheus_url, timeout=max(config.prometheus_timeout, 30.0))
     frame = reader.read(specs, first, last, step)
     return frame, first, last, reader.requests_sent

@@ -503,3 +503,48 @@ WORDING = {
     "10%: all SLOs healthy; error_rate 0.4% (n=900, 99% lower bound 0.1%) <= max 1.0%: "
     f"healthy; {HEALTHY_3}",
 }
+
+
+def test_a_range_of_too_many_ticks_is_refused_before_any_range_request() -> None:
+    client = FakeRange({})
+    reader = RangeReader("http://prometheus.invalid", client=client)
+
+    with pytest.raises(ConfigError, match=r"2,592,001 ticks; a backtest replays at most 20,000"):
+        reader.read([SPEC], T0, T0 + timedelta(days=30), timedelta(seconds=1))
+    assert client.asked == []
+
+
+def test_backtest_refuses_a_one_second_step_over_a_month_naming_the_step_that_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", "http://127.0.0.1:9")  # never reached
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--start", "2026-01-01T00:00:00Z", "--end",
+         "2026-01-31T00:00:00Z", "--step", "1s", "--config", str(config)],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "every --step 1s is 2,592,001 ticks" in result.stderr
+    assert "use --step 2m10s or more, or a shorter range" in result.stderr
+
+
+def test_backtest_refuses_a_range_in_the_future_saying_there_is_nothing_to_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", "http://127.0.0.1:9")  # never reached
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    future = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--start", future.isoformat(), "--end",
+         (future + timedelta(days=1)).isoformat(), "--config", str(config)],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "is in the future" in result.stderr and "nothing there to replay" in result.stderr

@@ -252,7 +252,7 @@ def backtest(
     end: End = None,
     step: Step = "10m",
     config: ConfigPath = Path("rollouts.yaml"),
-    from_percent: Annotated[float, typer.Option(help="The percent at --start.")] = 0.0,
+    from_percent: Annotated[str, typer.Option(help="The percent at --start, e.g. 10.")] = "0",
     as_json: AsJson = False,
     png: Annotated[Path | None, typer.Option(help="Draw the timeline to this PNG.")] = None,
     series: Series = None,
@@ -270,7 +270,7 @@ def backtest(
 
         spec = load_config(config).feature(feature)
         units = _units(spec)
-        percent = parse_percent_argument(f"{from_percent:g}")
+        percent = parse_percent_argument(from_percent)  # quoted as typed in any error
         tick = _step(step)
         frame, first, last, requests = _history(units, series, start, end, tick)
         notes: list[str] = []

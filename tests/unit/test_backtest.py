@@ -548,3 +548,20 @@ def test_backtest_refuses_a_range_in_the_future_saying_there_is_nothing_to_repla
 
     assert result.exit_code == 2, result.output
     assert "is in the future" in result.stderr and "nothing there to replay" in result.stderr
+
+
+def test_a_from_percent_finer_than_the_gate_serves_is_quoted_as_typed(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--from-percent", "0.00001"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "percent '0.00001' has more than 2 decimals" in result.stderr
+    assert "1e-05" not in result.stderr

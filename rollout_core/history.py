@@ -118,6 +118,13 @@ class RangeReader:
                     f"{first.isoformat()}..{last.isoformat()} ({detail}); fix the query, or "
                     "use a coarser --step or a shorter range"
                 )
+            if answer.status == 422:  # the request's size (range x step x series), every time
+                raise ConfigError(
+                    f"Prometheus at {self.url} could not run query {query!r} over "
+                    f"{first.isoformat()}..{last.isoformat()} at step {params['step']}s "
+                    f"({detail}); narrow the range or raise --step (or Prometheus' "
+                    "--query.max-samples)"
+                )
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} answered HTTP {answer.status} to query {query!r} "
                 f"({detail}); retry later"

@@ -178,6 +178,18 @@ def test_range_reads_pick_each_tick_with_the_live_sources_rules() -> None:
             "refused query 'e'",
         ),
         (
+            Answer(
+                422,
+                {
+                    "status": "error",
+                    "errorType": "execution",
+                    "error": "query processing would load too many samples into memory",
+                },
+            ),
+            ConfigError,
+            r"too many samples into memory\); narrow the range or raise --step",
+        ),
+        (
             Answer(503, {"status": "error", "errorType": "timeout", "error": "slow"}),
             MetricsUnavailable,
             "HTTP 503",

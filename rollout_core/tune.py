@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from rollout_core.config import FeatureSpec, SloSpec, parse_config
 from rollout_core.errors import ConfigError
+from rollout_core.replay import NO_SERIES
 from rollout_core.stats import wilson_lower_bound
 
 __all__ = [
@@ -155,7 +156,9 @@ def _refuse_short(slo: SloSpec, windows: int, target: float, step_seconds: float
 
 
 def _suggest_ratio(slo: SloSpec, rows: pd.DataFrame, target: float, step: float) -> SloSuggestion:
-    rows = rows[(rows["samples"] > 0) & rows["value"].map(math.isfinite)]
+    # a count that is not a positive finite number is no count (the format's ±Inf, NaN, < 0)
+    counted = rows["samples"].map(math.isfinite) & (rows["samples"] > 0)
+    rows = rows[counted & rows["value"].map(math.isfinite)]
     ratios, counts = rows["value"].tolist(), rows["samples"].tolist()
     _refuse_short(slo, len(ratios), target, step)
     typical = int(statistics.median(counts))
@@ -239,12 +242,12 @@ def _min_samples_ratio(limit: float, counts: Sequence[int]) -> int:
 
 
 def _suggest_scalar(
-    slo: SloSpec, rows: pd.DataFrame, target: float, step: float, ticks: int
+    slo: SloSpec, rows: pd.DataFrame, target: float, step: float, absent: int
 ) -> SloSuggestion:
     is_count = slo.kind == "count"
     values = [v for v in rows["value"].tolist() if math.isfinite(v)]
     if is_count and slo.absent_is_zero:
-        values += [0.0] * max(0, ticks - len(rows))  # a window with no series counted none
+        values += [0.0] * absent  # a window with no series counted none, as the policy reads it
     _refuse_short(slo, len(values), target, step)
     median, spread = _robust(values)
     floor = (3 * math.sqrt(max(median, 0)) + 3) if is_count else median * 0.5
@@ -292,26 +295,39 @@ def suggest(
     series: pd.DataFrame,
     target: float,
     step_seconds: float,
-    ticks: int,
+    ticks: int | None = None,
     units: Sequence[str] = (),
 ) -> list[SloSuggestion]:
     """One suggestion per SLO of `spec` from its readings in `series` (ReplaySource format),
     pooled over `units` (a segmented feature's segments, e.g. `google[eu-west]`) when given;
-    ConfigError, saying how much more is needed, when history or traffic is too thin."""
+    ConfigError, saying how much more is needed, when history or traffic is too thin.
+
+    Each row is one evaluation: pass the readings at each tick (`ReplaySource.readings`), whose
+    `no series` rows are the windows where a count's series was absent. A series without an
+    `error` column counts `ticks` (per unit) less its rows as such windows."""
     if not 0 < target < 0.5:
         raise ConfigError(f"--false-rollback {target:g} must be between 0 and 0.5, e.g. 0.005")
     names = list(units) or [spec.name]
     mine = series[series["feature"].isin(names)]
-    ticks *= len(names)
+    errors = (
+        mine["error"].fillna("").astype(str)
+        if "error" in mine.columns
+        else pd.Series("", index=mine.index)
+    )
     suggestions = []
     for slo in spec.slos:
-        rows = mine[mine["slo"] == slo.name].copy()
+        chosen = mine["slo"] == slo.name
+        rows = mine[chosen & (errors == "")].copy()  # readings, not absences or query errors
         rows["value"] = pd.to_numeric(rows["value"], errors="coerce").astype(float)
         rows["samples"] = pd.to_numeric(rows["samples"], errors="coerce").astype(float)
         if slo.kind == "ratio":
             suggestions.append(_suggest_ratio(slo, rows, target, step_seconds))
+            continue
+        if "error" in mine.columns:
+            absent = int((chosen & (errors == NO_SERIES)).sum())
         else:
-            suggestions.append(_suggest_scalar(slo, rows, target, step_seconds, ticks))
+            absent = max(0, (ticks or 0) * len(names) - int(chosen.sum()))
+        suggestions.append(_suggest_scalar(slo, rows, target, step_seconds, absent))
     return suggestions
 
 

@@ -165,7 +165,9 @@ def test_range_reads_pick_each_tick_with_the_live_sources_rules() -> None:
     assert rows[(times[0], "error_rate")] == (0.001, 1000)
     assert pd.isna(rows[(times[1], "error_rate")][0])  # no traffic: no ratio, n = 0
     assert rows[(times[1], "error_rate")][1] == 0
-    assert (times[0], "oauth") not in rows  # no series: the replay reads it as absent
+    assert pd.isna(rows[(times[0], "oauth")][0])  # no series: a row the replay reads as absent
+    errors = {(r.time, r.slo): r.error for r in frame.itertuples()}
+    assert errors[(times[0], "oauth")] == "no series" and errors[(times[1], "oauth")] == ""
     assert client.asked[0][1]["step"] == "600"
 
 
@@ -383,12 +385,15 @@ def test_range_reads_give_each_segment_its_own_series() -> None:
     )
     frame = RangeReader("http://prometheus.invalid", client=client).read(
         units, T0, T0 + timedelta(minutes=10), timedelta(minutes=10)
-    )  # the second tick has no series: no rows
+    )  # the second tick has no series: a `no series` row each
 
-    assert dict(zip(frame["feature"], frame["value"], strict=True)) == {
+    first = frame[frame["time"] == T0]
+    assert dict(zip(first["feature"], first["value"], strict=True)) == {
         "google[canary]": 0.002,
         "google[west]": 0.03,
     }
+    second = frame[frame["time"] == T0 + timedelta(minutes=10)]
+    assert list(second["error"]) == ["no series", "no series"]
 
 
 def test_backtest_prints_the_changes_with_their_evidence_and_the_summary(tmp_path: Path) -> None:
@@ -577,3 +582,63 @@ def test_a_from_percent_finer_than_the_gate_serves_is_quoted_as_typed(tmp_path: 
     assert result.exit_code == 2, result.output
     assert "percent '0.00001' has more than 2 decimals" in result.stderr
     assert "1e-05" not in result.stderr
+
+
+def several_series(values: list[tuple[datetime, float]]) -> Answer:
+    """One series per pod: the live source refuses such a result (no sum)."""
+    result = [
+        {"metric": {"instance": pod}, "values": [[at.timestamp(), f"{v}"] for at, v in values]}
+        for pod in ("pod-a", "pod-b")
+    ]
+    return Answer(200, {"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+
+def test_a_query_error_in_a_range_read_stays_an_error_in_the_replay_never_zero_failures() -> None:
+    from rollout_core.history import query_errors
+
+    times = [T0 + timedelta(minutes=10 * i) for i in range(13)]
+    client = FakeRange(
+        {
+            "e": matrix([(at, 1) for at in times]),
+            "t": matrix([(at, 1000) for at in times]),
+            "o": several_series([(at, 20) for at in times]),
+        }
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        [SPEC], T0, times[-1], timedelta(minutes=10)
+    )
+
+    source = ReplaySource(frame, staleness=timedelta(0))
+    snapshot = source.fetch([SPEC], times[3])["google"]
+    oauth = snapshot.reading("oauth")  # type: ignore[union-attr]
+    assert oauth.error is not None and oauth.error.kind == "several_series"
+    assert oauth.error.query == "o" and "wrap it in sum(...)" in oauth.error.detail
+    result = backtest([SPEC], source, T0, times[-1], timedelta(minutes=10))["google"]
+    assert result.changes == ()  # live holds on it; it never promotes on "0 failures"
+    assert result.summary.no_data_ticks == 13
+    assert "SLO 'oauth' of 'google' could not be read at 13 of 13 ticks" in str(query_errors(frame))
+    assert "several_series" in str(query_errors(frame))
+
+
+def test_a_tick_where_prometheus_answered_nothing_is_no_data_not_the_tick_before() -> None:
+    """The service and its exporter die right after an incident's first reading: live reads
+    no data at the next tick and holds; the replay must not act on the reading before."""
+    ladder = SPEC.model_copy(update={"ladder": (0.0, 10.0, 50.0, 100.0), "safe_percent": 10.0})
+    times = [T0 + timedelta(minutes=10 * i) for i in range(4)]
+    client = FakeRange(
+        {
+            "e": matrix([(times[0], 200)]),  # 20%: a breach, then nothing
+            "t": matrix([(times[0], 1000)]),
+            "o": matrix([(times[0], 0)]),
+        }
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        [ladder], T0, times[-1], timedelta(minutes=10)
+    )
+
+    # even a staleness of a whole step reads each tick as Prometheus answered it
+    source = ReplaySource(frame, staleness=timedelta(minutes=10))
+    result = backtest([ladder], source, T0, times[-1], timedelta(minutes=10), 100.0)["google"]
+
+    assert [(c.time, c.from_percent, c.to_percent) for c in result.changes] == [(T0, 100.0, 10.0)]
+    assert result.summary.no_data_ticks == 3

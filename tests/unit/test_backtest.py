@@ -642,3 +642,67 @@ def test_a_tick_where_prometheus_answered_nothing_is_no_data_not_the_tick_before
 
     assert [(c.time, c.from_percent, c.to_percent) for c in result.changes] == [(T0, 100.0, 10.0)]
     assert result.summary.no_data_ticks == 3
+
+
+def test_backtest_refuses_a_series_that_does_not_hold_the_feature(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5).assign(feature="google[eu-west]").to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded} holds no rows for google; it holds google[eu-west]" in result.stderr
+
+
+def test_backtest_refuses_a_series_without_a_count_slo_rather_than_read_zero_failures(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "series.csv"
+    frame = series(60, 5)
+    frame[frame["slo"] == "error_rate"].to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "no rows for SLO google/oauth (a count SLO would read as 0 failures)" in result.stderr
+
+
+def test_backtest_refuses_conflicting_duplicate_readings_naming_the_file_and_rows(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "merged.csv"
+    healthy = series(60, 5)
+    pd.concat([healthy, healthy.assign(value=0.2)]).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded}: rows 1 and 27 are duplicate readings of google/error_rate" in (
+        result.stderr
+    )
+
+
+def test_a_series_content_error_names_the_file(tmp_path: Path) -> None:
+    recorded = tmp_path / "history-2026-01.csv"
+    series(60, 5).rename(columns={"value": "val"}).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded}: missing column(s) value" in result.stderr

@@ -121,3 +121,88 @@ features:
     assert 0 < oauth.expected_false_rollback <= 0.005  # never seen is not never: 3/700
     assert oauth.detects == "detects 4.6 per window"
     assert "never fired in 700 windows" in oauth.healthy
+
+
+TUNED = """
+features:
+  google:
+    slos:
+      - {name: error_rate, ratio: {errors: e, total: t}, max: 0.01, min_samples: 200}
+"""
+
+
+def quiet_file(tmp_path: Path, rows: int = 700, every: timedelta = timedelta(minutes=10)) -> Path:
+    rng = random.Random(1)
+    path = tmp_path / "history.csv"
+    pd.DataFrame(
+        [
+            ((T0 + i * every).isoformat(), "google", "error_rate", rng.uniform(0.002, 0.006), 900)
+            for i in range(rows)
+        ],
+        columns=["time", "feature", "slo", "value", "samples"],
+    ).to_csv(path, index=False)
+    return path
+
+
+def tune(tmp_path: Path, series: Path, *extra: str) -> tuple[int, str, object]:
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(TUNED, encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["tune", "google", "--series", str(series), "--config", str(config), *extra]
+    )
+    return result.exit_code, result.stderr, result.exception
+
+
+def test_tune_names_the_file_row_and_column_of_a_time_that_does_not_parse(tmp_path: Path) -> None:
+    path = quiet_file(tmp_path)
+    pd.read_csv(path).assign(time="garbage").to_csv(path, index=False)
+
+    code, stderr, exception = tune(tmp_path, path)
+
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+    assert code == 2 and "history.csv: column 'time' row 1 is 'garbage'" in stderr, stderr
+
+
+def test_tune_names_a_value_column_of_text_rather_than_asking_for_more_history(
+    tmp_path: Path,
+) -> None:
+    path = quiet_file(tmp_path)
+    pd.read_csv(path).assign(value="x").to_csv(path, index=False)
+
+    code, stderr, _ = tune(tmp_path, path)
+
+    assert code == 2 and "history.csv: column 'value' row 1 is 'x'" in stderr, stderr
+    assert "widen the range" not in stderr
+
+
+def test_tune_reads_an_infinite_sample_count_as_no_count_like_the_backtest(tmp_path: Path) -> None:
+    path = quiet_file(tmp_path)
+    frame = pd.read_csv(path)
+    frame["samples"] = frame["samples"].astype(float)
+    frame.loc[5, "samples"] = float("inf")
+    frame.to_csv(path, index=False)
+
+    code, stderr, exception = tune(tmp_path, path, "--json")
+
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+    assert code == 0, stderr
+
+
+def test_tune_on_a_series_learns_only_from_the_ticks_in_start_to_end(tmp_path: Path) -> None:
+    path = quiet_file(tmp_path, rows=800)
+    end = T0 + timedelta(minutes=10 * 99)  # 100 ticks of the file's 800
+
+    code, stderr, _ = tune(tmp_path, path, "--start", T0.isoformat(), "--end", end.isoformat())
+
+    assert code == 2
+    assert "only 100 evaluation windows with data" in stderr and "needs at least 600" in stderr
+
+
+def test_tune_on_a_series_counts_evaluations_at_the_step_not_rows(tmp_path: Path) -> None:
+    """12 hours of one-minute rows are 72 evaluations at --step 10m, not 720."""
+    path = quiet_file(tmp_path, rows=12 * 60, every=timedelta(minutes=1))
+
+    code, stderr, _ = tune(tmp_path, path, "--step", "10m")
+
+    assert code == 2
+    assert "only 72 evaluation windows with data" in stderr and "needs at least 600" in stderr

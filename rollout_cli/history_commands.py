@@ -281,11 +281,14 @@ def backtest(
         from rollout_cli.inputs import parse_percent_argument
         from rollout_core.backtest import combined_json
         from rollout_core.config import load_config
+        from rollout_core.errors import ConfigError
 
         spec = load_config(config).feature(feature)
         units = _units(spec)
         percent = parse_percent_argument(from_percent)  # quoted as typed in any error
         tick = _step(step)
+        if png is not None:
+            _check_png(png)  # before any read or write, so a bad path costs nothing
         source, frame, first, last, requests = _history(units, series, start, end, tick)
         notes: list[str] = []
         if export is not None:
@@ -295,7 +298,13 @@ def backtest(
         if png is not None:
             for unit in units:
                 path = png if len(units) == 1 else _segment_path(png, unit.segment or unit.name)
-                _png(results[unit.name], unit, frame, path, percent)
+                try:
+                    _png(results[unit.name], unit, frame, path, percent)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"--png {path}: cannot write it ({exc.strerror or exc}); choose a "
+                        "writable path"
+                    ) from None
                 notes.append(f"timeline written to {path}")
         body = {**combined_json(feature, results), "range_requests": requests}
         if as_json:
@@ -303,6 +312,24 @@ def backtest(
         return Outcome(backtest_view(body, requests), notes=tuple(notes))
 
     run(command)
+
+
+def _check_png(path: Path) -> None:
+    """A PNG file name whose folder is (or can be made) a folder: matplotlib would write
+    `DIR.png` beside a directory, and a suffix other than .png in another format."""
+    from rollout_core.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(
+            f"--png {path} is a directory; name the file to write, e.g. {path / 'timeline.png'}"
+        )
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--png {path}: expected a file name ending in .png, e.g. timeline.png")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(
+            f"--png {path}: {blocker} is a file, not a folder; choose a writable path"
+        )
 
 
 def _segment_path(path: Path, segment: str) -> Path:

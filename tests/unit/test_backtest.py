@@ -706,3 +706,34 @@ def test_a_series_content_error_names_the_file(tmp_path: Path) -> None:
 
     assert result.exit_code == 2, result.output
     assert f"{recorded}: missing column(s) value" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        ("timelines", "is a directory; name the file to write, e.g. {tmp}/timelines/timeline.png"),
+        ("a-file/timeline.png", "--png {tmp}/a-file/timeline.png: {tmp}/a-file is a file, not a"),
+        ("timeline.svg", "expected a file name ending in .png"),
+    ],
+)
+def test_a_png_path_that_cannot_be_the_timeline_is_refused_before_anything_is_written(
+    tmp_path: Path, target: str, words: str
+) -> None:
+    (tmp_path / "timelines").mkdir()
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    recorded = tmp_path / "series.csv"
+    series(60, 5).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    before = sorted(tmp_path.iterdir())
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--png", str(tmp_path / target), "--export", str(tmp_path / "export.csv")],
+    )  # fmt: skip
+
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 2, result.output
+    assert words.format(tmp=tmp_path) in result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # no export, no DIR.png beside the directory

@@ -13,6 +13,7 @@ history's healthy windows must all pass, not 99.5% of them.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel
 
-from rollout_core.config import FeatureSpec, SloSpec, parse_config
+from rollout_core.config import FeatureSpec, SloSpec, parse_config, parse_duration
 from rollout_core.errors import ConfigError
 from rollout_core.replay import NO_SERIES
 from rollout_core.stats import wilson_lower_bound
@@ -144,14 +145,41 @@ def _needed_windows(target: float) -> int:
     return math.ceil(3 / target)
 
 
+_RANGE = re.compile(r"\[(\d+[smhd](?:\d+[smhd])*)(?::[^\]]*)?\]")
+
+
+def query_window(slo: SloSpec) -> float | None:
+    """The longest range selector (`[15m]`) of the SLO's queries, in seconds; None for none."""
+    spans = []
+    for query in slo.queries:
+        for text in _RANGE.findall(query):
+            try:
+                spans.append(parse_duration(text).total_seconds())
+            except ValueError:
+                continue
+    return max(spans, default=None)
+
+
 def _refuse_short(slo: SloSpec, windows: int, target: float, step_seconds: float) -> None:
+    """ConfigError when the history holds too few independent windows for the target.
+    Evaluations closer than the query's window overlap and are not independent: `windows`
+    evaluations at a 1m step of a [10m] query count as a tenth as many."""
     needed = _needed_windows(target)
-    if windows < needed:
-        more = needed - windows
+    window = query_window(slo) or step_seconds
+    spacing = max(step_seconds, window)
+    independent = windows if spacing == step_seconds else int(windows * step_seconds / spacing)
+    if independent < needed:
+        more = needed - independent
+        counted = (
+            f"only {independent} evaluation windows with data"
+            if independent == windows
+            else f"only {independent} non-overlapping windows with data ({windows} evaluations "
+            f"every {step_seconds:g}s of a {window:g}s query window)"
+        )
         raise ConfigError(
-            f"SLO {slo.name!r}: only {windows} evaluation windows with data; a false-rollback "
+            f"SLO {slo.name!r}: {counted}; a false-rollback "
             f"target of {target:g} needs at least {needed}: widen the range by about "
-            f"{more * step_seconds / 86400:.1f} days (or raise --false-rollback)"
+            f"{more * spacing / 86400:.1f} days (or raise --false-rollback)"
         )
 
 

@@ -206,3 +206,27 @@ def test_tune_on_a_series_counts_evaluations_at_the_step_not_rows(tmp_path: Path
 
     assert code == 2
     assert "only 72 evaluation windows with data" in stderr and "needs at least 600" in stderr
+
+
+def test_evaluations_closer_than_the_query_window_count_as_overlapping_not_independent(
+    tmp_path: Path,
+) -> None:
+    """720 one-minute evaluations of a [10m] query are 72 independent windows, not 720."""
+    path = quiet_file(tmp_path, rows=12 * 60, every=timedelta(minutes=1))
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(
+        TUNED.replace("errors: e, total: t", "errors: 'sum(increase(e[10m]))', total: "
+                      "'sum(increase(t[10m]))'"),
+        encoding="utf-8",
+    )  # fmt: skip
+
+    result = CliRunner().invoke(
+        app, ["tune", "google", "--series", str(path), "--step", "1m", "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert (
+        "only 72 non-overlapping windows with data (720 evaluations every 60s of a 600s query "
+        "window)" in result.stderr
+    )
+    assert "needs at least 600: widen the range by about 3.7 days" in result.stderr

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from rollout_core.backtest import BacktestResult
     from rollout_core.config import FeatureSpec
+    from rollout_core.replay import ReplaySource
     from rollout_core.tune import SloSuggestion
 
 __all__ = ["backtest", "explain", "parse_moment", "tune"]
@@ -94,40 +95,64 @@ def _history(
     start: str | None,
     end: str | None,
     step: timedelta,
-) -> tuple[pd.DataFrame, datetime, datetime, int]:
-    """The readings over the range (from the file, or from Prometheus), the range, and how
-    many range requests were sent (0 offline)."""
+) -> tuple[ReplaySource, pd.DataFrame, datetime, datetime, int]:
+    """The readings over the range (from the file, or from Prometheus) as a source to replay
+    and as read, the range, and how many range requests were sent (0 offline). One validation
+    for backtest and tune: a file's content errors name the file; a file must hold every SLO
+    of the feature in the range; a query the live controller could not read is refused."""
+    from rollout_core.backtest import tick_count
     from rollout_core.errors import ConfigError
+    from rollout_core.history import query_errors
+    from rollout_core.replay import ReplaySource
 
     clock = now()
     if series is not None:
-        import pandas as pd
-
         from rollout_core.replay import read_series
 
         frame = read_series(series)
-        if "time" not in frame.columns or frame.empty:
-            raise ConfigError(f"{series}: no rows with a 'time' column; nothing to replay")
-        times = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
-        first = parse_moment(start, clock) if start else times.min().to_pydatetime()
-        last = parse_moment(end, clock) if end else times.max().to_pydatetime()
-        return frame, first, last, 0
-    if start is None:
-        raise ConfigError("--start is missing; e.g. --start now-30d (or replay --series FILE)")
-    from rollout_cli.shell import settings
-    from rollout_core.history import RangeReader
+        staleness = max(step, timedelta(minutes=5))  # rows need not fall on the ticks
+        source = ReplaySource(frame, staleness=staleness, name=str(series))
+        span = source.span
+        if span is None:
+            raise ConfigError(f"{series}: no rows; nothing to replay")
+        first = parse_moment(start, clock) if start else span[0]
+        last = parse_moment(end, clock) if end else span[1]
+        tick_count(first, last, step)
+        source.check_covers(specs, first, last)
+        requests = 0
+    else:
+        if start is None:
+            raise ConfigError("--start is missing; e.g. --start now-30d (or replay --series FILE)")
+        from rollout_cli.shell import settings
+        from rollout_core.history import RangeReader
 
-    config = settings()
-    first = parse_moment(start, clock)
-    last = parse_moment(end, clock) if end else clock
-    reader = RangeReader(config.prometheus_url, timeout=max(config.prometheus_timeout, 30.0))
-    frame = reader.read(specs, first, last, step)
-    return frame, first, last, reader.requests_sent
+        config = settings()
+        first = parse_moment(start, clock)
+        last = parse_moment(end, clock) if end else clock
+        tick_count(first, last, step)  # refused before any request when too many
+        if first > clock:
+            raise ConfigError(
+                f"--start {first.isoformat()} is in the future (now is {clock.isoformat()}): "
+                "Prometheus holds nothing there to replay; pick a past range, e.g. --start now-30d"
+            )
+        reader = RangeReader(config.prometheus_url, timeout=max(config.prometheus_timeout, 30.0))
+        frame = reader.read(specs, first, last, step)
+        # a row at every tick, each exactly what Prometheus answered there: never the tick before
+        source = ReplaySource(frame, staleness=timedelta(0), name=f"Prometheus at {reader.url}")
+        requests = reader.requests_sent
+    broken = query_errors(frame)
+    if broken is not None:
+        raise ConfigError(
+            f"{broken}; the live controller holds on such a reading and fails the run as a "
+            "configuration error, so this history cannot say what it would have done: fix the "
+            "query (or pass a --config with the fixed query) and run again"
+        )
+    return source, frame, first, last, requests
 
 
 def _replay(
     units: list[FeatureSpec],
-    frame: pd.DataFrame,
+    source: ReplaySource,
     first: datetime,
     last: datetime,
     step: timedelta,
@@ -135,10 +160,7 @@ def _replay(
 ) -> dict[str, BacktestResult]:
     """The feature's units (itself, or each of its segments) replayed in one pass per tick."""
     from rollout_core.backtest import backtest as run_backtest
-    from rollout_core.replay import ReplaySource
 
-    staleness = max(step, timedelta(minutes=5))
-    source = ReplaySource(frame, staleness=staleness)
     return run_backtest(units, source, first, last, step, from_percent)
 
 
@@ -244,7 +266,7 @@ def backtest(
     end: End = None,
     step: Step = "10m",
     config: ConfigPath = Path("rollouts.yaml"),
-    from_percent: Annotated[float, typer.Option(help="The percent at --start.")] = 0.0,
+    from_percent: Annotated[str, typer.Option(help="The percent at --start, e.g. 10.")] = "0",
     as_json: AsJson = False,
     png: Annotated[Path | None, typer.Option(help="Draw the timeline to this PNG.")] = None,
     series: Series = None,
@@ -259,21 +281,30 @@ def backtest(
         from rollout_cli.inputs import parse_percent_argument
         from rollout_core.backtest import combined_json
         from rollout_core.config import load_config
+        from rollout_core.errors import ConfigError
 
         spec = load_config(config).feature(feature)
         units = _units(spec)
-        percent = parse_percent_argument(f"{from_percent:g}")
+        percent = parse_percent_argument(from_percent)  # quoted as typed in any error
         tick = _step(step)
-        frame, first, last, requests = _history(units, series, start, end, tick)
+        if png is not None:
+            _check_png(png)  # before any read or write, so a bad path costs nothing
+        source, frame, first, last, requests = _history(units, series, start, end, tick)
         notes: list[str] = []
         if export is not None:
             _export(frame, export)
             notes.append(f"wrote {len(frame)} readings to {export}")
-        results = _replay(units, frame, first, last, tick, percent)
+        results = _replay(units, source, first, last, tick, percent)
         if png is not None:
             for unit in units:
                 path = png if len(units) == 1 else _segment_path(png, unit.segment or unit.name)
-                _png(results[unit.name], unit, frame, path, percent)
+                try:
+                    _png(results[unit.name], unit, frame, path, percent)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"--png {path}: cannot write it ({exc.strerror or exc}); choose a "
+                        "writable path"
+                    ) from None
                 notes.append(f"timeline written to {path}")
         body = {**combined_json(feature, results), "range_requests": requests}
         if as_json:
@@ -281,6 +312,24 @@ def backtest(
         return Outcome(backtest_view(body, requests), notes=tuple(notes))
 
     run(command)
+
+
+def _check_png(path: Path) -> None:
+    """A PNG file name whose folder is (or can be made) a folder: matplotlib would write
+    `DIR.png` beside a directory, and a suffix other than .png in another format."""
+    from rollout_core.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(
+            f"--png {path} is a directory; name the file to write, e.g. {path / 'timeline.png'}"
+        )
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--png {path}: expected a file name ending in .png, e.g. timeline.png")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(
+            f"--png {path}: {blocker} is a file, not a folder; choose a writable path"
+        )
 
 
 def _segment_path(path: Path, segment: str) -> Path:
@@ -346,22 +395,23 @@ def tune(
         from rich.syntax import Syntax
         from rich.table import Table
 
-        from rollout_core.backtest import combined_json
+        from rollout_core.backtest import combined_json, ticks_between
         from rollout_core.config import load_config, parse_config
         from rollout_core.tune import config_text, suggest
 
         spec = load_config(config).feature(feature)
         units = _units(spec)
         tick = _step(step)
-        frame, first, last, requests = _history(units, series, start, end, tick)
-        ticks = int((last - first) / tick) + 1
+        source, _, first, last, requests = _history(units, series, start, end, tick)
+        # the evaluations the side-by-side backtest replays: each tick of the range, at --step
+        readings = source.readings(units, ticks_between(first, last, tick))
         names = [unit.name for unit in units]  # a segmented feature's segments pooled
-        suggestions = suggest(spec, frame, false_rollback, tick.total_seconds(), ticks, names)
+        suggestions = suggest(spec, readings, false_rollback, tick.total_seconds(), units=names)
         text = config_text(spec, suggestions)
         suggested = parse_config(text, "<suggestion>").feature(feature)
-        current_run = combined_json(feature, _replay(units, frame, first, last, tick, 0.0))
+        current_run = combined_json(feature, _replay(units, source, first, last, tick, 0.0))
         tuned_units = _units(suggested)
-        suggested_run = combined_json(feature, _replay(tuned_units, frame, first, last, tick, 0.0))
+        suggested_run = combined_json(feature, _replay(tuned_units, source, first, last, tick, 0.0))
         if as_json:
             body = {
                 "feature": feature,

@@ -21,10 +21,12 @@ from rollout_core.config import FeatureSpec
 from rollout_core.controller import FeatureOutcome, check_all_guards, evaluate_all
 from rollout_core.decision_inputs import decision_inputs
 from rollout_core.errors import ConfigError, MetricsUnavailable, RolloutError
+from rollout_core.guards import format_duration
 from rollout_core.model import Action, Decision, FlagState, SloSnapshot, Verdict
 from rollout_core.ports import MetricsSource
 
 __all__ = [
+    "MAX_TICKS",
     "BacktestResult",
     "BacktestSummary",
     "Change",
@@ -32,6 +34,7 @@ __all__ = [
     "backtest",
     "combined_json",
     "hold_cause",
+    "tick_count",
     "ticks_between",
 ]
 
@@ -119,14 +122,35 @@ class BacktestResult:
         }
 
 
-def ticks_between(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
-    """`start`, `start + step`, ... up to and including `end` (UTC)."""
+# Ticks one backtest replays at most: 138 days at a 10-minute step, 13 days at one minute.
+# Past it, the range reads (one per 10,000 ticks and query) and the per-tick record (a few
+# kilobytes a tick) grow without bound, so it is refused before any request.
+MAX_TICKS = 20_000
+
+
+def tick_count(start: datetime, end: datetime, step: timedelta) -> int:
+    """How many passes `start` .. `end` every `step` holds; ConfigError for an empty or
+    backwards range, a step that is not positive, or more than MAX_TICKS passes (naming the
+    step that would fit)."""
     if step <= timedelta(0):
         raise ConfigError(f"step {step} must be positive; e.g. --step 10m")
     if end <= start:
         raise ConfigError(f"--end {end.isoformat()} must be after --start {start.isoformat()}")
     count = int((end - start) / step) + 1
-    return [start + i * step for i in range(count)]
+    if count > MAX_TICKS:
+        needed = timedelta(seconds=math.ceil((end - start).total_seconds() / (MAX_TICKS - 1)))
+        raise ConfigError(
+            f"--start {start.isoformat()} .. --end {end.isoformat()} every --step "
+            f"{format_duration(step)} is {count:,} ticks; a backtest replays at most "
+            f"{MAX_TICKS:,}: use --step {format_duration(needed)} or more, or a shorter range"
+        )
+    return count
+
+
+def ticks_between(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """`start`, `start + step`, ... up to and including `end` (UTC); refused as `tick_count`
+    says."""
+    return [start + i * step for i in range(tick_count(start, end, step))]
 
 
 def hold_cause(decision: Decision) -> str:
@@ -389,7 +413,10 @@ def combined_json(feature: str, results: Mapping[str, BacktestResult]) -> dict[s
         rollbacks=sum(s.rollbacks for s in summaries),
         holds=dict(sorted(holds.items(), key=lambda item: -item[1])),
         no_data_ticks=sum(s.no_data_ticks for s in summaries),
-        time_to_full=None if any(f is None for f in fulls) else max(f for f in fulls if f),
+        # the last segment's; timedelta(0) (full from the start) is falsy but a time all the same
+        time_to_full=None
+        if any(f is None for f in fulls)
+        else max(f for f in fulls if f is not None),
         exposure=sum(s.exposure for s in summaries),
         ticks=sum(s.ticks for s in summaries),
     )

@@ -8,7 +8,6 @@ the live source's own `snapshot_for`, so grouping, ratios and NaN behave exactly
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,10 +18,12 @@ import requests
 from rollout_core.backtest import ticks_between
 from rollout_core.config import FeatureSpec
 from rollout_core.errors import ConfigError, MetricsUnavailable
+from rollout_core.replay import NO_SERIES, REPLAY_COLUMNS
+from rollout_core.replay import row as replay_row
 from rollout_core.slo import HttpQueryClient, QueryResults, Series, distinct_queries, snapshot_for
 from rollout_core.urls import redact_url, split_credentials
 
-__all__ = ["MAX_POINTS", "RangeReader", "chunks", "readings_frame"]
+__all__ = ["MAX_POINTS", "RangeReader", "chunks", "query_errors", "readings_frame"]
 
 MAX_POINTS = 10_000  # per request and series; Prometheus' own limit is 11,000
 
@@ -58,6 +59,7 @@ class RangeReader:
         self.url = redact_url(base_url.rstrip("/"))
         self.requests_sent = 0
         self.max_points = max_points
+        self.timeout = timeout
         self._client = client or HttpQueryClient(plain, timeout, None, auth)
 
     def read(
@@ -87,6 +89,12 @@ class RangeReader:
         self.requests_sent += 1
         try:
             answer = self._client.query_range(query, params)
+        except requests.Timeout:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} gave no complete answer to a range read within "
+                f"{self.timeout:g}s; check that it runs and PROMETHEUS_BASE_URL points at it, "
+                "or read a shorter range"
+            ) from None
         except requests.RequestException as exc:
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} did not answer a range read ({type(exc).__name__}); "
@@ -111,6 +119,13 @@ class RangeReader:
                     f"{first.isoformat()}..{last.isoformat()} ({detail}); fix the query, or "
                     "use a coarser --step or a shorter range"
                 )
+            if answer.status == 422:  # the request's size (range x step x series), every time
+                raise ConfigError(
+                    f"Prometheus at {self.url} could not run query {query!r} over "
+                    f"{first.isoformat()}..{last.isoformat()} at step {params['step']}s "
+                    f"({detail}); narrow the range or raise --step (or Prometheus' "
+                    "--query.max-samples)"
+                )
             raise MetricsUnavailable(
                 f"Prometheus at {self.url} answered HTTP {answer.status} to query {query!r} "
                 f"({detail}); retry later"
@@ -127,18 +142,35 @@ def readings_frame(
     times: Sequence[datetime],
 ) -> pd.DataFrame:
     """Per tick, each feature's readings picked from the queries' series at that tick (the
-    live source's `snapshot_for`), as rows time, feature, slo, value, samples; a reading
-    with no series at all is no row (the replay reads it as no series)."""
-    rows: list[tuple[datetime, str, str, float, float]] = []
+    live source's `snapshot_for`), one row per feature, SLO and tick, in the ReplaySource
+    format: a reading with no series is a `no series` row and a query the live source could
+    not read (several series, a missing label) keeps its error, so the replay reads each tick
+    exactly as live, never the tick before and never an error as absent."""
+    rows: list[tuple[Any, ...]] = []
     for at in times:
         millis = round(at.timestamp() * 1000)
         results = QueryResults({q: tuple(by_time.get(millis, ())) for q, by_time in series.items()})
+        moment = at.astimezone(UTC)
         for spec in specs:
-            snapshot = snapshot_for(spec, results, at)
-            for name, reading in snapshot.readings.items():
-                if reading.value is None and reading.samples is None:
-                    continue
-                value = math.nan if reading.value is None else reading.value
-                samples = math.nan if reading.samples is None else reading.samples
-                rows.append((at.astimezone(UTC), spec.name, name, value, samples))
-    return pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"])
+            for reading in snapshot_for(spec, results, at).readings.values():
+                rows.append(replay_row(moment, spec.name, reading))
+    return pd.DataFrame(rows, columns=list(REPLAY_COLUMNS))
+
+
+def query_errors(frame: pd.DataFrame) -> str | None:
+    """The first query error in a frame of readings, with how many readings had one, in words;
+    None when there is none. The live controller names such a query as a configuration error
+    and holds, so a backtest refuses it rather than replay a broken query."""
+    if "error" not in frame.columns:
+        return None
+    errors = frame["error"].fillna("").astype(str)
+    failed = frame[(errors != "") & (errors != NO_SERIES)]
+    if failed.empty:
+        return None
+    first = failed.iloc[0]
+    mine = (frame["feature"] == first["feature"]) & (frame["slo"] == first["slo"])
+    count = int((mine & (errors != "") & (errors != NO_SERIES)).sum())
+    return (
+        f"SLO {first['slo']!r} of {first['feature']!r} could not be read at {count} of "
+        f"{int(mine.sum())} ticks, first at {first['time']}: {first['error']}"
+    )

@@ -114,24 +114,19 @@ class HttpQueryClient:
         """One answer read whole within `timeout` seconds of the answer's start (requests'
         timeout bounds each socket read only, so a dripping server could hold it for hours):
         requests.Timeout past it; each read also waits at most `timeout`."""
+        return self._get(self.endpoint, {"query": promql, **params})
+
+    def query_range(self, promql: str, params: Mapping[str, str]) -> Answer:
+        """One `/api/v1/query_range` read (`start`, `end`, `step` in params), same handling:
+        read whole within `timeout` seconds of its start, or requests.Timeout."""
+        return self._get(self.endpoint + "_range", {"query": promql, **params})
+
+    def _get(self, url: str, params: Mapping[str, str]) -> Answer:
         deadline = time.monotonic() + self.timeout
-        with self._session.get(
-            self.endpoint, params={"query": promql, **params}, timeout=self.timeout, stream=True
-        ) as response:
+        with self._session.get(url, params=params, timeout=self.timeout, stream=True) as response:
             content = _read_until(response, deadline, self.timeout)
         try:
             body = json.loads(content)
-        except ValueError:
-            body = None
-        return Answer(response.status_code, body)
-
-    def query_range(self, promql: str, params: Mapping[str, str]) -> Answer:
-        """One `/api/v1/query_range` read (`start`, `end`, `step` in params), same handling."""
-        response = self._session.get(
-            self.endpoint + "_range", params={"query": promql, **params}, timeout=self.timeout
-        )
-        try:
-            body = response.json()
         except ValueError:
             body = None
         return Answer(response.status_code, body)
@@ -146,6 +141,8 @@ def _read_until(response: requests.Response, deadline: float, timeout: float) ->
             chunks.append(chunk)
             if time.monotonic() > deadline:
                 raise requests.Timeout(f"timed out: no complete answer within {timeout:g}s")
+    except requests.Timeout:
+        raise  # the deadline above (an OSError too, so not to be read as a broken answer)
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise requests.Timeout(f"timed out: {exc}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:

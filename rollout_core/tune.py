@@ -13,16 +13,20 @@ history's healthy windows must all pass, not 99.5% of them.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import time, timedelta
 from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import BaseModel
 
-from rollout_core.config import FeatureSpec, SloSpec, parse_config
+from rollout_core.config import FeatureSpec, SloSpec, parse_config, parse_duration
 from rollout_core.errors import ConfigError
+from rollout_core.replay import NO_SERIES
 from rollout_core.stats import wilson_lower_bound
 
 __all__ = [
@@ -141,19 +145,48 @@ def _needed_windows(target: float) -> int:
     return math.ceil(3 / target)
 
 
+_RANGE = re.compile(r"\[(\d+[smhd](?:\d+[smhd])*)(?::[^\]]*)?\]")
+
+
+def query_window(slo: SloSpec) -> float | None:
+    """The longest range selector (`[15m]`) of the SLO's queries, in seconds; None for none."""
+    spans = []
+    for query in slo.queries:
+        for text in _RANGE.findall(query):
+            try:
+                spans.append(parse_duration(text).total_seconds())
+            except ValueError:
+                continue
+    return max(spans, default=None)
+
+
 def _refuse_short(slo: SloSpec, windows: int, target: float, step_seconds: float) -> None:
+    """ConfigError when the history holds too few independent windows for the target.
+    Evaluations closer than the query's window overlap and are not independent: `windows`
+    evaluations at a 1m step of a [10m] query count as a tenth as many."""
     needed = _needed_windows(target)
-    if windows < needed:
-        more = needed - windows
+    window = query_window(slo) or step_seconds
+    spacing = max(step_seconds, window)
+    independent = windows if spacing == step_seconds else int(windows * step_seconds / spacing)
+    if independent < needed:
+        more = needed - independent
+        counted = (
+            f"only {independent} evaluation windows with data"
+            if independent == windows
+            else f"only {independent} non-overlapping windows with data ({windows} evaluations "
+            f"every {step_seconds:g}s of a {window:g}s query window)"
+        )
         raise ConfigError(
-            f"SLO {slo.name!r}: only {windows} evaluation windows with data; a false-rollback "
+            f"SLO {slo.name!r}: {counted}; a false-rollback "
             f"target of {target:g} needs at least {needed}: widen the range by about "
-            f"{more * step_seconds / 86400:.1f} days (or raise --false-rollback)"
+            f"{more * spacing / 86400:.1f} days (or raise --false-rollback)"
         )
 
 
 def _suggest_ratio(slo: SloSpec, rows: pd.DataFrame, target: float, step: float) -> SloSuggestion:
-    rows = rows[(rows["samples"] > 0) & rows["value"].map(math.isfinite)]
+    # a count that is not a positive finite number is no count (the format's ±Inf, NaN, < 0)
+    counted = rows["samples"].map(math.isfinite) & (rows["samples"] > 0)
+    rows = rows[counted & rows["value"].map(math.isfinite)]
     ratios, counts = rows["value"].tolist(), rows["samples"].tolist()
     _refuse_short(slo, len(ratios), target, step)
     typical = int(statistics.median(counts))
@@ -211,6 +244,20 @@ def _detectable_ratio(n: int, limit: float) -> float:
     return high
 
 
+def _detectable_count(breach: int) -> float:
+    """The smallest Poisson mean that reaches `breach` counts with 99% probability."""
+    low, high = 0.0, max(1.0, 2.0 * breach)
+    while poisson_tail(high, breach) < DETECTION_PROBABILITY:
+        high *= 2
+    for _ in range(40):
+        mid = (low + high) / 2
+        if poisson_tail(mid, breach) >= DETECTION_PROBABILITY:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
 def _min_samples_ratio(limit: float, counts: Sequence[int]) -> int:
     """The count at which a window at twice `max` is caught 99% of the time, but no more than
     the 5th percentile of healthy traffic, so promotions are rarely held for want of it."""
@@ -223,12 +270,12 @@ def _min_samples_ratio(limit: float, counts: Sequence[int]) -> int:
 
 
 def _suggest_scalar(
-    slo: SloSpec, rows: pd.DataFrame, target: float, step: float, ticks: int
+    slo: SloSpec, rows: pd.DataFrame, target: float, step: float, absent: int
 ) -> SloSuggestion:
     is_count = slo.kind == "count"
     values = [v for v in rows["value"].tolist() if math.isfinite(v)]
     if is_count and slo.absent_is_zero:
-        values += [0.0] * max(0, ticks - len(rows))  # a window with no series counted none
+        values += [0.0] * absent  # a window with no series counted none, as the policy reads it
     _refuse_short(slo, len(values), target, step)
     median, spread = _robust(values)
     floor = (3 * math.sqrt(max(median, 0)) + 3) if is_count else median * 0.5
@@ -237,17 +284,20 @@ def _suggest_scalar(
     _refuse_short(slo, len(healthy), target, step)
     mean = statistics.fmean(healthy)
     if is_count:
+        # a count that never fired has a mean of 0, not a rate of 0: model the healthy rate as
+        # at least its 95% upper bound from the windows seen (rule of three: 3/n)
+        model = max(mean, 3 / len(healthy))
         candidate = float(math.ceil(max(healthy)))
-        while poisson_tail(mean, int(candidate) + 1) > target:
+        while poisson_tail(model, int(candidate) + 1) > target:
             candidate += 1
         empirical = sum(v > candidate for v in healthy) / len(healthy)
-        modelled = poisson_tail(mean, int(candidate) + 1)
-        rate = mean
-        while poisson_tail(rate, int(candidate) + 1) < DETECTION_PROBABILITY:
-            rate *= 1.05
+        modelled = poisson_tail(model, int(candidate) + 1)
+        rate = _detectable_count(int(candidate) + 1)
         shown = f"{rate / mean:.1f}x the healthy count ({rate:.1f})" if mean > 0 else f"{rate:.1f}"
         detects = f"detects {shown} per window"
         healthy_text = f"count median {median:.3g}, mean {mean:.2f} per window"
+        if mean == 0:
+            healthy_text = f"never fired in {len(healthy)} windows (rate below {model:.2g})"
     else:
         candidate = _nice_up(max(healthy) * _MARGIN)
         empirical = modelled = sum(v > candidate for v in healthy) / len(healthy)
@@ -273,70 +323,97 @@ def suggest(
     series: pd.DataFrame,
     target: float,
     step_seconds: float,
-    ticks: int,
+    ticks: int | None = None,
     units: Sequence[str] = (),
 ) -> list[SloSuggestion]:
     """One suggestion per SLO of `spec` from its readings in `series` (ReplaySource format),
     pooled over `units` (a segmented feature's segments, e.g. `google[eu-west]`) when given;
-    ConfigError, saying how much more is needed, when history or traffic is too thin."""
+    ConfigError, saying how much more is needed, when history or traffic is too thin.
+
+    Each row is one evaluation: pass the readings at each tick (`ReplaySource.readings`), whose
+    `no series` rows are the windows where a count's series was absent. A series without an
+    `error` column counts `ticks` (per unit) less its rows as such windows."""
     if not 0 < target < 0.5:
         raise ConfigError(f"--false-rollback {target:g} must be between 0 and 0.5, e.g. 0.005")
     names = list(units) or [spec.name]
     mine = series[series["feature"].isin(names)]
-    ticks *= len(names)
+    errors = (
+        mine["error"].fillna("").astype(str)
+        if "error" in mine.columns
+        else pd.Series("", index=mine.index)
+    )
     suggestions = []
     for slo in spec.slos:
-        rows = mine[mine["slo"] == slo.name].copy()
+        chosen = mine["slo"] == slo.name
+        rows = mine[chosen & (errors == "")].copy()  # readings, not absences or query errors
         rows["value"] = pd.to_numeric(rows["value"], errors="coerce").astype(float)
         rows["samples"] = pd.to_numeric(rows["samples"], errors="coerce").astype(float)
         if slo.kind == "ratio":
             suggestions.append(_suggest_ratio(slo, rows, target, step_seconds))
+            continue
+        if "error" in mine.columns:
+            absent = int((chosen & (errors == NO_SERIES)).sum())
         else:
-            suggestions.append(_suggest_scalar(slo, rows, target, step_seconds, ticks))
+            absent = max(0, (ticks or 0) * len(names) - int(chosen.sum()))
+        suggestions.append(_suggest_scalar(slo, rows, target, step_seconds, absent))
     return suggestions
 
 
-def _duration(seconds: float) -> str:
-    return f"{int(seconds)}s"
+# set by `expand_segments` on a segment's own spec, never written in rollouts.yaml
+_INTERNAL = frozenset({"name", "parent", "segment", "segment_match", "templated_slos"})
+
+
+def _yaml_value(value: Any) -> Any:
+    """A spec's field as rollouts.yaml writes it: durations as `90s`, clock times as `HH:MM`,
+    models as mappings without unset (None) fields, tuples as lists."""
+    if isinstance(value, BaseModel):
+        internal = _INTERNAL if isinstance(value, FeatureSpec) else frozenset()
+        return {
+            key: _yaml_value(item)
+            for key, item in value
+            if item is not None and key not in internal
+        }
+    if isinstance(value, timedelta):
+        return f"{int(value.total_seconds())}s"
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if isinstance(value, tuple | list):
+        return [_yaml_value(item) for item in value]
+    return value
 
 
 def config_text(spec: FeatureSpec, suggestions: Sequence[SloSuggestion]) -> str:
-    """A complete rollouts.yaml holding `spec` with the suggested thresholds; validated."""
+    """A complete rollouts.yaml holding `spec` with only each SLO's `max` and `min_samples`
+    changed; every other field is written as the spec has it, and the text is checked to load
+    back as exactly that spec."""
     chosen = {s.name: s for s in suggestions}
-    slos = []
-    for slo in spec.slos:
-        body = slo.model_dump(mode="json", exclude_none=True, exclude={"ratio"})
-        if slo.ratio is not None:
-            body["ratio"] = slo.ratio.model_dump(mode="json")
-        if slo.name in chosen:
-            body["max"] = chosen[slo.name].max
-            body["min_samples"] = chosen[slo.name].min_samples
-        slos.append(body)
-    feature: dict[str, Any] = {
-        "ladder": [float(step) for step in spec.ladder],
-        "safe_percent": float(spec.safe_percent),
-        "dwell": _duration(spec.dwell.total_seconds()),
-        "cooldown": _duration(spec.cooldown.total_seconds()),
-    }
-    if spec.freeze:
-        feature["freeze"] = [
-            {
-                "days": list(w.days),
-                "start": w.start.strftime("%H:%M") if w.start else "00:00",
-                "end": w.end.strftime("%H:%M") if w.end else "24:00",
-                "tz": w.tz,
-            }
-            for w in spec.freeze
-        ]
-    if spec.metric_key:
-        feature["metric_key"] = spec.metric_key
-    if spec.promote_without_traffic:
-        feature["promote_without_traffic"] = True
-    if spec.segments is not None:
-        feature["segments"] = spec.segments.model_dump(mode="json")
-    feature["slos"] = slos
-    text = "# suggested by `rollout tune`\n" + yaml.safe_dump(
-        {"features": {spec.name: feature}}, sort_keys=False, width=200
+    tuned = spec.model_copy(
+        update={
+            "slos": tuple(
+                slo.model_copy(
+                    update={
+                        "max": chosen[slo.name].max,
+                        "min_samples": chosen[slo.name].min_samples,
+                    }
+                )
+                if slo.name in chosen
+                else slo
+                for slo in spec.slos
+            )
+        }
     )
-    parse_config(text, "<rollout tune suggestion>")  # what it prints must load
+    feature = _yaml_value(tuned)
+    freeze = feature.get("freeze", [])
+    for window, spec_window in zip(freeze, spec.freeze, strict=True):
+        if spec_window.end is None:
+            window["end"] = "24:00"  # None is the end of the day, not "unset"
+    text = "# suggested by `rollout tune`\n" + yaml.safe_dump(
+        {"features": {spec.name: feature}}, sort_keys=False, width=200, default_flow_style=None
+    )
+    loaded = parse_config(text, "<rollout tune suggestion>").feature(spec.name)
+    if loaded != tuned.model_copy(update={"parent": None, "segment": None}):
+        raise ConfigError(  # a field this writer does not know how to write: say so, never drop it
+            f"the suggestion for {spec.name!r} does not load back as the feature's config "
+            "with only max and min_samples changed; report this as a bug"
+        )
     return text

@@ -124,21 +124,47 @@ def test_tune_refuses_too_little_history_and_says_how_much_more_it_needs(env: Pa
     assert "needs at least 600" in result.output and "widen the range by about" in result.output
 
 
-def test_export_writes_what_prometheus_answered_and_the_offline_replay_agrees(
-    env: Path, tmp_path: Path
-) -> None:
+def test_export_then_series_replays_exactly_the_same_backtest(env: Path, tmp_path: Path) -> None:
     exported = tmp_path / "history.parquet"
     online = backtest(env, HISTORY, "--export", str(exported), "--png", str(tmp_path / "t.png"))
 
     offline = rollout(
-        "backtest", "google", "--series", str(exported), "--start", iso(HISTORY.start),
-        "--end", iso(HISTORY.end), "--config", str(env), "--json",
+        "backtest", "google", "--series", str(exported), "--step", "10m", "--config", str(env),
+        "--json",
     )  # fmt: skip
     assert offline.exit_code == 0, offline.output
-    assert json.loads(offline.stdout)["changes"] == online["changes"]
+    replayed = json.loads(offline.stdout)
+    assert online["summary"]["no_data_ticks"] >= 1  # the first tick: one sample, no increase()
+    assert (replayed["start"], replayed["end"]) == (online["start"], online["end"])
+    assert replayed["summary"] == online["summary"]
+    assert replayed["changes"] == online["changes"]
     assert (tmp_path / "t.png").stat().st_size > 10_000
     frame = pd.read_parquet(exported)
-    assert list(frame.columns) == ["time", "feature", "slo", "value", "samples"]
+    assert list(frame.columns) == ["time", "feature", "slo", "value", "samples", "error"]
+    assert len(frame) == 3 * online["summary"]["ticks"]  # every SLO at every tick
+    assert set(frame["error"]) == {"", "no series"}
+
+
+def test_a_count_query_the_live_flow_cannot_read_is_refused_naming_it_never_read_as_zero(
+    env: Path,
+) -> None:
+    """Without sum(), the histogram's buckets are one series each: live, the SLO has no
+    reading and the run fails as a configuration error; the backtest must not read 0."""
+    broken = env.read_text(encoding="utf-8").replace(
+        'sum(increase(oauth_events_total{provider="google",event="refresh_failed"}[15m]))',
+        'increase(action_latency_seconds_bucket{provider="google"}[15m])',
+    )
+    env.write_text(broken, encoding="utf-8")
+    end = HISTORY.start + timedelta(hours=6)
+
+    result = rollout(
+        "backtest", "google", "--start", iso(HISTORY.start), "--end", iso(end),
+        "--config", str(env), "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "SLO 'oauth_refresh_failures' of 'google' could not be read at" in result.stderr
+    assert "several_series" in result.stderr and "action_latency_seconds_bucket" in result.stderr
 
 
 def test_a_query_prometheus_refuses_is_a_configuration_error_naming_it(

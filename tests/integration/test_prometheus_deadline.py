@@ -7,12 +7,13 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from rollout_core.config import parse_config
 from rollout_core.errors import MetricsUnavailable
+from rollout_core.history import RangeReader
 from rollout_core.slo import PrometheusSource
 
 BODY = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
@@ -62,3 +63,17 @@ def test_a_dripping_prometheus_is_unreachable_not_read_to_the_end(
     source = PrometheusSource(dripping_prometheus, timeout=2)
     with pytest.raises(MetricsUnavailable, match="no answer within 2s"):
         source.fetch(specs, datetime.now(UTC))
+
+
+def test_a_dripped_range_answer_is_unavailable_within_the_deadline_not_read_to_the_end(
+    dripping_prometheus: str,
+) -> None:
+    spec = parse_config(
+        "features:\n  f1:\n    slos: [{name: e, query: up, max: 1}]\n    "
+        "promote_without_traffic: true\n"
+    ).feature("f1")
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    reader = RangeReader(dripping_prometheus, timeout=2)
+
+    with pytest.raises(MetricsUnavailable, match="no complete answer to a range read within 2s"):
+        reader.read([spec], start, start + timedelta(hours=1), timedelta(minutes=10))

@@ -165,7 +165,9 @@ def test_range_reads_pick_each_tick_with_the_live_sources_rules() -> None:
     assert rows[(times[0], "error_rate")] == (0.001, 1000)
     assert pd.isna(rows[(times[1], "error_rate")][0])  # no traffic: no ratio, n = 0
     assert rows[(times[1], "error_rate")][1] == 0
-    assert (times[0], "oauth") not in rows  # no series: the replay reads it as absent
+    assert pd.isna(rows[(times[0], "oauth")][0])  # no series: a row the replay reads as absent
+    errors = {(r.time, r.slo): r.error for r in frame.itertuples()}
+    assert errors[(times[0], "oauth")] == "no series" and errors[(times[1], "oauth")] == ""
     assert client.asked[0][1]["step"] == "600"
 
 
@@ -176,6 +178,18 @@ def test_range_reads_pick_each_tick_with_the_live_sources_rules() -> None:
             Answer(400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
             ConfigError,
             "refused query 'e'",
+        ),
+        (
+            Answer(
+                422,
+                {
+                    "status": "error",
+                    "errorType": "execution",
+                    "error": "query processing would load too many samples into memory",
+                },
+            ),
+            ConfigError,
+            r"too many samples into memory\); narrow the range or raise --step",
         ),
         (
             Answer(503, {"status": "error", "errorType": "timeout", "error": "slow"}),
@@ -293,6 +307,26 @@ def test_a_segmented_feature_replays_every_segment_in_order_and_rolls_back_one_a
     assert body["segments"]["west"]["summary"]["holds_by_cause"]["segment order"] > 0
 
 
+def test_a_segmented_feature_backtested_from_full_rollout_is_full_from_the_start(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "segments.csv"
+    pd.concat([segment_rows("canary", 60), segment_rows("west", 60)]).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(SEGMENTED, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--from-percent", "100", "--json"],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, repr(result.exception)
+    body = json.loads(result.stdout)
+    assert body["summary"]["time_to_full"] == 0
+    assert body["segments"]["west"]["summary"]["time_to_full"] == 0
+
+
 def test_a_fleet_replays_in_groups_each_feature_as_it_would_alone_segments_in_one_pass() -> None:
     from rollout_core.config import expand_segments, parse_config
 
@@ -351,12 +385,15 @@ def test_range_reads_give_each_segment_its_own_series() -> None:
     )
     frame = RangeReader("http://prometheus.invalid", client=client).read(
         units, T0, T0 + timedelta(minutes=10), timedelta(minutes=10)
-    )  # the second tick has no series: no rows
+    )  # the second tick has no series: a `no series` row each
 
-    assert dict(zip(frame["feature"], frame["value"], strict=True)) == {
+    first = frame[frame["time"] == T0]
+    assert dict(zip(first["feature"], first["value"], strict=True)) == {
         "google[canary]": 0.002,
         "google[west]": 0.03,
     }
+    second = frame[frame["time"] == T0 + timedelta(minutes=10)]
+    assert list(second["error"]) == ["no series", "no series"]
 
 
 def test_backtest_prints_the_changes_with_their_evidence_and_the_summary(tmp_path: Path) -> None:
@@ -483,3 +520,220 @@ WORDING = {
     "10%: all SLOs healthy; error_rate 0.4% (n=900, 99% lower bound 0.1%) <= max 1.0%: "
     f"healthy; {HEALTHY_3}",
 }
+
+
+def test_a_range_of_too_many_ticks_is_refused_before_any_range_request() -> None:
+    client = FakeRange({})
+    reader = RangeReader("http://prometheus.invalid", client=client)
+
+    with pytest.raises(ConfigError, match=r"2,592,001 ticks; a backtest replays at most 20,000"):
+        reader.read([SPEC], T0, T0 + timedelta(days=30), timedelta(seconds=1))
+    assert client.asked == []
+
+
+def test_backtest_refuses_a_one_second_step_over_a_month_naming_the_step_that_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", "http://127.0.0.1:9")  # never reached
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--start", "2026-01-01T00:00:00Z", "--end",
+         "2026-01-31T00:00:00Z", "--step", "1s", "--config", str(config)],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "every --step 1s is 2,592,001 ticks" in result.stderr
+    assert "use --step 2m10s or more, or a shorter range" in result.stderr
+
+
+def test_backtest_refuses_a_range_in_the_future_saying_there_is_nothing_to_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_BASE_URL", "http://127.0.0.1:9")  # never reached
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    future = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--start", future.isoformat(), "--end",
+         (future + timedelta(days=1)).isoformat(), "--config", str(config)],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "is in the future" in result.stderr and "nothing there to replay" in result.stderr
+
+
+def test_a_from_percent_finer_than_the_gate_serves_is_quoted_as_typed(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--from-percent", "0.00001"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "percent '0.00001' has more than 2 decimals" in result.stderr
+    assert "1e-05" not in result.stderr
+
+
+def several_series(values: list[tuple[datetime, float]]) -> Answer:
+    """One series per pod: the live source refuses such a result (no sum)."""
+    result = [
+        {"metric": {"instance": pod}, "values": [[at.timestamp(), f"{v}"] for at, v in values]}
+        for pod in ("pod-a", "pod-b")
+    ]
+    return Answer(200, {"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+
+def test_a_query_error_in_a_range_read_stays_an_error_in_the_replay_never_zero_failures() -> None:
+    from rollout_core.history import query_errors
+
+    times = [T0 + timedelta(minutes=10 * i) for i in range(13)]
+    client = FakeRange(
+        {
+            "e": matrix([(at, 1) for at in times]),
+            "t": matrix([(at, 1000) for at in times]),
+            "o": several_series([(at, 20) for at in times]),
+        }
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        [SPEC], T0, times[-1], timedelta(minutes=10)
+    )
+
+    source = ReplaySource(frame, staleness=timedelta(0))
+    snapshot = source.fetch([SPEC], times[3])["google"]
+    oauth = snapshot.reading("oauth")  # type: ignore[union-attr]
+    assert oauth.error is not None and oauth.error.kind == "several_series"
+    assert oauth.error.query == "o" and "wrap it in sum(...)" in oauth.error.detail
+    result = backtest([SPEC], source, T0, times[-1], timedelta(minutes=10))["google"]
+    assert result.changes == ()  # live holds on it; it never promotes on "0 failures"
+    assert result.summary.no_data_ticks == 13
+    assert "SLO 'oauth' of 'google' could not be read at 13 of 13 ticks" in str(query_errors(frame))
+    assert "several_series" in str(query_errors(frame))
+
+
+def test_a_tick_where_prometheus_answered_nothing_is_no_data_not_the_tick_before() -> None:
+    """The service and its exporter die right after an incident's first reading: live reads
+    no data at the next tick and holds; the replay must not act on the reading before."""
+    ladder = SPEC.model_copy(update={"ladder": (0.0, 10.0, 50.0, 100.0), "safe_percent": 10.0})
+    times = [T0 + timedelta(minutes=10 * i) for i in range(4)]
+    client = FakeRange(
+        {
+            "e": matrix([(times[0], 200)]),  # 20%: a breach, then nothing
+            "t": matrix([(times[0], 1000)]),
+            "o": matrix([(times[0], 0)]),
+        }
+    )
+    frame = RangeReader("http://prometheus.invalid", client=client).read(
+        [ladder], T0, times[-1], timedelta(minutes=10)
+    )
+
+    # even a staleness of a whole step reads each tick as Prometheus answered it
+    source = ReplaySource(frame, staleness=timedelta(minutes=10))
+    result = backtest([ladder], source, T0, times[-1], timedelta(minutes=10), 100.0)["google"]
+
+    assert [(c.time, c.from_percent, c.to_percent) for c in result.changes] == [(T0, 100.0, 10.0)]
+    assert result.summary.no_data_ticks == 3
+
+
+def test_backtest_refuses_a_series_that_does_not_hold_the_feature(tmp_path: Path) -> None:
+    recorded = tmp_path / "series.csv"
+    series(60, 5).assign(feature="google[eu-west]").to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded} holds no rows for google; it holds google[eu-west]" in result.stderr
+
+
+def test_backtest_refuses_a_series_without_a_count_slo_rather_than_read_zero_failures(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "series.csv"
+    frame = series(60, 5)
+    frame[frame["slo"] == "error_rate"].to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "no rows for SLO google/oauth (a count SLO would read as 0 failures)" in result.stderr
+
+
+def test_backtest_refuses_conflicting_duplicate_readings_naming_the_file_and_rows(
+    tmp_path: Path,
+) -> None:
+    recorded = tmp_path / "merged.csv"
+    healthy = series(60, 5)
+    pd.concat([healthy, healthy.assign(value=0.2)]).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded}: rows 1 and 27 are duplicate readings of google/error_rate" in (
+        result.stderr
+    )
+
+
+def test_a_series_content_error_names_the_file(tmp_path: Path) -> None:
+    recorded = tmp_path / "history-2026-01.csv"
+    series(60, 5).rename(columns={"value": "val"}).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "google", "--series", str(recorded), "--config", str(config)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"{recorded}: missing column(s) value" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        ("timelines", "is a directory; name the file to write, e.g. {tmp}/timelines/timeline.png"),
+        ("a-file/timeline.png", "--png {tmp}/a-file/timeline.png: {tmp}/a-file is a file, not a"),
+        ("timeline.svg", "expected a file name ending in .png"),
+    ],
+)
+def test_a_png_path_that_cannot_be_the_timeline_is_refused_before_anything_is_written(
+    tmp_path: Path, target: str, words: str
+) -> None:
+    (tmp_path / "timelines").mkdir()
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    recorded = tmp_path / "series.csv"
+    series(60, 5).to_csv(recorded, index=False)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    before = sorted(tmp_path.iterdir())
+
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "google", "--series", str(recorded), "--config", str(config),
+         "--png", str(tmp_path / target), "--export", str(tmp_path / "export.csv")],
+    )  # fmt: skip
+
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 2, result.output
+    assert words.format(tmp=tmp_path) in result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # no export, no DIR.png beside the directory

@@ -184,3 +184,62 @@ def test_thousands_of_ticks_over_many_features_replay_every_row() -> None:
     final = ticks[-1]["f19"]
     assert isinstance(final, SloSnapshot)
     assert final.reading("error_rate").value == pytest.approx(299 / 1e6)
+
+
+def test_no_series_and_query_error_rows_replay_as_the_live_source_read_them() -> None:
+    from rollout_core.model import QueryError
+    from rollout_core.replay import error_text
+
+    error = QueryError("oauth", "increase(o[5m])", "several_series", "2 series; wrap it in sum")
+    series = pd.DataFrame(
+        [
+            ("2025-01-06T10:00:00Z", "google", "oauth", None, None, "no series"),
+            ("2025-01-06T10:10:00Z", "google", "oauth", None, None, error_text(error)),
+        ],
+        columns=["time", "feature", "slo", "value", "samples", "error"],
+    )
+    source = ReplaySource(series, staleness=timedelta(0))
+
+    assert readings(source, T0).reading("oauth") == SloReading("oauth", None, None)
+    failed = readings(source, T0 + timedelta(minutes=10)).reading("oauth")
+    assert failed == SloReading("oauth", None, None, error)
+    assert evaluate_slo(SLOS[1], failed).verdict is Verdict.INCONCLUSIVE
+
+
+def test_conflicting_duplicate_readings_are_refused_naming_both_rows() -> None:
+    twice = pd.concat([SERIES, SERIES.assign(value=[0.2, 0.04, None, 2])], ignore_index=True)
+
+    with pytest.raises(
+        ConfigError,
+        match=r"history\.csv: rows 1 and 5 are duplicate readings of google/error_rate at "
+        r"2025-01-06T10:00:00\+00:00 that differ \(value 0\.001, samples 900 against value 0\.2",
+    ):
+        ReplaySource(twice, name="history.csv")
+
+
+def test_exact_duplicate_rows_are_read_once() -> None:
+    source = ReplaySource(pd.concat([SERIES, SERIES], ignore_index=True))
+    assert readings(source, T0).reading("error_rate") == SloReading("error_rate", 0.001, 900.0)
+
+
+def test_content_errors_of_a_frame_name_where_it_came_from() -> None:
+    with pytest.raises(ConfigError, match=r"^history-2026-01\.csv: missing column\(s\) value"):
+        ReplaySource(SERIES.drop(columns=["value"]), name="history-2026-01.csv")
+
+
+def test_a_series_without_the_feature_is_refused_naming_what_it_holds() -> None:
+    source = ReplaySource(SERIES.assign(feature="google[eu-west]"), name="h.csv")
+
+    with pytest.raises(ConfigError, match=r"h\.csv holds no rows for google; it holds google\["):
+        source.check_covers([GOOGLE], T0, T0 + timedelta(minutes=20))
+
+
+def test_a_series_without_a_count_slo_in_the_range_is_refused_not_read_as_zero() -> None:
+    source = ReplaySource(SERIES[SERIES["slo"] == "error_rate"], name="h.csv")
+
+    with pytest.raises(
+        ConfigError,
+        match=r"no rows for SLO google/oauth \(a count SLO would read as 0 failures\) from",
+    ):
+        source.check_covers([GOOGLE], T0, T0 + timedelta(minutes=20))
+    ReplaySource(SERIES).check_covers([GOOGLE], T0, T0 + timedelta(minutes=20))  # both there

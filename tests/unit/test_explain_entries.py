@@ -1,0 +1,174 @@
+"""`rollout explain` on audit entries in a fake Redis: entries written by the controller's own
+pass (run_pass, the abort path, dry runs) and entries it must refuse rather than misread."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fakeredis
+import pytest
+from typer.testing import CliRunner, Result
+
+from rollout_cli.main import app
+from rollout_core import redis_connection
+from rollout_core.flags import AUDIT_STREAM
+
+AT = datetime(2026, 1, 5, 10, tzinfo=UTC)
+CONFIG = """
+features:
+  google:
+    slos:
+      - name: error_rate
+        ratio:
+          errors: sum(increase(e_total[5m]))
+          total: sum(increase(t_total[5m]))
+        max: 0.01
+        min_samples: 200
+"""
+RULES = {"ladder": [0.0, 10.0, 50.0, 100.0], "safe_percent": 10.0, "dwell": 900.0,
+         "cooldown": 3600.0, "freeze": 0}  # fmt: skip
+GUARDS = [[name, False] for name in ("paused", "dwell", "cooldown", "freeze")]
+HEALTHY_ROW = ["error_rate", "ratio", 0.002, 1000.0, 0.01, 200, "healthy"]
+
+
+class Explain:
+    """`rollout explain ID --config FILE [--json]` against one fake Redis."""
+
+    def __init__(self, fake: fakeredis.FakeRedis, config: Path) -> None:
+        self.redis, self.config = fake, config
+
+    def __call__(self, entry_id: str, *extra: str) -> Result:
+        args = ["explain", entry_id, "--config", str(self.config), *extra]
+        return CliRunner().invoke(app, args)
+
+    def json(self, entry_id: str) -> dict[str, object]:
+        result = self(entry_id, "--json")
+        assert result.exit_code == 0, result.output
+        body: dict[str, object] = json.loads(result.stdout)
+        return body
+
+    def add(self, inputs: str | None = None, **fields: str) -> str:
+        entry = {
+            "time": "2026-01-05T10:00:00Z", "feature": "google", "old_percent": "0",
+            "new_percent": "10", "reason": "Initial canary 0% -> 10%", "by": "controller",
+            "dry_run": "false", "action": "promote", **fields,
+        }  # fmt: skip
+        if inputs is not None:
+            entry["inputs"] = inputs
+        return str(self.redis.xadd(AUDIT_STREAM, entry))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def explain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Explain:
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(redis_connection, "connect", lambda url=None: fake)
+    config = tmp_path / "rollouts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    return Explain(fake, config)
+
+
+def inputs(version: str = "0.1.0", percent: object = 0.0, row: list[object] | None = None) -> str:
+    body = {
+        "v": version, "h": "0123456789abcdef",
+        "f": [percent, True, True, False, None, None, None],
+        "s": [row or HEALTHY_ROW], "g": GUARDS, "c": RULES, "d": ["promote", "promote", 10.0],
+    }  # fmt: skip
+    return json.dumps(body, separators=(",", ":"))
+
+
+def test_a_hand_written_entry_in_the_recorded_format_reproduces(explain: Explain) -> None:
+    body = explain.json(explain.add(inputs()))
+
+    assert body["reproduces"] is True, body["differences"]
+
+
+def test_an_entry_from_a_newer_version_is_refused_rather_than_misread(explain: Explain) -> None:
+    row = [*HEALTHY_ROW, "b:0.0008"]  # a column this version does not know
+
+    result = explain(explain.add(inputs("99.0.0", row=row)), "--json")
+
+    assert result.exit_code == 2, result.output
+    assert "written by rollout-controller 99.0.0, newer than this" in result.stderr
+    assert "explain this entry with 99.0.0 or later" in result.stderr
+    assert result.stdout == ""  # no verdict at all, least of all "differs"
+
+
+def test_an_entry_of_this_version_with_an_unknown_column_is_corrupt(explain: Explain) -> None:
+    result = explain(explain.add(inputs(row=[*HEALTHY_ROW, "b:0.0008"])))
+
+    assert result.exit_code == 2, result.output
+    assert "s[0] is" in result.stderr and "expected a list of 7 or 9 items" in result.stderr
+
+
+@pytest.mark.parametrize("percent", ["NaN", "Inf", -5, 150, "50", True])
+def test_inputs_whose_percent_is_not_a_percent_are_a_corrupt_entry(
+    explain: Explain, percent: object
+) -> None:
+    result = explain(explain.add(inputs(percent=percent)), "--json")
+
+    assert result.exit_code == 2, result.output
+    assert "f[0] (the flag's percent) is" in result.stderr
+    assert "expected a percent in 0..100" in result.stderr and "a corrupt entry" in result.stderr
+    assert "nan%" not in result.output.lower()
+
+
+def test_inputs_with_an_unknown_verdict_name_the_slo(explain: Explain) -> None:
+    row = [*HEALTHY_ROW[:6], "fine"]
+
+    result = explain(explain.add(inputs(row=row)))
+
+    assert result.exit_code == 2
+    assert "s[0][6] (verdict of 'error_rate') is 'fine'" in result.stderr
+
+
+TYPOS = ["garbage", "1767600000000", "1767600000000-x", "1-0-0", "99999999999999999999-0", ""]
+
+
+@pytest.mark.parametrize("typo", TYPOS)
+def test_a_malformed_audit_id_is_bad_input_naming_the_expected_form(
+    explain: Explain, typo: str
+) -> None:
+    explain.add(inputs())
+
+    result = explain(typo)
+
+    assert result.exit_code == 2, result.output
+    assert f"AUDIT_ID {typo!r} is not an audit entry id" in result.stderr
+    assert "such as 1767600000000-0" in result.stderr
+    assert "Redis" not in result.stderr and "server log" not in result.stderr
+
+
+def test_an_id_of_no_entry_says_it_is_not_in_the_trail(explain: Explain) -> None:
+    explain.add(inputs())
+
+    result = explain("1-0")
+
+    assert result.exit_code == 2
+    assert "audit entry '1-0' is not in rollout:audit" in result.stderr
+
+
+def test_a_controller_entry_from_before_inputs_existed_says_it_predates_them(
+    explain: Explain,
+) -> None:
+    entry = explain.add(time="2025-10-08T15:00:00Z")
+
+    result = explain(entry)
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: audit entry {entry} (promote by controller at 2025-10-08T15:00:00Z) predates "
+        "recorded decision inputs: the controller that wrote it did not record them yet, so "
+        "there is nothing to replay"
+    )
+
+
+def test_an_operator_entry_is_refused_as_not_a_controller_decision(explain: Explain) -> None:
+    entry = explain.add(by="alice", action="set", reason="manual")
+
+    result = explain(entry)
+
+    assert result.exit_code == 2
+    assert f"audit entry {entry} (set by alice) records no decision inputs" in result.stderr
+    assert "it is not a controller decision" in result.stderr

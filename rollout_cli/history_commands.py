@@ -423,10 +423,10 @@ def explain(
         if spec is not None and entry.segment:  # replayed through the segment's own spec
             units = {unit.name: unit for unit in expand_segments([spec])}
             spec = units.get(entry.subject)
-        explanation = explain_inputs(inputs, spec, entry.time)
+        explanation = explain_inputs(inputs, spec, entry.time, dry_run=entry.dry_run)
         if as_json:
             return Outcome(json.dumps(explanation.to_json(), indent=2))
-        return Outcome(explain_text(audit_id, entry.reason, explanation.to_json()))
+        return Outcome(explain_text(entry_id, entry.reason, explanation.to_json()))
 
     run(command)
 
@@ -471,10 +471,15 @@ def no_inputs_message(entry: AuditEntry) -> str:
 def explain_text(audit_id: str, reason: str, body: dict[str, Any]) -> str:
     recorded, replayed = body["recorded"], body["replayed"]
     verdict = "reproduces" if body["reproduces"] else "differs"
+    # a dry run's entry is a recommendation: the flag was never changed (as `rollout audit`
+    # shows it, `recommend 0% -> 10%`)
+    recommended = recorded.get("dry_run", False)
+    action = f"recommend {recorded['action']}" if recommended else recorded["action"]
+    note = " (dry run: not applied)" if recommended else ""
     lines = [
         f"audit {audit_id}: {verdict}",
-        f"  recorded: {recorded['action']} {recorded['from_percent']:g}% -> "
-        f"{recorded['to_percent']:g}% ({reason})",
+        f"  recorded: {action} {recorded['from_percent']:g}% -> "
+        f"{recorded['to_percent']:g}%{note} ({reason})",
     ]
     if replayed.get("action"):
         lines.append(

@@ -33,10 +33,14 @@ class Explanation:
         }
 
 
-def explain_inputs(inputs: DecisionInputs, spec: FeatureSpec | None, at: datetime) -> Explanation:
-    """The recorded decision next to today's replay of its inputs at its own time `at`."""
+def explain_inputs(
+    inputs: DecisionInputs, spec: FeatureSpec | None, at: datetime, dry_run: bool = False
+) -> Explanation:
+    """The recorded decision next to today's replay of its inputs at its own time `at`;
+    `dry_run`: the entry was a dry run's recommendation, never applied to the flag."""
     recorded = {
         "action": inputs.action,
+        "dry_run": dry_run,
         "to_percent": inputs.to_percent,
         "from_percent": inputs.state.percent,
         "verdicts": {slo.name: slo.verdict for slo in inputs.slos},

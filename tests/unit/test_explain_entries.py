@@ -4,16 +4,20 @@ pass (run_pass, the abort path, dry runs) and entries it must refuse rather than
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fakeredis
+import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
 from rollout_cli.main import app
 from rollout_core import redis_connection
-from rollout_core.flags import AUDIT_STREAM
+from rollout_core.config import parse_config
+from rollout_core.controller import run_pass
+from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
+from rollout_core.replay import ReplaySource
 
 AT = datetime(2026, 1, 5, 10, tzinfo=UTC)
 CONFIG = """
@@ -48,6 +52,22 @@ class Explain:
         assert result.exit_code == 0, result.output
         body: dict[str, object] = json.loads(result.stdout)
         return body
+
+    def run_pass(self, config: str, dry_run: bool, readings: list[tuple[str, float]]) -> str:
+        """One controller pass over these (SLO, value) readings at AT, n=1000: the audit id
+        of the change (or recommendation) it made."""
+        spec = parse_config(config).feature("google")
+        store = RedisFlagStore(self.redis)
+        store.init("google", AT - timedelta(days=1), "test")
+        frame = pd.DataFrame(
+            [(AT, "google", slo, value, 1000.0) for slo, value in readings],
+            columns=["time", "feature", "slo", "value", "samples"],
+        )
+        outcomes = run_pass([spec], store, ReplaySource(frame), AT, dry_run)
+        outcome = outcomes["google"]
+        assert outcome.audit_id is not None, outcome.summary
+        assert outcome.dry_run is dry_run and outcome.applied is not dry_run
+        return outcome.audit_id
 
     def add(self, inputs: str | None = None, **fields: str) -> str:
         entry = {
@@ -172,3 +192,29 @@ def test_an_operator_entry_is_refused_as_not_a_controller_decision(explain: Expl
     assert result.exit_code == 2
     assert f"audit entry {entry} (set by alice) records no decision inputs" in result.stderr
     assert "it is not a controller decision" in result.stderr
+
+
+def test_explain_says_a_dry_run_entry_was_a_recommendation_never_applied(
+    explain: Explain,
+) -> None:
+    entry = explain.run_pass(CONFIG, dry_run=True, readings=[("error_rate", 0.002)])
+
+    body = explain.json(entry)
+    text = explain(entry)
+
+    assert body["recorded"] == {**body["recorded"], "dry_run": True, "action": "promote"}
+    assert body["reproduces"] is True, body["differences"]
+    assert text.exit_code == 0, text.output
+    assert "  recorded: recommend promote 0% -> 10% (dry run: not applied) (" in text.stdout
+    assert "recorded: promote" not in text.stdout
+
+
+def test_explain_shows_an_applied_change_as_the_change_it_was(explain: Explain) -> None:
+    entry = explain.run_pass(CONFIG, dry_run=False, readings=[("error_rate", 0.002)])
+
+    body = explain.json(entry)
+    text = explain(entry)
+
+    assert body["recorded"]["dry_run"] is False
+    assert "  recorded: promote 0% -> 10% (Initial canary 0% -> 10%" in text.stdout
+    assert "recommend" not in text.stdout and "dry run" not in text.stdout

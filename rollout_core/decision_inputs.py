@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from rollout_core.abort import ALERT_VERDICT_PREFIX
 from rollout_core.config import FeatureSpec
 from rollout_core.model import (
     Action,
@@ -29,7 +30,6 @@ from rollout_core.model import (
 )
 
 __all__ = [
-    "ALERT_PREFIX",
     "PROJECT_VERSION",
     "DecisionInputs",
     "NewerInputs",
@@ -45,8 +45,6 @@ try:
 except metadata.PackageNotFoundError:  # running from a tree that is not installed
     PROJECT_VERSION = "unknown"
 
-
-ALERT_PREFIX = "alert:"  # a fast abort's alert, recorded as a pseudo-SLO row (abort.py)
 
 _HASHES: dict[int, tuple[FeatureSpec, str]] = {}
 
@@ -271,7 +269,7 @@ def _recorded_slo(row: Any, index: int) -> RecordedSlo:
     row = _list(row, where, (7, 9))
     name = _text(row[0], f"{where}[0] (name)")
     limit = _reading(row[4], f"{where}[4] (max)")
-    is_alert = name.startswith(ALERT_PREFIX)
+    is_alert = name.startswith(ALERT_VERDICT_PREFIX)
     if limit is None or (not is_alert and not math.isfinite(limit)):
         raise ValueError(f"{where}[4] (max of {name!r}) is {row[4]!r:.80}; expected a number")
     min_samples = row[5]
@@ -296,9 +294,10 @@ def decision_inputs(spec: FeatureSpec, state: FlagState, decision: Decision) -> 
     slos = []
     for verdict in decision.verdicts:
         slo = kinds.get(verdict.name)
+        is_alert = slo is None and verdict.name.startswith(ALERT_VERDICT_PREFIX)
         row: list[Any] = [
             verdict.name,
-            slo.kind if slo is not None else "",
+            slo.kind if slo is not None else ("alert" if is_alert else ""),
             _number(verdict.value),
             _number(verdict.samples),
             _number(verdict.limit),  # NaN for a pseudo-SLO such as an abort's alert
@@ -337,10 +336,7 @@ def describe_inputs(text: str) -> str:
         return ""
     try:
         raw = json.loads(text)
-        readings = "; ".join(
-            f"{s[0]} {s[2]} (n={s[3]}, {s[1]}, max {s[4]}, min_samples {s[5]}): {s[6]}"
-            for s in raw["s"]
-        )
+        readings = "; ".join(_describe_row(row) for row in raw["s"])
         flag = raw["f"]
         blocked = [name for name, blocks in raw["g"] if blocks]
         return (
@@ -351,3 +347,10 @@ def describe_inputs(text: str) -> str:
         )
     except (ValueError, KeyError, TypeError, IndexError):
         return f"(undecodable inputs: {text[:80]})"
+
+
+def _describe_row(row: list[Any]) -> str:
+    if str(row[0]).startswith(ALERT_VERDICT_PREFIX):  # a fast abort's alert
+        value = f" (value {row[2]})" if row[2] is not None else ""
+        return f"{row[0]} firing{value}: {row[6]}"
+    return f"{row[0]} {row[2]} (n={row[3]}, {row[1]}, max {row[4]}, min_samples {row[5]}): {row[6]}"

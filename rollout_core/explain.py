@@ -1,6 +1,7 @@
 """`rollout explain`: replay one audited decision's recorded inputs through today's policy and
-guards (the same `evaluate_all` -> `check_all_guards` the flow runs) and say whether today's
-code and configuration reproduce it, and if not, which rule or threshold changed.
+guards (the same `evaluate_all` -> `check_all_guards` the flow runs; a fast abort's through
+`abort_proposals` between them, as the abort run) and say whether today's code and
+configuration reproduce it, and if not, which rule or threshold changed.
 """
 
 from __future__ import annotations
@@ -9,6 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rollout_core.abort import (
+    ALERT_VERDICT_PREFIX,
+    FEATURE_LABEL,
+    Alert,
+    abort_proposals,
+    ignore_reason,
+)
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import check_all_guards, evaluate_all
 from rollout_core.decision_inputs import PROJECT_VERSION, DecisionInputs, spec_hash, spec_rules
@@ -53,6 +61,9 @@ def explain_inputs(
     feature = spec.name
     states = {feature: inputs.state}
     proposals = evaluate_all([spec], {feature: inputs.snapshot(at)}, states)
+    for alert in recorded_alerts(inputs, spec):  # a fast abort: the abort run's evaluation
+        if ignore_reason(spec, alert) is None:
+            proposals = abort_proposals([spec], proposals, states, alert)
     decision = check_all_guards([spec], states, proposals, at)[feature]
     if not isinstance(decision, Decision):
         return Explanation(False, recorded, {"error": decision.error}, (str(decision.error),))
@@ -70,6 +81,28 @@ def explain_inputs(
     return Explanation(same, recorded, replayed, differences)
 
 
+def recorded_alerts(inputs: DecisionInputs, spec: FeatureSpec) -> list[Alert]:
+    """The firing alerts a fast abort's inputs record (`alert:<name>` rows), as the abort run
+    received them: its verdict needs only the name and value; the fingerprint and start are
+    in the entry's recorded reason."""
+    alerts = []
+    for slo in inputs.slos:
+        if slo.name.startswith(ALERT_VERDICT_PREFIX):
+            name = slo.name.removeprefix(ALERT_VERDICT_PREFIX)
+            alerts.append(
+                Alert(
+                    name=name,
+                    feature=spec.feature,
+                    status="firing",
+                    fingerprint="as recorded",
+                    starts_at="its recorded start",
+                    labels={"alertname": name, FEATURE_LABEL: spec.feature},
+                    value=None if slo.value is None else repr(slo.value),
+                )
+            )
+    return alerts
+
+
 def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) -> tuple[str, ...]:
     found = [
         f"recorded {inputs.action} to {inputs.to_percent:g}%, today {decision.action} to "
@@ -79,6 +112,15 @@ def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) 
     verdicts = {v.name: v for v in decision.verdicts}
     for slo in inputs.slos:
         now = today.get(slo.name)
+        if slo.name.startswith(ALERT_VERDICT_PREFIX):
+            alert = slo.name.removeprefix(ALERT_VERDICT_PREFIX)
+            if alert not in spec.abort_on:
+                listed = ", ".join(spec.abort_on) or "none"
+                found.append(
+                    f"alert {alert!r} is no longer in {spec.feature}'s abort_on (listed: "
+                    f"{listed}): today's abort run would ignore it"
+                )
+            continue
         if now is None:
             found.append(f"SLO {slo.name!r} is no longer configured")
             continue

@@ -13,10 +13,13 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from rollout_cli.main import app
-from rollout_core import redis_connection
+from rollout_core import controller, redis_connection
+from rollout_core.abort import Alert, abort_proposals
 from rollout_core.config import parse_config
 from rollout_core.controller import run_pass
+from rollout_core.decision_inputs import describe_inputs
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
+from rollout_core.model import SloReading, SloSnapshot
 from rollout_core.replay import ReplaySource
 
 AT = datetime(2026, 1, 5, 10, tzinfo=UTC)
@@ -218,3 +221,101 @@ def test_explain_shows_an_applied_change_as_the_change_it_was(explain: Explain) 
     assert body["recorded"]["dry_run"] is False
     assert "  recorded: promote 0% -> 10% (Initial canary 0% -> 10%" in text.stdout
     assert "recommend" not in text.stdout and "dry run" not in text.stdout
+
+
+ABORT_CONFIG = """
+features:
+  google:
+    abort_on: [GmailErrorRateFast]
+    slos:
+      - name: error_rate
+        ratio:
+          errors: sum(increase(e_total[5m]))
+          total: sum(increase(t_total[5m]))
+        max: 0.01
+        min_samples: 200
+"""
+ALERT = Alert(
+    "GmailErrorRateFast", "google", "firing", "fp1", "2026-01-05T09:59:00Z",
+    {"alertname": "GmailErrorRateFast", "rollout_feature": "google"}, "0.09",
+)  # fmt: skip
+
+
+def fast_abort(explain: Explain) -> str:
+    """The abort run's steps at AT on a flag at 50%: the SLO window is still healthy, the fast
+    alert fires; the audit id of the rollback it writes."""
+    spec = parse_config(ABORT_CONFIG).feature("google")
+    store = RedisFlagStore(explain.redis)
+    store.init("google", AT - timedelta(days=1), "test")
+    explain.redis.set("flags:google:rollout_percent", "50")
+    readings = {"error_rate": SloReading("error_rate", 0.001, 1000.0)}
+    states = controller.read_states(store, ["google"])
+    proposals = controller.evaluate_all([spec], {"google": SloSnapshot("google", readings)}, states)
+    proposals = abort_proposals([spec], proposals, states, ALERT)
+    decisions = controller.check_all_guards([spec], states, proposals, AT)
+    outcome = controller.apply_decisions(
+        store, decisions, states, AT, False, episodes={"google": ALERT.episode}
+    )["google"]
+    assert outcome.applied and outcome.audit_id is not None
+    assert outcome.decision is not None and outcome.decision.action == "rollback"
+    return outcome.audit_id
+
+
+def test_explain_reproduces_a_fast_abort_through_the_abort_evaluation(explain: Explain) -> None:
+    explain.config.write_text(ABORT_CONFIG, encoding="utf-8")
+    entry = fast_abort(explain)
+
+    body = explain.json(entry)
+
+    assert body["reproduces"] is True, body["differences"]
+    assert body["differences"] == []
+    assert body["recorded"]["verdicts"] == {"alert:GmailErrorRateFast": "breach",
+                                            "error_rate": "healthy"}  # fmt: skip
+    assert body["replayed"]["action"] == "rollback" and body["replayed"]["to_percent"] == 10.0
+    assert body["replayed"]["reason"].startswith(
+        "Rollback 50% -> 10% on alert:GmailErrorRateFast breach; alert:GmailErrorRateFast firing"
+    )
+
+
+def test_explain_of_a_fast_abort_names_an_alert_taken_out_of_abort_on(explain: Explain) -> None:
+    explain.config.write_text(ABORT_CONFIG, encoding="utf-8")
+    entry = fast_abort(explain)
+    explain.config.write_text(ABORT_CONFIG.replace("[GmailErrorRateFast]", "[]"), "utf-8")
+
+    body = explain.json(entry)
+
+    assert body["reproduces"] is False
+    assert body["replayed"]["action"] == "promote"  # the healthy SLO window alone
+    assert (
+        "alert 'GmailErrorRateFast' is no longer in google's abort_on (listed: none): today's "
+        "abort run would ignore it"
+    ) in body["differences"]
+    assert not any("no longer configured" in line for line in body["differences"])
+
+
+def test_a_fast_abort_recorded_before_alert_rows_had_a_kind_still_reproduces(
+    explain: Explain,
+) -> None:
+    explain.config.write_text(ABORT_CONFIG, encoding="utf-8")
+    rules = {**RULES, "dwell": 900.0}
+    body = {
+        "v": "0.1.0", "h": "0123456789abcdef",
+        "f": [50.0, True, False, False, "2026-01-05T09:55:00.000000Z", 10.0, None],
+        "s": [["alert:GmailErrorRateFast", "", 0.09, None, "NaN", 0, "breach"], HEALTHY_ROW],
+        "g": GUARDS, "c": rules, "d": ["rollback", "rollback", 10.0],
+    }  # fmt: skip
+    entry = explain.add(json.dumps(body), old_percent="50", action="rollback")
+
+    result = explain.json(entry)
+
+    assert result["reproduces"] is True, result["differences"]
+
+
+def test_audit_verbose_shows_an_abort_alert_as_a_firing_alert(explain: Explain) -> None:
+    explain.config.write_text(ABORT_CONFIG, encoding="utf-8")
+    entry = fast_abort(explain)
+    [(_, fields)] = explain.redis.xrange(AUDIT_STREAM, entry, entry)
+
+    shown = describe_inputs(fields["inputs"])
+
+    assert shown.startswith("alert:GmailErrorRateFast firing (value 0.09): breach; error_rate")

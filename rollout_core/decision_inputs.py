@@ -288,18 +288,29 @@ def _recorded_slo(row: Any, index: int) -> RecordedSlo:
     )
 
 
-def decision_inputs(spec: FeatureSpec, state: FlagState, decision: Decision) -> str:
-    """The compact JSON of what `decision` was made from (see the module docstring)."""
+def decision_inputs(
+    spec: FeatureSpec, state: FlagState, decision: Decision, snapshot: SloSnapshot | None = None
+) -> str:
+    """The compact JSON of what `decision` was made from (see the module docstring).
+
+    `snapshot`: the readings the verdicts were made from. Each SLO's value and n are recorded
+    as read, so an absent count series stays absent (null), not the 0 the policy read it as
+    under `absent_is_zero`: a replay under today's configuration then judges the absence
+    itself. Without it, the verdicts' values are recorded."""
     kinds = {slo.name: slo for slo in spec.slos}
     slos = []
     for verdict in decision.verdicts:
         slo = kinds.get(verdict.name)
         is_alert = slo is None and verdict.name.startswith(ALERT_VERDICT_PREFIX)
+        value, samples = verdict.value, verdict.samples
+        if snapshot is not None and slo is not None:
+            read = snapshot.reading(verdict.name)
+            value, samples = read.value, read.samples
         row: list[Any] = [
             verdict.name,
             slo.kind if slo is not None else ("alert" if is_alert else ""),
-            _number(verdict.value),
-            _number(verdict.samples),
+            _number(value),
+            _number(samples),
             _number(verdict.limit),  # NaN for a pseudo-SLO such as an abort's alert
             (slo.min_samples or 0) if slo is not None else 0,
             str(verdict.verdict),

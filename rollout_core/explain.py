@@ -19,7 +19,13 @@ from rollout_core.abort import (
 )
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import check_all_guards, evaluate_all
-from rollout_core.decision_inputs import PROJECT_VERSION, DecisionInputs, spec_hash, spec_rules
+from rollout_core.decision_inputs import (
+    PROJECT_VERSION,
+    DecisionInputs,
+    RecordedSlo,
+    spec_hash,
+    spec_rules,
+)
 from rollout_core.model import Decision
 
 __all__ = ["Explanation", "explain_inputs"]
@@ -103,6 +109,25 @@ def recorded_alerts(inputs: DecisionInputs, spec: FeatureSpec) -> list[Alert]:
     return alerts
 
 
+def _absent_series_change(slo: RecordedSlo, zero_today: bool) -> str:
+    """For a count SLO whose series was absent (recorded as null, no query error): how it was
+    read then (inferred from its verdict) against how today's `absent_is_zero` reads it."""
+    if slo.kind != "count" or slo.value is not None or slo.error_kind is not None:
+        return ""
+    if slo.verdict != "inconclusive":
+        zero_then = True  # judged: the absence was read as 0
+    elif slo.min_samples == 0:
+        zero_then = False  # nothing else makes a count with no min_samples inconclusive
+    else:
+        return ""  # 0 below min_samples is inconclusive too: not known
+    if zero_then == zero_today:
+        return ""
+    read = {True: "read as 0 (absent_is_zero: true)", False: "no data (absent_is_zero: false)"}
+    return (
+        f"SLO {slo.name!r}: its series was absent; {read[zero_then]} then, {read[zero_today]} today"
+    )
+
+
 def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) -> tuple[str, ...]:
     found = [
         f"recorded {inputs.action} to {inputs.to_percent:g}%, today {decision.action} to "
@@ -132,6 +157,9 @@ def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) 
             )
         if now.kind != slo.kind:
             found.append(f"SLO {slo.name!r}: kind changed {slo.kind} -> {now.kind}")
+        absent = _absent_series_change(slo, bool(now.absent_is_zero)) if now.kind == "count" else ""
+        if absent:
+            found.append(absent)
         verdict = verdicts.get(slo.name)
         if verdict is not None and str(verdict.verdict) != slo.verdict:
             found.append(f"SLO {slo.name!r}: verdict {slo.verdict} then, {verdict.verdict} today")

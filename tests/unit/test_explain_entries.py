@@ -319,3 +319,64 @@ def test_audit_verbose_shows_an_abort_alert_as_a_firing_alert(explain: Explain) 
     shown = describe_inputs(fields["inputs"])
 
     assert shown.startswith("alert:GmailErrorRateFast firing (value 0.09): breach; error_rate")
+
+
+COUNT_CONFIG = (
+    CONFIG
+    + """\
+      - name: oauth_refresh_failures
+        kind: count
+        query: sum(increase(oauth_failures_total[15m]))
+        max: 5
+        absent_is_zero: ABSENT
+"""
+)
+
+
+def test_an_absent_count_series_is_recorded_as_absent_not_as_the_zero_it_was_read_as(
+    explain: Explain,
+) -> None:
+    config = COUNT_CONFIG.replace("ABSENT", "true")
+    explain.config.write_text(config, encoding="utf-8")
+    # the failure counter has no series (never exported yet): read as 0, a promotion
+    entry = explain.run_pass(config, dry_run=False, readings=[("error_rate", 0.002)])
+    [(_, fields)] = explain.redis.xrange(AUDIT_STREAM, entry, entry)
+    [_, oauth] = json.loads(fields["inputs"])["s"]
+
+    body = explain.json(entry)
+
+    assert "(no series, read as 0)" in fields["reason"]
+    assert oauth == ["oauth_refresh_failures", "count", None, None, 5.0, 0, "healthy"]
+    assert body["reproduces"] is True, body["differences"]
+
+
+def test_explain_sees_that_an_absent_series_would_no_longer_read_as_zero(
+    explain: Explain,
+) -> None:
+    then = COUNT_CONFIG.replace("ABSENT", "true")
+    entry = explain.run_pass(then, dry_run=False, readings=[("error_rate", 0.002)])
+    explain.config.write_text(COUNT_CONFIG.replace("ABSENT", "false"), encoding="utf-8")
+
+    body = explain.json(entry)
+
+    assert body["reproduces"] is False
+    assert body["replayed"]["action"] == "hold"
+    assert body["replayed"]["verdicts"]["oauth_refresh_failures"] == "inconclusive"
+    assert (
+        "SLO 'oauth_refresh_failures': its series was absent; read as 0 (absent_is_zero: true) "
+        "then, no data (absent_is_zero: false) today"
+    ) in body["differences"]
+
+
+def test_an_older_entry_that_recorded_an_absent_count_as_zero_still_loads(
+    explain: Explain,
+) -> None:
+    explain.config.write_text(COUNT_CONFIG.replace("ABSENT", "true"), encoding="utf-8")
+    zero = ["oauth_refresh_failures", "count", 0.0, None, 5.0, 0, "healthy"]
+    body = json.loads(inputs())
+    body["s"].append(zero)
+
+    result = explain.json(explain.add(json.dumps(body)))
+
+    assert result["reproduces"] is True, result["differences"]
+    assert result["recorded"]["verdicts"]["oauth_refresh_failures"] == "healthy"

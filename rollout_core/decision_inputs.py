@@ -2,8 +2,9 @@
 
 Enough to replay the decision through today's policy and guards (`rollout explain`): every SLO
 reading with its n, threshold, kind and verdict; the flag state read; the guard states; the
-rules the guards used; the config's content hash and the project version. About 600 bytes
-for three SLOs. Keys are short on purpose; `DecisionInputs.from_json` is the reader.
+rules the guards used (the ladder by its hash and the steps around the flag's percent); the
+config's content hash and the project version. About 600 bytes for three SLOs, whatever the
+ladder. Keys are short on purpose; `DecisionInputs.from_json` is the reader.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "RecordedSlo",
     "decision_inputs",
     "describe_inputs",
+    "ladder_rules",
     "spec_hash",
     "spec_rules",
 ]
@@ -63,15 +66,35 @@ def spec_hash(spec: FeatureSpec) -> str:
     return digest
 
 
-def spec_rules(spec: FeatureSpec) -> dict[str, Any]:
-    """The guard and ladder rules, so a differing replay can name the one that changed."""
+def spec_rules(spec: FeatureSpec, percent: float) -> dict[str, Any]:
+    """The guard and ladder rules, so a differing replay can name the one that changed. The
+    ladder is recorded by its content hash, its length and the steps either side of
+    `percent` (the flag's), never whole: an entry stays small on a 0.1% ladder (1,001 steps)."""
     return {
-        "ladder": [float(step) for step in spec.ladder],
+        **ladder_rules(spec.ladder, percent),
         "safe_percent": float(spec.safe_percent),
         "dwell": spec.dwell.total_seconds(),
         "cooldown": spec.cooldown.total_seconds(),
         "freeze": len(spec.freeze),
     }
+
+
+def ladder_rules(ladder: tuple[float, ...], percent: float) -> dict[str, Any]:
+    """`ladder_hash` (12 hex digits), `ladder_steps` and `ladder_near`: the steps just below and
+    just above `percent` (null past either end), the ones a promotion or a hold there reads."""
+    below = max((float(step) for step in ladder if step < percent), default=None)
+    above = min((float(step) for step in ladder if step > percent), default=None)
+    return {
+        "ladder_hash": _ladder_hash(tuple(ladder)),
+        "ladder_steps": len(ladder),
+        "ladder_near": [below, above],
+    }
+
+
+@lru_cache(maxsize=1024)
+def _ladder_hash(ladder: tuple[float, ...]) -> str:
+    text = json.dumps([float(step) for step in ladder], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _number(value: float | None) -> float | str | None:
@@ -335,7 +358,7 @@ def decision_inputs(
         "f": flag,
         "s": slos,
         "g": [[g.name, g.blocks] for g in decision.guards],
-        "c": spec_rules(spec),
+        "c": spec_rules(spec, state.percent),
         "d": [str(decision.proposed or decision.action), str(decision.action), decision.to_percent],
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)

@@ -23,6 +23,7 @@ from rollout_core.decision_inputs import (
     PROJECT_VERSION,
     DecisionInputs,
     RecordedSlo,
+    ladder_rules,
     spec_hash,
     spec_rules,
 )
@@ -128,6 +129,33 @@ def _absent_series_change(slo: RecordedSlo, zero_today: bool) -> str:
     )
 
 
+def _ladder_change(recorded: dict[str, Any], spec: FeatureSpec, percent: float) -> str:
+    """How the ladder changed, if it did: read from the hash, length and neighbouring steps an
+    entry records (or the whole ladder, as entries written before recorded it)."""
+    today = ladder_rules(spec.ladder, percent)
+    if isinstance(recorded.get("ladder"), list):  # an older entry: the ladder whole
+        then = ladder_rules(tuple(float(step) for step in recorded["ladder"]), percent)
+    elif "ladder_hash" in recorded:
+        then = recorded
+    else:
+        return ""
+    if then.get("ladder_hash") == today["ladder_hash"]:
+        return ""
+    return (
+        f"ladder changed: {_ladder_text(then, percent)} then, {_ladder_text(today, percent)} today"
+    )
+
+
+def _ladder_text(rules: dict[str, Any], percent: float) -> str:
+    near = rules.get("ladder_near")
+    below, above = near if isinstance(near, list) and len(near) == 2 else (None, None)
+    shown = [f"{s:g}%" if isinstance(s, int | float) else "none" for s in (below, above)]
+    return (
+        f"{rules.get('ladder_steps', '?')} steps (below {percent:g}%: {shown[0]}, above: "
+        f"{shown[1]}; hash {rules.get('ladder_hash')})"
+    )
+
+
 def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) -> tuple[str, ...]:
     found = [
         f"recorded {inputs.action} to {inputs.to_percent:g}%, today {decision.action} to "
@@ -165,8 +193,13 @@ def _differences(inputs: DecisionInputs, spec: FeatureSpec, decision: Decision) 
             found.append(f"SLO {slo.name!r}: verdict {slo.verdict} then, {verdict.verdict} today")
     recorded_names = {slo.name for slo in inputs.slos}
     found += [f"SLO {name!r} was added" for name in today if name not in recorded_names]
-    rules = spec_rules(spec)
+    rules = spec_rules(spec, inputs.state.percent)
+    ladder = _ladder_change(inputs.rules, spec, inputs.state.percent)
+    if ladder:
+        found.append(ladder)
     for key, value in rules.items():
+        if key.startswith("ladder"):
+            continue
         if key in inputs.rules and inputs.rules[key] != value:
             found.append(f"{key} changed {inputs.rules[key]} -> {value}")
     blocked_then = {name for name, blocks in inputs.guards if blocks}

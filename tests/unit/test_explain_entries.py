@@ -380,3 +380,63 @@ def test_an_older_entry_that_recorded_an_absent_count_as_zero_still_loads(
 
     assert result["reproduces"] is True, result["differences"]
     assert result["recorded"]["verdicts"]["oauth_refresh_failures"] == "healthy"
+
+
+def fine_ladder() -> str:
+    """A 0.1% ladder: 1,001 steps."""
+    return "[" + ", ".join(f"{step / 10:g}" for step in range(1001)) + "]"
+
+
+def test_an_entry_stays_under_two_kilobytes_on_a_fine_ladder_with_three_slos(
+    explain: Explain,
+) -> None:
+    config = COUNT_CONFIG.replace("ABSENT", "true").replace(
+        "  google:\n", f"  google:\n    ladder: {fine_ladder()}\n"
+    ) + (
+        "      - name: latency_p95\n        query: histogram_quantile(0.95, x)\n        max: 0.5\n"
+    )
+    readings = [("error_rate", 0.002), ("oauth_refresh_failures", 0.0), ("latency_p95", 0.2)]
+    entry = explain.run_pass(config, dry_run=False, readings=readings)
+    [(_, fields)] = explain.redis.xrange(AUDIT_STREAM, entry, entry)
+    rules = json.loads(fields["inputs"])["c"]
+
+    assert len(fields["inputs"].encode()) < 2048
+    assert len(json.loads(fields["inputs"])["s"]) == 3
+    assert "ladder" not in rules and rules["ladder_steps"] == 1001
+    assert rules["ladder_near"] == [None, 0.1]  # the flag was at 0%: no step below
+    explain.config.write_text(config, encoding="utf-8")
+    assert explain.json(entry)["reproduces"] is True
+
+
+def test_explain_names_a_changed_ladder_from_its_hash_and_neighbouring_steps(
+    explain: Explain,
+) -> None:
+    fine = CONFIG.replace("  google:\n", f"  google:\n    ladder: {fine_ladder()}\n")
+    entry = explain.run_pass(fine, dry_run=False, readings=[("error_rate", 0.002)])
+
+    body = explain.json(entry)  # today: the default ladder, 0 10 50 100
+
+    assert body["reproduces"] is False and body["replayed"]["to_percent"] == 10.0
+    [ladder] = [line for line in body["differences"] if line.startswith("ladder changed")]
+    assert (
+        ladder.startswith("ladder changed: 1001 steps (below 0%: none, above: 0.1%; hash ")
+        and ") then, 4 steps (below 0%: none, above: 10%; hash " in ladder
+    )
+
+
+def test_an_older_entry_that_recorded_the_whole_ladder_still_names_a_changed_one(
+    explain: Explain,
+) -> None:
+    rules = {**RULES, "ladder": [0.0, 5.0, 100.0]}
+    body = json.loads(inputs())
+    body["c"] = rules
+    body["d"] = ["promote", "promote", 5.0]
+
+    result = explain.json(explain.add(json.dumps(body), new_percent="5"))
+
+    assert result["reproduces"] is False
+    assert any(
+        line.startswith("ladder changed: 3 steps (below 0%: none, above: 5%;")
+        and "4 steps (below 0%: none, above: 10%;" in line
+        for line in result["differences"]
+    ), result["differences"]

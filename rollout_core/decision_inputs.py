@@ -387,4 +387,5 @@ def _describe_row(row: list[Any]) -> str:
     if str(row[0]).startswith(ALERT_VERDICT_PREFIX):  # a fast abort's alert
         value = f" (value {row[2]})" if row[2] is not None else ""
         return f"{row[0]} firing{value}: {row[6]}"
-    return f"{row[0]} {row[2]} (n={row[3]}, {row[1]}, max {row[4]}, min_samples {row[5]}): {row[6]}"
+    value = "absent" if row[2] is None else row[2]  # no series: recorded as read
+    return f"{row[0]} {value} (n={row[3]}, {row[1]}, max {row[4]}, min_samples {row[5]}): {row[6]}"

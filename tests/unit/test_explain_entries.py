@@ -347,6 +347,8 @@ def test_an_absent_count_series_is_recorded_as_absent_not_as_the_zero_it_was_rea
 
     assert "(no series, read as 0)" in fields["reason"]
     assert oauth == ["oauth_refresh_failures", "count", None, None, 5.0, 0, "healthy"]
+    shown = describe_inputs(fields["inputs"])  # rollout audit --verbose
+    assert "oauth_refresh_failures absent (n=None, count, max 5.0, min_samples 0): healthy" in shown
     assert body["reproduces"] is True, body["differences"]
 
 

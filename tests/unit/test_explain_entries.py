@@ -442,3 +442,45 @@ def test_an_older_entry_that_recorded_the_whole_ladder_still_names_a_changed_one
         and "4 steps (below 0%: none, above: 10%;" in line
         for line in result["differences"]
     ), result["differences"]
+
+
+def test_a_segments_fast_abort_reproduces_through_its_own_unit() -> None:
+    from rollout_core.config import expand_segments
+    from rollout_core.decision_inputs import DecisionInputs
+    from rollout_core.explain import explain_inputs
+    from rollout_core.model import Decision, FlagState
+
+    spec = parse_config(
+        """
+features:
+  google:
+    abort_on: [GmailErrorRateFast]
+    segments: {by: region, values: [eu, us]}
+    slos:
+      - {name: error_rate, ratio: {errors: sum by (region) (e), total: sum by (region) (t)},
+         max: 0.01, min_samples: 200}
+"""
+    ).feature("google")
+    units = expand_segments([spec])
+    states = {unit.name: FlagState(unit.name, 50.0) for unit in units}
+    snapshots = {
+        unit.name: SloSnapshot(unit.name, {"error_rate": SloReading("error_rate", 0.001, 900.0)})
+        for unit in units
+    }
+    alert = Alert(
+        "GmailErrorRateFast", "google", "firing", "fp2", "2026-01-05T09:59:00Z",
+        {"alertname": "GmailErrorRateFast", "rollout_feature": "google", "region": "eu"},
+    )  # fmt: skip
+    proposals = abort_proposals(
+        units, controller.evaluate_all(units, snapshots, states), states, alert
+    )
+    decisions = controller.check_all_guards(units, states, proposals, AT, snapshots)
+    eu, us = decisions["google[eu]"], decisions["google[us]"]
+    assert isinstance(eu, Decision) and eu.action == "rollback"
+    assert isinstance(us, Decision) and us.action != "rollback"  # the alert names eu only
+
+    inputs = DecisionInputs.from_json("google[eu]", eu.inputs)
+    explanation = explain_inputs(inputs, units[0], AT)
+
+    assert explanation.reproduces, explanation.differences
+    assert explanation.replayed["to_percent"] == 10.0

@@ -134,7 +134,10 @@ def _ladder_change(recorded: dict[str, Any], spec: FeatureSpec, percent: float) 
     entry records (or the whole ladder, as entries written before recorded it)."""
     today = ladder_rules(spec.ladder, percent)
     if isinstance(recorded.get("ladder"), list):  # an older entry: the ladder whole
-        then = ladder_rules(tuple(float(step) for step in recorded["ladder"]), percent)
+        try:
+            then = ladder_rules(tuple(float(step) for step in recorded["ladder"]), percent)
+        except (TypeError, ValueError):
+            return f"ladder: the entry's recorded ladder {recorded['ladder']!r:.80} is not one"
     elif "ladder_hash" in recorded:
         then = recorded
     else:

@@ -165,7 +165,7 @@ def _decide_and_apply(
         proposals = add_alert_verdict(
             quote(specs), quote(proposals), quote(states), quote(abort), handled
         )
-    decisions = check_guards(quote(specs), quote(states), quote(proposals), at)
+    decisions = check_guards(quote(specs), quote(states), quote(proposals), at, quote(snapshots))
     outcomes: dict[str, FeatureOutcome] = apply_flag(
         quote(store), quote(decisions), quote(states), at, dry_run=not live, episodes=episodes
     )

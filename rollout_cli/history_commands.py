@@ -8,6 +8,7 @@ one audited decision's recorded inputs through today's policy and guards.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Group
     from rich.table import Table
 
+    from rollout_core.audit import AuditEntry
     from rollout_core.backtest import BacktestResult
     from rollout_core.config import FeatureSpec
     from rollout_core.replay import ReplaySource
@@ -450,21 +452,19 @@ def explain(
         from rollout_core.decision_inputs import DecisionInputs
         from rollout_core.errors import ConfigError
 
-        entry = read_entry(open_store().client, audit_id)
+        entry_id = audit_entry_id(audit_id)
+        entry = read_entry(open_store().client, entry_id)
         if entry is None:
             raise ConfigError(
-                f"audit entry {audit_id!r} is not in rollout:audit (trimmed, or a typo); list "
+                f"audit entry {entry_id!r} is not in rollout:audit (trimmed, or a typo); list "
                 "entries with `rollout audit FEATURE --verbose`"
             )
         if not entry.inputs:
-            raise ConfigError(
-                f"audit entry {audit_id} ({entry.action or 'a write'} by {entry.by}) records no "
-                "decision inputs: only the controller's changes and recommendations do"
-            )
+            raise ConfigError(no_inputs_message(entry))
         try:  # a segment's decision is its unit's, `google[eu-west]`
             inputs = DecisionInputs.from_json(entry.subject, entry.inputs)
         except ValueError as exc:
-            raise ConfigError(f"audit entry {audit_id}: {exc}") from None
+            raise ConfigError(f"audit entry {entry_id}: {exc}") from None
         from rollout_core.config import expand_segments
         from rollout_core.explain import explain_inputs
 
@@ -473,21 +473,63 @@ def explain(
         if spec is not None and entry.segment:  # replayed through the segment's own spec
             units = {unit.name: unit for unit in expand_segments([spec])}
             spec = units.get(entry.subject)
-        explanation = explain_inputs(inputs, spec, entry.time)
+        explanation = explain_inputs(inputs, spec, entry.time, dry_run=entry.dry_run)
         if as_json:
             return Outcome(json.dumps(explanation.to_json(), indent=2))
-        return Outcome(explain_text(audit_id, entry.reason, explanation.to_json()))
+        return Outcome(explain_text(entry_id, entry.reason, explanation.to_json()))
 
     run(command)
+
+
+_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+def audit_entry_id(text: str) -> str:
+    """An AUDIT_ID as the stream writes it (`1767600000000-0`); ConfigError naming the form
+    otherwise, before any request: a typo is bad input, not a Redis failure."""
+    from rollout_core.errors import ConfigError
+
+    cleaned = text.strip()
+    found = _STREAM_ID.fullmatch(cleaned)
+    if found is None or any(int(part) >= 2**64 for part in found.groups()):
+        raise ConfigError(
+            f"AUDIT_ID {text!r:.80} is not an audit entry id; expected a stream id such as "
+            "1767600000000-0 (milliseconds-sequence), as `rollout audit FEATURE --verbose` "
+            "lists them"
+        )
+    return cleaned
+
+
+def no_inputs_message(entry: AuditEntry) -> str:
+    """Why an entry without recorded inputs cannot be explained: an operator's write, or a
+    controller decision written before decisions recorded their inputs."""
+    from rollout_core.flags import format_time
+
+    what = f"{entry.action or 'a write'} by {entry.by or 'an unnamed writer'}"
+    if entry.by == "controller":
+        return (
+            f"audit entry {entry.id} ({what} at {format_time(entry.time)}) predates recorded "
+            "decision inputs: the controller that wrote it did not record them yet, so there "
+            "is nothing to replay"
+        )
+    return (
+        f"audit entry {entry.id} ({what}) records no decision inputs: it is not a controller "
+        "decision; only the controller's changes and recommendations can be explained"
+    )
 
 
 def explain_text(audit_id: str, reason: str, body: dict[str, Any]) -> str:
     recorded, replayed = body["recorded"], body["replayed"]
     verdict = "reproduces" if body["reproduces"] else "differs"
+    # a dry run's entry is a recommendation: the flag was never changed (as `rollout audit`
+    # shows it, `recommend 0% -> 10%`)
+    recommended = recorded.get("dry_run", False)
+    action = f"recommend {recorded['action']}" if recommended else recorded["action"]
+    note = " (dry run: not applied)" if recommended else ""
     lines = [
         f"audit {audit_id}: {verdict}",
-        f"  recorded: {recorded['action']} {recorded['from_percent']:g}% -> "
-        f"{recorded['to_percent']:g}% ({reason})",
+        f"  recorded: {action} {recorded['from_percent']:g}% -> "
+        f"{recorded['to_percent']:g}%{note} ({reason})",
     ]
     if replayed.get("action"):
         lines.append(

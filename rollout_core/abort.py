@@ -29,6 +29,7 @@ from rollout_core.policy import propose
 __all__ = [
     "ALERT_FIRING_EVENT",
     "ALERT_RESOLVED_EVENT",
+    "ALERT_VERDICT_PREFIX",
     "EPISODE_HANDLED_GUARD",
     "FEATURE_LABEL",
     "Alert",
@@ -47,6 +48,7 @@ ALERT_FIRING_EVENT = "rollout.alert.firing"
 ALERT_RESOLVED_EVENT = "rollout.alert.resolved"
 FEATURE_LABEL = "rollout_feature"  # the alert label that names the feature
 EPISODE_HANDLED_GUARD = "abort episode handled"
+ALERT_VERDICT_PREFIX = "alert:"  # the verdict's name, `alert:<name>`; no SLO name has a colon
 _RESOURCE_PREFIX = "rollout.feature."  # the resource id of a feature's events (as in tasks/)
 _STATUSES = ("firing", "resolved")
 
@@ -215,7 +217,7 @@ def alert_verdict(alert: Alert) -> SloVerdict:
     shown = ", ".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()) if k != "alertname")
     value = f"value {alert.value}, " if alert.value is not None else ""
     return SloVerdict(
-        name=f"alert:{alert.name}",
+        name=f"{ALERT_VERDICT_PREFIX}{alert.name}",
         verdict=Verdict.BREACH,
         value=_number(alert.value),
         limit=math.nan,

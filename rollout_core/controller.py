@@ -189,8 +189,10 @@ def check_all_guards(
     states: Mapping[str, FlagState | RolloutError],
     proposals: Mapping[str, Decision | FeatureOutcome],
     now: datetime,
+    snapshots: Mapping[str, SloSnapshot | RolloutError] | None = None,
 ) -> dict[str, Decision | FeatureOutcome]:
-    """Guards applied to every proposal; failed features pass through unchanged."""
+    """Guards applied to every proposal; failed features pass through unchanged. A change's
+    inputs record the `snapshots` readings as read (an absent series stays absent)."""
     decisions: dict[str, Decision | FeatureOutcome] = {}
     for spec in specs:
         proposal = proposals[spec.name]
@@ -198,7 +200,9 @@ def check_all_guards(
         if isinstance(proposal, Decision) and isinstance(state, FlagState):
             decision = check_guards(spec, state, proposal, now)
             if decision.is_change:  # audited: its entry records what it was decided from
-                decision = replace(decision, inputs=decision_inputs(spec, state, decision))
+                snapshot = (snapshots or {}).get(spec.name)
+                read = snapshot if isinstance(snapshot, SloSnapshot) else None
+                decision = replace(decision, inputs=decision_inputs(spec, state, decision, read))
             decisions[spec.name] = decision
         else:
             decisions[spec.name] = proposal
@@ -468,5 +472,5 @@ def run_pass(
     except FlagStoreError as error:
         return failed_outcomes(names, error)
     proposals = evaluate_all(specs, snapshots, states)
-    decisions = check_all_guards(specs, states, proposals, now)
+    decisions = check_all_guards(specs, states, proposals, now, snapshots)
     return apply_decisions(store, decisions, states, now, dry_run)

@@ -129,9 +129,11 @@ def check_guards(
     states: Mapping[str, FlagState | RolloutError],
     proposals: Mapping[str, Decision | FeatureOutcome],
     now: datetime,
+    snapshots: Mapping[str, SloSnapshot | RolloutError] | None = None,
 ) -> dict[str, Decision | FeatureOutcome]:
-    """Pause, dwell, cooldown and freeze applied to the proposals (pure)."""
-    return controller.check_all_guards(specs, states, proposals, now)
+    """Pause, dwell, cooldown and freeze applied to the proposals (pure); a change's inputs
+    record the readings of `snapshots` as read."""
+    return controller.check_all_guards(specs, states, proposals, now, snapshots)
 
 
 @task(cache_policy=NO_CACHE)  # no retries: a compare-and-set either happened or it did not

@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 from deployments.sample_service import SampleService
 from deployments.servers import RunningServer
 from flows.controller import rollout_controller
-from tests.integration.conftest import audit_entries, seed_flag, write_config
+from tests.integration.conftest import WINDOW, audit_entries, seed_flag, write_config
 from tests.integration.test_controller_flow import wait_until_error_ratio_above
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,15 @@ def app_() -> Any:
 
 def run(config: Path) -> Any:
     return rollout_controller(dry_run=False, config_path=str(config), return_state=True)
+
+
+def with_slo(config: Path, slo: dict[str, Any], name: str) -> Path:
+    """The same rollouts file with one more SLO in the gmail profile."""
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    document["profiles"]["gmail"]["slos"].append(slo)
+    changed = config.with_name(name)
+    changed.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return changed
 
 
 def with_error_rate(config: Path, **changes: Any) -> Path:
@@ -120,3 +129,29 @@ def test_explain_refuses_an_operator_entry_that_records_no_decision_inputs(
 
     assert result.exit_code == 2
     assert "records no decision inputs" in result.output
+
+
+def test_a_flow_records_an_absent_count_series_as_absent_and_explain_judges_it_today(
+    flags: redis.Redis, tmp_path: Path
+) -> None:
+    never_exported = {
+        "name": "token_revocations",
+        "kind": "count",
+        "query": f"sum by (provider) (increase(token_revocations_total[{WINDOW}]))",
+        "max": 3,
+        "group_by": "provider",
+        "absent_is_zero": True,
+    }
+    config = with_slo(write_config(tmp_path, {"google": None}), never_exported, "then.yaml")
+    seed_flag(flags, "google", 0)
+    assert run(config).is_completed()
+    entry_id, entry = flags.xrevrange("rollout:audit", count=1)[0]
+    assert entry["action"] == "promote" and "no series, read as 0" in entry["reason"]
+    rows = {row[0]: row for row in json.loads(entry["inputs"])["s"]}
+
+    assert rows["token_revocations"][2:4] == [None, None]  # what was read: no series
+    assert explain(entry_id, config)["reproduces"] is True
+    strict = {**never_exported, "absent_is_zero": False}
+    today = explain(entry_id, with_slo(write_config(tmp_path, {"google": None}), strict, "t.yaml"))
+    assert today["reproduces"] is False and today["replayed"]["action"] == "hold"
+    assert any("its series was absent; read as 0" in d for d in today["differences"]), today

@@ -267,14 +267,16 @@ def _replay(
         except MetricsUnavailable as error:
             snapshots = {spec.name: error for spec in specs}
         proposals = evaluate_all(specs, snapshots, states)
-        decisions = check_all_guards(specs, states, proposals, at)
+        decisions = check_all_guards(specs, states, proposals, at, snapshots)
         for spec in specs:
             state = states[spec.name]
             assert isinstance(state, FlagState)
             decision = decisions[spec.name]
             inputs = ""
             if record_inputs and isinstance(decision, Decision):
-                inputs = decision_inputs(spec, state, decision)
+                snapshot = snapshots.get(spec.name)
+                read = snapshot if isinstance(snapshot, SloSnapshot) else None
+                inputs = decision_inputs(spec, state, decision, read)
             tallies[spec.name].add(at, decision, state, inputs)
             if isinstance(decision, Decision) and decision.is_change:
                 states[spec.name] = _after(state, decision, at)

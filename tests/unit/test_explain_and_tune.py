@@ -237,3 +237,25 @@ features:
     explanation = explain_inputs(inputs, west, AT)
 
     assert explanation.reproduces and explanation.replayed["to_percent"] == 0
+
+
+def test_the_backtest_records_an_absent_count_series_as_absent_as_the_live_flow_does() -> None:
+    frame = generated(days=1)
+    quiet = frame["slo"] == "oauth_refresh_failures"
+    frame.loc[quiet, ["value", "samples"]] = math.nan
+    frame["error"] = ""
+    frame.loc[quiet, "error"] = "no series"  # the counter was never exported: read as 0
+    start = AT - timedelta(days=1)
+
+    result = backtest(
+        [SPEC], ReplaySource(frame), start, AT, timedelta(minutes=10), record_inputs=True
+    )["google"]
+
+    rows = [json.loads(t.inputs)["s"] for t in result.ticks]
+    oauth = [next(r for r in slos if r[0] == "oauth_refresh_failures") for slos in rows]
+    assert {(r[2], r[3]) for r in oauth} == {(None, None)}  # recorded as read: absent
+    assert any(t.action == "promote" for t in result.ticks)  # and read as 0, as live reads it
+    assert all(
+        explain_inputs(DecisionInputs.from_json("google", t.inputs), SPEC, t.at).reproduces
+        for t in result.ticks
+    )

@@ -1,0 +1,35 @@
+"""R15 defect: an operator's `rollout set` that no replica acknowledged (WAIT 1 timed out) is
+printed as a plain success. The store marks the result `unconfirmed` with a message, but
+rollout_cli.formatting.set_message shows `result.message` only for a recovered write, so the
+operator is never told that a failover now would lose the change (and no counter counts it).
+The controller's run does warn (`warning: durability:`); the CLI, the other write path, not.
+
+Run: .venv/bin/python -m pytest tests/review/repro_cli_set_hides_unconfirmed_write.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.review.ha_helpers import cli, redis_ha, replica_of
+
+
+def test_rollout_set_tells_the_operator_when_no_replica_acknowledged_the_change(
+    tmp_path: Path,
+) -> None:
+    with redis_ha(tmp_path / "redis") as ha:
+        assert cli(ha, tmp_path, "init", "google").returncode == 0
+        replica = replica_of(ha)
+        os.kill(replica.process.pid, signal.SIGSTOP)  # connected, acknowledges nothing
+        try:
+            done = cli(ha, tmp_path, "set", "google", "50", "--reason", "ramp",
+                       ROLLOUT_REDIS_WAIT_MS="300")  # fmt: skip
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+    shown = done.stdout + done.stderr
+    assert done.returncode == 0, shown  # applied: the change is in Redis with its audit entry
+    assert "-> 50%" in shown, shown
+    # observed: "google: 0% -> 50% (audit ...)" and nothing else
+    assert "unconfirmed" in shown or "no replica acknowledged" in shown, shown

@@ -42,7 +42,9 @@ def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_olde
             abort = RedisFlagStore(connect(server.url))  # the abort run, on the other worker
             recall_writes.fn(scheduled, target)
             recall_writes.fn(abort, target)
-            w2 = abort.set_percent("google", 0, "abort: GmailErrorRateFast", at=T0 + timedelta(minutes=1))
+            w2 = abort.set_percent(
+                "google", 0, "abort: GmailErrorRateFast", at=T0 + timedelta(minutes=1)
+            )
             assert w2.applied
             remember_writes.fn(abort, target)  # saved {google: w2}
             remember_writes.fn(scheduled, target)  # held google; finishes last

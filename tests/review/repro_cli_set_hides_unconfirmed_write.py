@@ -4,7 +4,7 @@ rollout_cli.formatting.set_message shows `result.message` only for a recovered w
 operator is never told that a failover now would lose the change (and no counter counts it).
 The controller's run does warn (`warning: durability:`); the CLI, the other write path, not.
 
-Run: .venv/bin/python -m pytest tests/review/repro_cli_set_hides_unconfirmed_write.py -q
+Run: .venv/bin/python -m pytest tests/review/<this file> -q
 """
 
 from __future__ import annotations

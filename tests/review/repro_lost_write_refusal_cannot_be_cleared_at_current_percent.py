@@ -8,7 +8,7 @@ something else (move real traffic to another percent and back, or pause/resume).
 
 Real primary + replica + three Sentinels; the loss made as in
 tests/integration/test_redis_sentinel.py (replica frozen, link cut, primary killed).
-Run: .venv/bin/python -m pytest tests/review/repro_lost_write_refusal_cannot_be_cleared_at_current_percent.py -q
+Run: .venv/bin/python -m pytest tests/review/<this file> -q
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ next run was Cancelled by the concurrency limit.
 
 Starts one `--topology ha` stack (about a minute), kills both workers while the run is
 Pending, starts a fresh worker, then waits past heartbeat + grace (45 s) with margin.
-Run: .venv/bin/python -m pytest tests/review/repro_run_killed_before_first_heartbeat_holds_the_slot_forever.py -q
+Run: .venv/bin/python -m pytest tests/review/<this file> -q
 """
 
 from __future__ import annotations

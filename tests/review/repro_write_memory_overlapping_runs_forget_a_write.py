@@ -7,7 +7,7 @@ a newer audit id saved by the other with the older one it loaded. The lost write
 no longer refused: the next run decides on the older state the issue forbids.
 
 Real redis-server, Prefect's test server for the Variable; the tasks' own functions (.fn).
-Run: .venv/bin/python -m pytest tests/review/repro_write_memory_overlapping_runs_forget_a_write.py -q
+Run: .venv/bin/python -m pytest tests/review/<this file> -q
 """
 
 from __future__ import annotations

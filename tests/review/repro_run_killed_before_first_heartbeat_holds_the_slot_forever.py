@@ -11,6 +11,13 @@ has sent no heartbeat, so nothing ever expects one from it. Seen live on `rollou
 --topology ha`: run 274b5677 killed 0.2 s after Running stayed Running for 150 s+, and the
 next run was Cancelled by the concurrency limit.
 
+Why tests/e2e/test_ha_topology.py does not see it: its `stop_group(victim.pid, SIGKILL)`
+("the worker and its flow run process, at once") kills the worker's process group only.
+Prefect 3.9 starts each flow run in a process group of its own (runner/_starter_engine.py,
+start_new_session), so the engine survives and itself ends the run Crashed ("Execution was
+aborted by Python system exit call", 2 s later, seen live): the heartbeat automation is
+never exercised by that test.
+
 Starts one `--topology ha` stack (about a minute), kills both workers while the run is
 Pending, starts a fresh worker, then waits past heartbeat + grace (45 s) with margin.
 Run: .venv/bin/python -m pytest tests/review/<this file> -q

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -117,6 +117,7 @@ _READ_BACK_ENTRIES = 1000
 _DEFAULT_WRITE_TIMEOUT_SEC = 5.0
 _DEADLINE_MARGIN_SEC = 1.0
 _DEADLINE_PER_CALL_SEC = 0.005
+_UNCONFIRMED_RISK = "a failover now could lose it"
 
 
 class FeatureNotInitialised(ConfigError):
@@ -245,6 +246,9 @@ class WriteResult:
     @property
     def is_change(self) -> bool:
         return bool(self.written)
+
+
+_Result = TypeVar("_Result", ApplyResult, WriteResult)
 
 
 @cache
@@ -423,7 +427,8 @@ class RedisFlagStore:
         try:
             reply = self._cas(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return self._apply_after_lost_reply(change, write_id, exc, doing)
+            recovered = self._apply_after_lost_reply(change, write_id, exc, doing)
+            return cast(ApplyResult, self._confirmed([recovered])[0])
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         return cast(ApplyResult, self._confirmed([self._apply_result(change, reply)])[0])
@@ -450,10 +455,14 @@ class RedisFlagStore:
         try:
             *replies, replication = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return [
-                self._apply_after_lost_reply(change, write_id, exc, f"applying {change.feature}")
-                for change, write_id in zip(changes, write_ids, strict=True)
-            ]
+            read_back: list[ApplyResult | RolloutError] = []
+            for change, write_id in zip(changes, write_ids, strict=True):
+                try:
+                    doing = f"applying {change.feature}"
+                    read_back.append(self._apply_after_lost_reply(change, write_id, exc, doing))
+                except RolloutError as error:  # read back: not applied (that feature only)
+                    read_back.append(error)
+            return self._confirmed(read_back)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         results: list[ApplyResult | RolloutError] = []
@@ -470,17 +479,21 @@ class RedisFlagStore:
     def _confirmed(self, results: list[Any], replication: Any = None) -> list[Any]:
         """After writes that changed Redis: WAIT for one replica (when the master has any);
         writes none acknowledged come back marked `unconfirmed`, with a message."""
-        if not any(isinstance(r, ApplyResult | WriteResult) and _wrote(r) for r in results):
+
+        def waited_for(result: Any) -> bool:
+            return isinstance(result, ApplyResult | WriteResult) and _wrote(result)
+
+        if not any(waited_for(r) and not r.unconfirmed for r in results):
             return results
         if confirm_replicated(self._writer, self.wait_timeout_ms, replication) is not False:
             return results
         note = (
             f"applied on the Redis master, but no replica acknowledged it within "
-            f"{self.wait_timeout_ms} ms (WAIT 1); a failover now could lose it"
+            f"{self.wait_timeout_ms} ms (WAIT 1); {_UNCONFIRMED_RISK}"
         )
         return [
             replace(r, unconfirmed=True, message=f"{r.message}; {note}" if r.message else note)
-            if isinstance(r, ApplyResult | WriteResult) and _wrote(r)
+            if waited_for(r) and not r.unconfirmed
             else r
             for r in results
         ]
@@ -568,7 +581,9 @@ class RedisFlagStore:
                 f"({exc}); read back on a new connection: not applied, nothing written; "
                 "run the command again"
             ) from exc
-        return ApplyResult(
+        if audit_id and not change.dry_run:
+            self.last_applied[change.feature] = audit_id  # remembered like any applied change
+        result = ApplyResult(
             applied=not change.dry_run,
             conflict=False,
             current_percent=change.expected_percent if change.dry_run else change.new_percent,
@@ -577,6 +592,7 @@ class RedisFlagStore:
             recovered=True,
             message=f"the reply was lost; read back on a new connection: written ({audit_id})",
         )
+        return result if change.dry_run else self._announced_again(change.feature, result)
 
     def _read_back(self, feature: str, write_id: str) -> tuple[bool | None, str | None]:
         """(True, audit id) when the write with `write_id` is in Redis, (False, None) when it
@@ -725,7 +741,8 @@ class RedisFlagStore:
         try:
             reply = self._audited_write(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return self._write_after_lost_reply(feature, write_id, values, exc, doing)
+            lost = self._write_after_lost_reply(feature, write_id, values, exc, doing)
+            return cast(WriteResult, self._confirmed([lost])[0])
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         status, audit_id, old, new, *written = reply
@@ -753,7 +770,20 @@ class RedisFlagStore:
                 "run the command again"
             ) from exc
         message = f"the reply was lost; read back on a new connection: written ({audit_id})"
-        return WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+        result = WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+        return self._announced_again(feature, result)
+
+    def _announced_again(self, unit: str, result: _Result) -> _Result:
+        """A write found by a read-back, published again on the write client: WAIT then
+        covers it like any other write (WAIT counts from its connection's last propagated
+        write; the read-back's connection wrote nothing). Services refresh the feature once
+        more, which changes nothing. When this fails, the write is reported unconfirmed."""
+        try:
+            self._writer.publish(CHANGES_CHANNEL, split_unit(unit)[0])
+        except redis.RedisError as exc:
+            note = f"no replica acknowledgement could be asked for ({exc}); {_UNCONFIRMED_RISK}"
+            return replace(result, unconfirmed=True, message=f"{result.message}; {note}")
+        return result
 
     def set_override(
         self, feature: str, field: str, value: str, reason: str, by: str, at: datetime
@@ -777,7 +807,7 @@ class RedisFlagStore:
             status, old, audit_id = self._override(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             lost = self._write_after_lost_reply(feature, write_id, {"overrides": value}, exc, doing)
-            return lost, None
+            return cast(WriteResult, self._confirmed([lost])[0]), None
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         if status == "not_initialised":

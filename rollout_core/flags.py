@@ -3,7 +3,8 @@
 Operators keep writing plain strings with `redis-cli SET flags:google:paused "true"`; every
 value is parsed strictly by `rollout_sdk.flag_values` (the gate's parser too). A bad percent,
 `enabled` or `paused` is an InvalidFlagValue naming the key; a bad history or audience key
-only holds promotions (`FlagState.problems`). Percent changes go through one compare-and-set
+only holds promotions (`FlagState.problems`), and so does a read older than the last change
+this store applied (a failover lost it). Percent changes go through one compare-and-set
 script that compares every key the decision read; init, pause and audience through one
 audited-write script. Both append to the `rollout:audit` stream in the same atomic step,
 trim it approximately, record the write id, register the feature and publish its name.
@@ -74,6 +75,7 @@ __all__ = [
     "flag_key",
     "format_percent_value",
     "format_time",
+    "lost_write_problem",
     "parse_bool",
     "parse_flag_state",
     "parse_percent",
@@ -324,19 +326,22 @@ class RedisFlagStore:
             fields = fields_of(feature)
             raw = dict(zip(fields, values[start : start + len(fields)], strict=True))
             start += len(fields)
-            if feature in lost:
-                states[feature] = lost[feature]
-                continue
             try:
-                states[feature] = parse_flag_state(feature, raw)
+                state = parse_flag_state(feature, raw)
             except RolloutError as exc:
                 states[feature] = exc
+                continue
+            if feature in lost:  # holds promotions only, as a corrupt history key does
+                state = replace(state, problems=(*state.problems, lost[feature]))
+            states[feature] = state
         return states
 
-    def _lost_writes(self, features: Sequence[str]) -> dict[str, FlagStoreError]:
+    def _lost_writes(self, features: Sequence[str]) -> dict[str, str]:
         """Features whose last write in Redis is older than the last change this store
-        applied: the master lost it (a failover before a replica had it), so what was read
-        is older than what the controller last wrote, and deciding on it is refused."""
+        applied, with the problem to record: the master lost it (a failover before a replica
+        had it), so what was read is older than what the controller last wrote. Promoting
+        from it is refused; a rollback still goes through (a compare-and-set on what Redis
+        holds that only lowers exposure, and a newer write that ends the refusal)."""
         remembered = {f: self.last_applied[f] for f in features if f in self.last_applied}
         if not remembered:
             return {}
@@ -347,12 +352,7 @@ class RedisFlagStore:
         for (feature, mine), theirs in zip(remembered.items(), recorded, strict=True):
             audit_id = str(theirs or "").partition(" ")[2]
             if _stream_id(audit_id) < _stream_id(mine):
-                lost[feature] = FlagStoreError(
-                    f"{LAST_WRITE_HASH} {feature} is {audit_id or 'absent'}, older than this "
-                    f"controller's last change {mine}: Redis lost that write (a failover before "
-                    f"a replica had it); held, nothing decided. Check `rollout audit {feature}` "
-                    f"and set the percent again with `rollout set {feature} ...`"
-                )
+                lost[feature] = lost_write_problem(feature, audit_id, mine)
         return lost
 
     def known_features(self) -> list[str]:
@@ -839,6 +839,18 @@ class RedisFlagStore:
             return command(*args)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
+
+
+def lost_write_problem(feature: str, recorded: str, remembered: str) -> str:
+    """The lost-write refusal as a FlagState problem: it names both audit ids, what holds
+    (promotions), and the documented way out at any percent, the one Redis kept included."""
+    return (
+        f"{LAST_WRITE_HASH} {feature} is {recorded or 'absent'}, older than this controller's "
+        f"last change {remembered}: Redis lost that write (a failover before a replica had "
+        f"it); promotions hold (a rollback still goes through) until a newer write: check "
+        f"`rollout audit {feature}`, then `rollout set {feature} PERCENT --rewrite --reason "
+        f'"re-set after failover"` (--rewrite writes and audits even at the percent Redis holds)'
+    )
 
 
 def _write_id(deadline_ms: int) -> str:

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fakeredis
 import pytest
 
 from rollout_core.bootstrap import Settings
-from rollout_core.controller import FeatureOutcome, OutcomeStatus, unconfirmed_warning
-from rollout_core.errors import ConfigError, FlagStoreError
+from rollout_core.config import FeatureSpec
+from rollout_core.controller import FeatureOutcome, OutcomeStatus, run_pass, unconfirmed_warning
+from rollout_core.errors import ConfigError
 from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
-from rollout_core.model import Action
+from rollout_core.model import Action, FlagState, SloReading, SloSnapshot
 from rollout_core.redis_connection import confirm_replicated, connect, describe
 from rollout_core.telemetry import Totals, registry_for
 from rollout_sdk.sentinel import SentinelAddress, parse_sentinel_url, sentinel_url
@@ -110,7 +112,9 @@ def test_unconfirmed_writes_are_pushed_as_a_counter_per_feature() -> None:
     assert value == 2
 
 
-def test_a_read_older_than_the_controllers_last_write_is_refused_for_that_feature_only() -> None:
+def test_a_read_older_than_the_controllers_last_write_holds_that_features_promotions_only() -> (
+    None
+):
     store = RedisFlagStore(
         fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     )
@@ -122,13 +126,74 @@ def test_a_read_older_than_the_controllers_last_write_is_refused_for_that_featur
     # a failover to a replica that never got the write: the hash points at an older entry
     store.client.hset(LAST_WRITE_HASH, "google", "old-write 1-0")
     states = store.read_each(["google", "outlook"])
-    assert isinstance(states["google"], FlagStoreError)
-    assert "Redis lost that write" in str(states["google"])
-    assert written.audit_id in str(states["google"])
-    assert not isinstance(states["outlook"], FlagStoreError)
+    google, outlook = states["google"], states["outlook"]
+    assert isinstance(google, FlagState) and isinstance(outlook, FlagState)
+    [problem] = google.problems  # what a corrupt history key does: promotions hold
+    assert "Redis lost that write" in problem and written.audit_id in problem
+    assert "rollout set google PERCENT --rewrite" in problem
+    assert not outlook.problems
     # the operator's new write is newer than the remembered one: decided on again
     store.set_percent("google", 0, "re-set after the failover", at=T0)
-    assert not isinstance(store.read_each(["google"])["google"], FlagStoreError)
+    google = store.read_each(["google"])["google"]
+    assert isinstance(google, FlagState) and not google.problems
+
+
+class Reading:
+    """One error-rate reading for every feature: 20% is a breach, 0.1% healthy."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def fetch(self, specs: Sequence[FeatureSpec], at: datetime) -> Mapping[str, SloSnapshot]:
+        reading = SloReading("error_rate", self.rate, 5000)
+        return {s.name: SloSnapshot(s.name, {"error_rate": reading}, at) for s in specs}
+
+
+def lost_promotion(store: RedisFlagStore) -> None:
+    """google public at 10%, then a promotion to 50% the failover lost (Redis kept 10%)."""
+    store.init("google", T0)
+    store.set_audience("google", internal_only=False, reason="public", by="t", at=T0)
+    store.set_percent("google", 10, "ramp", at=T0)
+    kept = store.client.hget(LAST_WRITE_HASH, "google")
+    store.set_percent("google", 50, "ramp", at=T0 + timedelta(minutes=20))
+    store.client.set("flags:google:rollout_percent", "10")  # what the new master holds
+    store.client.hset(LAST_WRITE_HASH, "google", kept)
+
+
+ERROR_RATE_SPEC = FeatureSpec.model_validate(
+    {
+        "name": "google",
+        "slos": [{"name": "error_rate", "ratio": {"errors": "e", "total": "t"}, "max": 0.01}],
+    }
+)
+
+
+def test_a_breach_after_a_lost_write_is_rolled_back_with_the_loss_as_a_warning() -> None:
+    store = RedisFlagStore(fakeredis.FakeRedis(decode_responses=True))
+    lost_promotion(store)
+    outcome = run_pass([ERROR_RATE_SPEC], store, Reading(0.2), T0 + timedelta(hours=1), False)
+    outcome = outcome["google"]
+    assert outcome.status is OutcomeStatus.OK and outcome.applied, outcome.summary
+    assert outcome.result is Action.ROLLBACK
+    assert store.client.get("flags:google:rollout_percent") == "0"  # lowered at once
+    assert outcome.decision is not None
+    [history] = [g for g in outcome.decision.guards if g.name == "history"]
+    assert not history.blocks and "Redis lost that write" in history.message
+    # the rollback is a newer write: the feature is decided on again
+    state = store.read_each(["google"])["google"]
+    assert isinstance(state, FlagState) and not state.problems
+
+
+def test_a_healthy_reading_after_a_lost_write_holds_the_promotion_naming_the_loss() -> None:
+    store = RedisFlagStore(fakeredis.FakeRedis(decode_responses=True))
+    lost_promotion(store)
+    outcome = run_pass([ERROR_RATE_SPEC], store, Reading(0.001), T0 + timedelta(hours=2), False)
+    outcome = outcome["google"]
+    assert outcome.status is OutcomeStatus.OK and not outcome.applied, outcome.summary
+    assert outcome.decision is not None and outcome.decision.guard == "history"
+    assert outcome.decision.proposed is Action.PROMOTE
+    assert "Redis lost that write" in outcome.decision.reason
+    assert store.client.get("flags:google:rollout_percent") == "10"
 
 
 def test_a_failed_configuration_still_counts_through_the_sentinels() -> None:

@@ -488,8 +488,8 @@ class RedisFlagStore:
         if confirm_replicated(self._writer, self.wait_timeout_ms, replication) is not False:
             return results
         note = (
-            f"applied on the Redis master, but no replica acknowledged it within "
-            f"{self.wait_timeout_ms} ms (WAIT 1); {_UNCONFIRMED_RISK}"
+            f"applied, unconfirmed: no replica acknowledged it within {self.wait_timeout_ms} ms "
+            f"(WAIT 1); {_UNCONFIRMED_RISK}"
         )
         return [
             replace(r, unconfirmed=True, message=f"{r.message}; {note}" if r.message else note)
@@ -628,13 +628,22 @@ class RedisFlagStore:
         )
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
         """A manual change through the controller's compare-and-set: read, then apply.
 
         Compared against the raw percent and paused strings it read, so a corrupt percent can
         be repaired (the audit entry records the old raw value). Already at `percent`: nothing
-        is written (applied and conflict both False, no audit id). Not initialised:
+        is written (applied and conflict both False, no audit id), unless `rewrite`: then the
+        same percent is written and audited (action hold), giving `rollout:last_write` a newer
+        entry, which ends a lost-write refusal at the percent Redis kept. Not initialised:
         FeatureNotInitialised, nothing written.
         """
         feature = validate_unit_name(feature)
@@ -650,9 +659,12 @@ class RedisFlagStore:
             raise self._not_initialised(feature)
         current = parse_percent_value(raw_percent)
         paused = raw_paused == "true"
-        if current == target:
+        if current == target and not rewrite:
             return ApplyResult(False, False, current, paused)
-        action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
+        if current == target:
+            action = Action.HOLD  # a rewrite: the percent stays, the write is new
+        else:
+            action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
         return self.apply(replace(change, expected_raw=read))
@@ -781,7 +793,7 @@ class RedisFlagStore:
         try:
             self._writer.publish(CHANGES_CHANNEL, split_unit(unit)[0])
         except redis.RedisError as exc:
-            note = f"no replica acknowledgement could be asked for ({exc}); {_UNCONFIRMED_RISK}"
+            note = f"applied, unconfirmed: WAIT 1 could not be sent ({exc}); {_UNCONFIRMED_RISK}"
             return replace(result, unconfirmed=True, message=f"{result.message}; {note}")
         return result
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +26,7 @@ from rollout_sdk import RolloutClient
 from tests.integration.traffic import poll
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+ROLLOUT = Path(sys.executable).with_name("rollout")
 
 
 @pytest.fixture
@@ -143,6 +146,47 @@ def test_after_a_failover_that_lost_its_write_promotions_hold_and_a_breach_still
     assert store.client.get("flags:google:rollout_percent") == "0"
     percents = [e["new_percent"] for e in audit_of(store, "google") if e["new_percent"]]
     assert percents == ["0", "0", "10", "0"]  # init, audience, 10%, the rollback: 50% is gone
+
+
+def rollout(ha: RedisHA, tmp_path: Path, *args: str, **extra: str) -> str:
+    """`rollout ...` as an operator runs it on the HA stack (through the Sentinels)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ROLLOUT_"))}
+    env.update(
+        REDIS_URL=ha.url,
+        ROLLOUT_AUDIT_LOG=str(tmp_path / "rollout_log.md"),
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        USER="alice",
+    )
+    env.update(extra)
+    done = subprocess.run(
+        [str(ROLLOUT), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_rollout_set_rewrite_ends_a_lost_write_hold_at_the_percent_redis_kept(
+    redis_ha: RedisHA, tmp_path: Path
+) -> None:
+    store = RedisFlagStore(connect(redis_ha.url), wait_timeout_ms=200)
+    lose_a_promotion(redis_ha, store)
+
+    # a plain set to the kept percent writes nothing, and says how to write it again
+    plain = rollout(redis_ha, tmp_path, "set", "google", "10", "--reason", "re-set")
+    assert "already at 10%; nothing written (--rewrite writes it again" in plain, plain
+    state = store.read_each(["google"])["google"]
+    assert isinstance(state, FlagState) and state.problems
+
+    shown = rollout(
+        redis_ha, tmp_path, "set", "google", "10", "--rewrite", "--reason", "re-set after failover"
+    )
+    (entry_id, entry) = store.client.xrevrange(AUDIT_STREAM, count=1)[0]
+    assert shown.startswith(f"google: rewrote 10% (audit {entry_id})"), shown
+    assert (entry["old_percent"], entry["new_percent"], entry["action"]) == ("10", "10", "hold")
+    assert entry["by"] == "alice" and entry["reason"] == "re-set after failover"
+    state = store.read_each(["google"])["google"]
+    assert isinstance(state, FlagState) and not state.problems, state.problems
+    assert state.percent == 10
 
 
 def test_the_sdk_reads_flags_through_the_sentinels_after_a_failover(redis_ha: RedisHA) -> None:

@@ -667,7 +667,21 @@ class RedisFlagStore:
             action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
-        return self.apply(replace(change, expected_raw=read))
+        return self._counted(feature, self.apply(replace(change, expected_raw=read)))
+
+    def _counted(self, feature: str, result: _Result) -> _Result:
+        """An operator's write no replica acknowledged, counted where the controller's are
+        (`rollout_controller_unconfirmed_writes_total{feature}`, pushed whole by the next
+        run); the controller's own writes are counted by its telemetry, not here."""
+        if not result.unconfirmed:
+            return result
+        from rollout_core.telemetry import UNCONFIRMED_KEY
+
+        try:
+            self._writer.hincrby(UNCONFIRMED_KEY, split_unit(feature)[0], 1)
+        except redis.RedisError as exc:
+            return replace(result, message=f"{result.message}; not counted ({exc})")
+        return result
 
     def forget_recommendations(self, features: Sequence[str]) -> None:
         """Clear these features' last dry-run recommendation (`rollout:recommendations`)."""
@@ -754,7 +768,7 @@ class RedisFlagStore:
             reply = self._audited_write(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             lost = self._write_after_lost_reply(feature, write_id, values, exc, doing)
-            return cast(WriteResult, self._confirmed([lost])[0])
+            return self._counted(feature, cast(WriteResult, self._confirmed([lost])[0]))
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         status, audit_id, old, new, *written = reply
@@ -766,7 +780,7 @@ class RedisFlagStore:
             old_percent=parse_percent_value(old),
             new_percent=parse_percent_value(new),
         )
-        return cast(WriteResult, self._confirmed([result])[0])
+        return self._counted(feature, cast(WriteResult, self._confirmed([result])[0]))
 
     def _write_after_lost_reply(
         self, feature: str, write_id: str, values: Mapping[str, str], exc: Exception, doing: str
@@ -819,14 +833,14 @@ class RedisFlagStore:
             status, old, audit_id = self._override(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             lost = self._write_after_lost_reply(feature, write_id, {"overrides": value}, exc, doing)
-            return cast(WriteResult, self._confirmed([lost])[0]), None
+            return self._counted(feature, cast(WriteResult, self._confirmed([lost])[0])), None
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         if status == "not_initialised":
             raise self._not_initialised(feature)
         written = ("overrides",) if status == "written" else ()
         result = WriteResult(written, audit_id or None, None, None)
-        return cast(WriteResult, self._confirmed([result])[0]), old or None
+        return self._counted(feature, cast(WriteResult, self._confirmed([result])[0])), old or None
 
     def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
         """Append an audit entry that changes no flag (e.g. the controller's kill switch, with

@@ -16,8 +16,9 @@ from rollout_core.controller import FeatureOutcome, OutcomeStatus, run_pass, unc
 from rollout_core.errors import ConfigError
 from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.model import Action, FlagState, SloReading, SloSnapshot
-from rollout_core.redis_connection import confirm_replicated, connect, describe
+from rollout_core.redis_connection import RETRIES, confirm_replicated, connect, describe
 from rollout_core.telemetry import Totals, registry_for
+from rollout_core.urls import redact_url
 from rollout_sdk.sentinel import SentinelAddress, parse_sentinel_url, sentinel_url
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -43,7 +44,7 @@ def test_a_sentinel_url_names_the_sentinels_the_service_the_db_and_the_password(
 def test_a_bad_sentinel_url_is_refused_with_the_expected_form(url: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint) as error:
         parse_sentinel_url(url)
-    assert "redis+sentinel://[:password@]host:port" in str(error.value)
+    assert "redis+sentinel://[user:password@]host:port" in str(error.value)
 
 
 def test_redis_sentinels_and_the_service_make_the_controllers_redis_target() -> None:
@@ -55,7 +56,7 @@ def test_redis_sentinels_and_the_service_make_the_controllers_redis_target() -> 
         }
     )
     assert settings.redis_target() == sentinel_url(
-        "127.0.0.1:26379,127.0.0.1:26380", "rollout", 3, "pw"
+        "127.0.0.1:26379,127.0.0.1:26380", "rollout", 3, "pw", "default"
     )
     assert Settings.from_env({}).redis_target() == "redis://127.0.0.1:6379/0"
 
@@ -79,6 +80,130 @@ def test_a_bad_sentinel_setting_is_a_config_error_naming_it(
 ) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(environ)
+
+
+SENTINELS = "127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"
+
+
+def target_or_error(environ: dict[str, str]) -> str:
+    try:
+        return Settings.from_env(environ).redis_target()
+    except ConfigError as error:
+        return f"ConfigError: {error}"
+
+
+def test_the_database_of_a_sentinel_redis_url_is_honoured_with_redis_sentinels_set() -> None:
+    environ = {
+        "REDIS_URL": f"redis+sentinel://{SENTINELS}/rollout/2",  # what the services read
+        "REDIS_SENTINELS": SENTINELS,
+        "REDIS_SENTINEL_SERVICE": "rollout",
+    }
+    assert target_or_error(environ) == f"redis+sentinel://{SENTINELS}/rollout/2"
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "complaint"),
+    [
+        (f"redis+sentinel://{SENTINELS}/payments/0", "names the Sentinel service 'payments'"),
+        ("redis+sentinel://10.0.0.9:26379/rollout/0", "names other Sentinels than"),
+    ],
+)
+def test_redis_url_and_redis_sentinels_naming_different_masters_is_an_error_naming_both(
+    redis_url: str, complaint: str
+) -> None:
+    environ = {
+        "REDIS_URL": redis_url,
+        "REDIS_SENTINELS": SENTINELS,
+        "REDIS_SENTINEL_SERVICE": "rollout",
+    }
+    got = target_or_error(environ)
+    assert got.startswith("ConfigError: REDIS_URL") and complaint in got, got
+    assert "REDIS_SENTINEL" in got and "unset REDIS_SENTINELS" in got, got
+
+
+def test_a_non_numeric_database_in_redis_url_is_refused_with_sentinels_as_without() -> None:
+    for environ in (
+        {"REDIS_URL": "redis://127.0.0.1:6379/abc"},
+        {
+            "REDIS_URL": "redis://127.0.0.1:6379/abc",
+            "REDIS_SENTINELS": SENTINELS,
+            "REDIS_SENTINEL_SERVICE": "rollout",
+        },
+    ):
+        got = target_or_error(environ)
+        assert got.startswith("ConfigError: REDIS_URL is") and "'abc' is not a number" in got
+    with pytest.raises(ConfigError, match="'abc' is not a number"):
+        connect("redis://127.0.0.1:6379/abc")  # redis-py alone would use database 0
+
+
+def test_the_acl_user_of_redis_url_reaches_the_master_through_the_sentinels() -> None:
+    environ = {
+        "REDIS_URL": "redis://alice:s3cret@127.0.0.1:6379/3",
+        "REDIS_SENTINELS": SENTINELS,
+        "REDIS_SENTINEL_SERVICE": "rollout",
+    }
+    client = connect(Settings.from_env(environ).redis_target())
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs.get("username"), kwargs.get("password"), kwargs.get("db")) == (
+        "alice",
+        "s3cret",
+        3,
+    )
+    assert describe(client) == f"redis+sentinel://alice:****@{SENTINELS}/rollout/3"
+
+
+@pytest.mark.parametrize(
+    ("variable", "environ"),
+    [
+        ("REDIS_SENTINELS", {"REDIS_SENTINELS": ",", "REDIS_SENTINEL_SERVICE": "rollout"}),
+        (
+            "REDIS_SENTINEL_SERVICE",
+            {"REDIS_SENTINELS": SENTINELS, "REDIS_SENTINEL_SERVICE": "roll/out"},
+        ),
+    ],
+)
+def test_a_bad_sentinel_variable_is_reported_under_its_own_name(
+    variable: str, environ: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(environ).redis_target()
+    assert str(raised.value).startswith(f"{variable} is "), raised.value
+
+
+def test_the_sentinel_password_goes_to_the_sentinels_only_and_is_never_shown() -> None:
+    environ = {
+        "REDIS_URL": "redis://:master-pw@127.0.0.1:6379/0",
+        "REDIS_SENTINELS": SENTINELS,
+        "REDIS_SENTINEL_SERVICE": "rollout",
+        "REDIS_SENTINEL_PASSWORD": "sentinel-pw",
+    }
+    settings = Settings.from_env(environ)
+    assert "sentinel-pw" not in repr(settings)
+    target = settings.redis_target()
+    assert parse_sentinel_url(target).sentinel_password == "sentinel-pw"
+    client = connect(target)
+    assert client.connection_pool.connection_kwargs["password"] == "master-pw"
+    sentinels = client.connection_pool.sentinel_manager.sentinels
+    assert {s.connection_pool.connection_kwargs.get("password") for s in sentinels} == {
+        "sentinel-pw"
+    }
+    shown = describe(client) + redact_url(target) + parse_sentinel_url(target).redacted()
+    assert "sentinel-pw" not in shown and "master-pw" not in shown, shown
+    assert describe(client).endswith("/rollout/0?sentinel_password=****")
+    # the same password in REDIS_URL's query, with a redis+sentinel:// REDIS_URL alone
+    alone = Settings.from_env(
+        {"REDIS_URL": f"redis+sentinel://{SENTINELS}/rollout/0", "REDIS_SENTINEL_PASSWORD": "x"}
+    )
+    assert parse_sentinel_url(alone.redis_target()).sentinel_password == "x"
+
+
+def test_sentinel_connections_get_the_callers_retry_budget() -> None:
+    client = connect(f"redis+sentinel://{SENTINELS}/rollout/0")
+    assert client.connection_pool.connection_kwargs["retry"].get_retries() == RETRIES
+    for sentinel in client.connection_pool.sentinel_manager.sentinels:
+        # redis-py's default would be 10 retries per unreachable Sentinel
+        assert sentinel.connection_pool.connection_kwargs["retry"].get_retries() == RETRIES
+        assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 5.0
 
 
 def test_a_sentinel_client_and_its_write_copy_both_follow_the_service() -> None:
@@ -112,9 +237,7 @@ def test_unconfirmed_writes_are_pushed_as_a_counter_per_feature() -> None:
     assert value == 2
 
 
-def test_a_read_older_than_the_controllers_last_write_holds_that_features_promotions_only() -> (
-    None
-):
+def test_a_read_older_than_the_controllers_last_write_holds_that_features_promotions_only() -> None:
     store = RedisFlagStore(
         fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     )

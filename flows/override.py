@@ -65,8 +65,11 @@ def _override(feature: str, percent: float, reason: str) -> tuple[str, bool]:
             False,
         )
     if result.applied:
-        recovered = f"; {result.message}" if result.recovered else ""
-        done = f"{feature}: set to {percent:g}% (audit {result.audit_id}){recovered}"
+        # read back after a lost reply, or "applied, unconfirmed: no replica acknowledged ..."
+        note = f"; {result.message}" if result.recovered or result.unconfirmed else ""
+        done = f"{feature}: set to {percent:g}% (audit {result.audit_id}){note}"
+        if result.unconfirmed:
+            get_run_logger().warning("durability: %s", result.message)
         return done + _log_line(store, result.audit_id, settings.audit_log_path), True
     return f"{feature}: already at {percent:g}%, nothing written", True
 

@@ -255,6 +255,14 @@ def set_percent(
     reason: Reason = None,
     by: By = None,
     segment: Segment = None,
+    rewrite: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite",
+            help="Write and audit even when the flag already holds PERCENT: a newer write ends "
+            "the controller's lost-write hold (Redis lost its last change in a failover).",
+        ),
+    ] = False,
 ) -> None:
     """Set the rollout percent through the controller's compare-and-set (audited). Works over
     a corrupt percent too: the audit entry records the old raw value."""
@@ -272,7 +280,7 @@ def set_percent(
         # only the percent is read here: a bad value in another key must not block an
         # emergency change, and a bad percent is what `set` repairs
         before = store.raw_values(name)["rollout_percent"]
-        result = store.set_percent(name, target, why, actor(by), at=now())
+        result = store.set_percent(name, target, why, actor(by), at=now(), rewrite=rewrite)
         failed = result.conflict or result.unknown
         return _written(
             store, set_message(name, before, target, result), EXIT_FAILURE * failed, result

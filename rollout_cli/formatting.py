@@ -194,10 +194,16 @@ def set_message(feature: str, before: str | None, target: float, result: ApplyRe
             f"paused={paused}); nothing written; check `rollout status {feature}` and retry"
         )
     if not result.applied:
-        return f"{feature}: already at {format_percent(target)}; nothing written"
-    change = f"{_shown_raw(before)} -> " if before is not None else "set to "
+        return (
+            f"{feature}: already at {format_percent(target)}; nothing written (--rewrite writes "
+            "it again, e.g. to end a lost-write hold)"
+        )
+    if before is not None and parse_percent_value(before) == target:
+        change = "rewrote "  # --rewrite at the percent it held: a newer write, same percent
+    else:
+        change = f"{_shown_raw(before)} -> " if before is not None else "set to "
     text = f"{feature}: {change}{format_percent(target)} (audit {result.audit_id})"
-    return f"{text}; {result.message}" if result.recovered else text
+    return text + _written_note(result, "; ")
 
 
 def _shown_raw(raw: str) -> str:
@@ -205,8 +211,12 @@ def _shown_raw(raw: str) -> str:
     return format_percent(value) if value is not None else f"{raw!r} (unparsable)"
 
 
-def _written_note(result: WriteResult) -> str:
-    return f" ({result.message})" if result.recovered else ""
+def _written_note(result: WriteResult | ApplyResult, separator: str = " (") -> str:
+    """What the operator must know of an applied write: read back after a lost reply, or
+    "applied, unconfirmed: ..." (no replica acknowledged it; a failover now could lose it)."""
+    if not (result.recovered or result.unconfirmed):
+        return ""
+    return f"{separator}{result.message}{')' if separator == ' (' else ''}"
 
 
 def init_message(feature: str, result: WriteResult) -> str:

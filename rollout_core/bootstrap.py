@@ -107,10 +107,14 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="REDIS_URL")
     # Sentinel addressing: host:port,host:port and the monitored master's name; when set, the
-    # controller and the CLI reach the master through the Sentinels (REDIS_URL then only
-    # lends its password and database)
+    # controller and the CLI reach the master through the Sentinels (REDIS_URL then lends its
+    # user, password and database, and must not name other Sentinels or another service)
     redis_sentinels: str = Field(default="", validation_alias="REDIS_SENTINELS")
     redis_sentinel_service: str = Field(default="", validation_alias="REDIS_SENTINEL_SERVICE")
+    # the Sentinels' own password (`requirepass` in sentinel.conf), sent to them only
+    redis_sentinel_password: str = Field(
+        default="", validation_alias="REDIS_SENTINEL_PASSWORD", repr=False
+    )
     # remember the audit id of each change in a Prefect Variable, so the next run (on any
     # worker) refuses a Redis that lost it in a failover; off unless set
     write_memory: bool = Field(default=False, validation_alias="ROLLOUT_WRITE_MEMORY")
@@ -181,7 +185,11 @@ class Settings(BaseSettings):
                 parse_sentinel_url(str(raw))
             except ValueError as exc:
                 raise ConfigError(f"REDIS_URL: {exc}") from None
-        elif scheme not in ("redis", "rediss", "unix"):
+        elif scheme in ("redis", "rediss", "unix"):
+            from rollout_core.redis_connection import database_of
+
+            database_of(str(raw))  # a db that is not a number: ConfigError naming REDIS_URL
+        else:
             from rollout_core.urls import redact_url
 
             raise ConfigError(
@@ -194,13 +202,29 @@ class Settings(BaseSettings):
     @classmethod
     def _sentinels(cls, raw: Any) -> str:
         text = str(raw).replace(" ", "")
-        for address in filter(None, text.split(",")):
+        expected = "expected host:port,host:port (e.g. 127.0.0.1:26379,127.0.0.1:26380)"
+        addresses = [address for address in text.split(",") if address]
+        if text and not addresses:
+            raise ConfigError(f"REDIS_SENTINELS is {raw!r}: it names no Sentinel; {expected}")
+        for address in addresses:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(
-                    f"REDIS_SENTINELS is {raw!r}: {address!r} is not host:port; expected "
-                    "host:port,host:port (e.g. 127.0.0.1:26379,127.0.0.1:26380)"
+                    f"REDIS_SENTINELS is {raw!r}: {address!r} is not host:port; {expected}"
                 )
+        return ",".join(addresses)
+
+    @field_validator("redis_sentinel_service", mode="before")
+    @classmethod
+    def _sentinel_service(cls, raw: Any) -> str:
+        from rollout_sdk.sentinel import SERVICE_PATTERN
+
+        text = str(raw).strip()
+        if text and not SERVICE_PATTERN.fullmatch(text):
+            raise ConfigError(
+                f"REDIS_SENTINEL_SERVICE is {raw!r}; expected the master name the Sentinels "
+                "monitor (`sentinel monitor NAME ...`: letters, digits and . - _), e.g. rollout"
+            )
         return text
 
     @field_validator("write_memory", mode="before")
@@ -223,22 +247,90 @@ class Settings(BaseSettings):
 
     def redis_target(self) -> str:
         """The URL the controller and CLI connect to: REDIS_URL, or, with REDIS_SENTINELS set,
-        a redis+sentinel:// URL for REDIS_SENTINEL_SERVICE with REDIS_URL's password and db."""
+        a redis+sentinel:// URL for REDIS_SENTINEL_SERVICE with REDIS_URL's user, password and
+        db. Where REDIS_URL itself is a redis+sentinel:// URL naming other Sentinels or another
+        service, the two disagree on where the flags are: a ConfigError naming both.
+        REDIS_SENTINEL_PASSWORD goes to the Sentinels (the URL's sentinel_password)."""
+        from rollout_sdk.sentinel import (
+            SentinelAddress,
+            is_sentinel_url,
+            parse_sentinel_url,
+            sentinel_url,
+        )
+
+        sentinel_password = self.redis_sentinel_password or None
         if not self.redis_sentinels:
-            return self.redis_url
-        if not self.redis_sentinel_service:
+            if not is_sentinel_url(self.redis_url) or sentinel_password is None:
+                return self.redis_url
+            address = parse_sentinel_url(self.redis_url)
+            hosts = ",".join(f"{host}:{port}" for host, port in address.sentinels)
+            service = address.service
+        else:
+            if not self.redis_sentinel_service:
+                raise ConfigError(
+                    f"REDIS_SENTINELS is {self.redis_sentinels!r} but REDIS_SENTINEL_SERVICE is "
+                    "unset; set it to the master name the Sentinels monitor (e.g. rollout)"
+                )
+            hosts, service = self.redis_sentinels, self.redis_sentinel_service
+            if is_sentinel_url(self.redis_url):
+                address = parse_sentinel_url(self.redis_url)
+                self._require_same_sentinels(address)
+            else:
+                db, username, password = self._database_and_credentials()
+                address = SentinelAddress((), service, db, password, username)
+        if address.sentinel_password and sentinel_password not in (None, address.sentinel_password):
             raise ConfigError(
-                f"REDIS_SENTINELS is {self.redis_sentinels!r} but REDIS_SENTINEL_SERVICE is "
-                "unset; set it to the master name the Sentinels monitor (e.g. rollout)"
+                "REDIS_URL's sentinel_password and REDIS_SENTINEL_PASSWORD differ; keep one of "
+                "them (the Sentinels have one password)"
             )
-        from rollout_sdk.sentinel import sentinel_url
+        return sentinel_url(
+            hosts,
+            service,
+            address.db,
+            address.password,
+            address.username,
+            sentinel_password or address.sentinel_password,
+        )
+
+    def _require_same_sentinels(self, address: Any) -> None:
+        """REDIS_URL (a redis+sentinel:// URL, what services read) and REDIS_SENTINELS /
+        REDIS_SENTINEL_SERVICE (what the controller and CLI use) must name the same master."""
+        from rollout_core.urls import redact_url
+
+        shown = redact_url(self.redis_url)
+        unset = (
+            "or unset REDIS_SENTINELS and REDIS_SENTINEL_SERVICE so that REDIS_URL alone "
+            "addresses Redis"
+        )
+        if address.service != self.redis_sentinel_service:
+            raise ConfigError(
+                f"REDIS_URL {shown!r} names the Sentinel service {address.service!r} but "
+                f"REDIS_SENTINEL_SERVICE is {self.redis_sentinel_service!r}: services reading "
+                f"REDIS_URL and the controller would use different masters; make them agree, "
+                f"{unset}"
+            )
+        listed = {
+            (host, int(port))
+            for host, _, port in (a.rpartition(":") for a in self.redis_sentinels.split(","))
+        }
+        if set(address.sentinels) != listed:
+            raise ConfigError(
+                f"REDIS_URL {shown!r} names other Sentinels than REDIS_SENTINELS "
+                f"{self.redis_sentinels!r}: services reading REDIS_URL and the controller "
+                f"could find different masters; list the same Sentinels in both, {unset}"
+            )
+
+    def _database_and_credentials(self) -> tuple[int, str | None, str | None]:
+        """(db, username, password) of a redis://, rediss:// or unix:// REDIS_URL, as
+        redis-py reads them (a `?db=` query wins over the path)."""
+        from urllib.parse import unquote
+
+        from rollout_core.redis_connection import database_of
 
         parts = urlsplit(self.redis_url)
-        db_text = parts.path.strip("/")
-        db = int(db_text) if db_text.isdigit() else 0
-        return sentinel_url(
-            self.redis_sentinels, self.redis_sentinel_service, db, parts.password or None
-        )
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return database_of(self.redis_url), username, password
 
     @field_validator("prometheus_url", "pushgateway_url", mode="before")
     @classmethod
@@ -367,7 +459,12 @@ def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink |
         return None
     client: redis.Redis
     try:
-        redis_names = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE")
+        redis_names = (
+            "REDIS_URL",
+            "REDIS_SENTINELS",
+            "REDIS_SENTINEL_SERVICE",
+            "REDIS_SENTINEL_PASSWORD",
+        )
         redis_env = {name: env[name] for name in redis_names if name in env}
         client = connect(Settings.from_env(redis_env).redis_target())
     except ConfigError:

@@ -3,7 +3,8 @@
 Operators keep writing plain strings with `redis-cli SET flags:google:paused "true"`; every
 value is parsed strictly by `rollout_sdk.flag_values` (the gate's parser too). A bad percent,
 `enabled` or `paused` is an InvalidFlagValue naming the key; a bad history or audience key
-only holds promotions (`FlagState.problems`). Percent changes go through one compare-and-set
+only holds promotions (`FlagState.problems`), and so does a read older than the last change
+this store applied (a failover lost it). Percent changes go through one compare-and-set
 script that compares every key the decision read; init, pause and audience through one
 audited-write script. Both append to the `rollout:audit` stream in the same atomic step,
 trim it approximately, record the write id, register the feature and publish its name.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -74,6 +75,7 @@ __all__ = [
     "flag_key",
     "format_percent_value",
     "format_time",
+    "lost_write_problem",
     "parse_bool",
     "parse_flag_state",
     "parse_percent",
@@ -117,6 +119,7 @@ _READ_BACK_ENTRIES = 1000
 _DEFAULT_WRITE_TIMEOUT_SEC = 5.0
 _DEADLINE_MARGIN_SEC = 1.0
 _DEADLINE_PER_CALL_SEC = 0.005
+_UNCONFIRMED_RISK = "a failover now could lose it"
 
 
 class FeatureNotInitialised(ConfigError):
@@ -247,6 +250,9 @@ class WriteResult:
         return bool(self.written)
 
 
+_Result = TypeVar("_Result", ApplyResult, WriteResult)
+
+
 @cache
 def _script(name: str) -> str:
     """A write script's text with the shared prelude (percent grammar, write deadline, type
@@ -320,19 +326,22 @@ class RedisFlagStore:
             fields = fields_of(feature)
             raw = dict(zip(fields, values[start : start + len(fields)], strict=True))
             start += len(fields)
-            if feature in lost:
-                states[feature] = lost[feature]
-                continue
             try:
-                states[feature] = parse_flag_state(feature, raw)
+                state = parse_flag_state(feature, raw)
             except RolloutError as exc:
                 states[feature] = exc
+                continue
+            if feature in lost:  # holds promotions only, as a corrupt history key does
+                state = replace(state, problems=(*state.problems, lost[feature]))
+            states[feature] = state
         return states
 
-    def _lost_writes(self, features: Sequence[str]) -> dict[str, FlagStoreError]:
+    def _lost_writes(self, features: Sequence[str]) -> dict[str, str]:
         """Features whose last write in Redis is older than the last change this store
-        applied: the master lost it (a failover before a replica had it), so what was read
-        is older than what the controller last wrote, and deciding on it is refused."""
+        applied, with the problem to record: the master lost it (a failover before a replica
+        had it), so what was read is older than what the controller last wrote. Promoting
+        from it is refused; a rollback still goes through (a compare-and-set on what Redis
+        holds that only lowers exposure, and a newer write that ends the refusal)."""
         remembered = {f: self.last_applied[f] for f in features if f in self.last_applied}
         if not remembered:
             return {}
@@ -343,12 +352,7 @@ class RedisFlagStore:
         for (feature, mine), theirs in zip(remembered.items(), recorded, strict=True):
             audit_id = str(theirs or "").partition(" ")[2]
             if _stream_id(audit_id) < _stream_id(mine):
-                lost[feature] = FlagStoreError(
-                    f"{LAST_WRITE_HASH} {feature} is {audit_id or 'absent'}, older than this "
-                    f"controller's last change {mine}: Redis lost that write (a failover before "
-                    f"a replica had it); held, nothing decided. Check `rollout audit {feature}` "
-                    f"and set the percent again with `rollout set {feature} ...`"
-                )
+                lost[feature] = lost_write_problem(feature, audit_id, mine)
         return lost
 
     def known_features(self) -> list[str]:
@@ -423,7 +427,8 @@ class RedisFlagStore:
         try:
             reply = self._cas(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return self._apply_after_lost_reply(change, write_id, exc, doing)
+            recovered = self._apply_after_lost_reply(change, write_id, exc, doing)
+            return cast(ApplyResult, self._confirmed([recovered])[0])
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         return cast(ApplyResult, self._confirmed([self._apply_result(change, reply)])[0])
@@ -450,10 +455,14 @@ class RedisFlagStore:
         try:
             *replies, replication = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return [
-                self._apply_after_lost_reply(change, write_id, exc, f"applying {change.feature}")
-                for change, write_id in zip(changes, write_ids, strict=True)
-            ]
+            read_back: list[ApplyResult | RolloutError] = []
+            for change, write_id in zip(changes, write_ids, strict=True):
+                try:
+                    doing = f"applying {change.feature}"
+                    read_back.append(self._apply_after_lost_reply(change, write_id, exc, doing))
+                except RolloutError as error:  # read back: not applied (that feature only)
+                    read_back.append(error)
+            return self._confirmed(read_back)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         results: list[ApplyResult | RolloutError] = []
@@ -470,17 +479,21 @@ class RedisFlagStore:
     def _confirmed(self, results: list[Any], replication: Any = None) -> list[Any]:
         """After writes that changed Redis: WAIT for one replica (when the master has any);
         writes none acknowledged come back marked `unconfirmed`, with a message."""
-        if not any(isinstance(r, ApplyResult | WriteResult) and _wrote(r) for r in results):
+
+        def waited_for(result: Any) -> bool:
+            return isinstance(result, ApplyResult | WriteResult) and _wrote(result)
+
+        if not any(waited_for(r) and not r.unconfirmed for r in results):
             return results
         if confirm_replicated(self._writer, self.wait_timeout_ms, replication) is not False:
             return results
         note = (
-            f"applied on the Redis master, but no replica acknowledged it within "
-            f"{self.wait_timeout_ms} ms (WAIT 1); a failover now could lose it"
+            f"applied, unconfirmed: no replica acknowledged it within {self.wait_timeout_ms} ms "
+            f"(WAIT 1); {_UNCONFIRMED_RISK}"
         )
         return [
             replace(r, unconfirmed=True, message=f"{r.message}; {note}" if r.message else note)
-            if isinstance(r, ApplyResult | WriteResult) and _wrote(r)
+            if waited_for(r) and not r.unconfirmed
             else r
             for r in results
         ]
@@ -568,7 +581,9 @@ class RedisFlagStore:
                 f"({exc}); read back on a new connection: not applied, nothing written; "
                 "run the command again"
             ) from exc
-        return ApplyResult(
+        if audit_id and not change.dry_run:
+            self.last_applied[change.feature] = audit_id  # remembered like any applied change
+        result = ApplyResult(
             applied=not change.dry_run,
             conflict=False,
             current_percent=change.expected_percent if change.dry_run else change.new_percent,
@@ -577,6 +592,7 @@ class RedisFlagStore:
             recovered=True,
             message=f"the reply was lost; read back on a new connection: written ({audit_id})",
         )
+        return result if change.dry_run else self._announced_again(change.feature, result)
 
     def _read_back(self, feature: str, write_id: str) -> tuple[bool | None, str | None]:
         """(True, audit id) when the write with `write_id` is in Redis, (False, None) when it
@@ -612,13 +628,22 @@ class RedisFlagStore:
         )
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
         """A manual change through the controller's compare-and-set: read, then apply.
 
         Compared against the raw percent and paused strings it read, so a corrupt percent can
         be repaired (the audit entry records the old raw value). Already at `percent`: nothing
-        is written (applied and conflict both False, no audit id). Not initialised:
+        is written (applied and conflict both False, no audit id), unless `rewrite`: then the
+        same percent is written and audited (action hold), giving `rollout:last_write` a newer
+        entry, which ends a lost-write refusal at the percent Redis kept. Not initialised:
         FeatureNotInitialised, nothing written.
         """
         feature = validate_unit_name(feature)
@@ -634,12 +659,29 @@ class RedisFlagStore:
             raise self._not_initialised(feature)
         current = parse_percent_value(raw_percent)
         paused = raw_paused == "true"
-        if current == target:
+        if current == target and not rewrite:
             return ApplyResult(False, False, current, paused)
-        action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
+        if current == target:
+            action = Action.HOLD  # a rewrite: the percent stays, the write is new
+        else:
+            action = Action.PROMOTE if target > (current or 0.0) else Action.ROLLBACK
         read = (("rollout_percent", raw_percent), ("paused", raw_paused))
         change = FlagChange(feature, current, paused, target, reason, by, at, action)
-        return self.apply(replace(change, expected_raw=read))
+        return self._counted(feature, self.apply(replace(change, expected_raw=read)))
+
+    def _counted(self, feature: str, result: _Result) -> _Result:
+        """An operator's write no replica acknowledged, counted where the controller's are
+        (`rollout_controller_unconfirmed_writes_total{feature}`, pushed whole by the next
+        run); the controller's own writes are counted by its telemetry, not here."""
+        if not result.unconfirmed:
+            return result
+        from rollout_core.telemetry import UNCONFIRMED_KEY
+
+        try:
+            self._writer.hincrby(UNCONFIRMED_KEY, split_unit(feature)[0], 1)
+        except redis.RedisError as exc:
+            return replace(result, message=f"{result.message}; not counted ({exc})")
+        return result
 
     def forget_recommendations(self, features: Sequence[str]) -> None:
         """Clear these features' last dry-run recommendation (`rollout:recommendations`)."""
@@ -725,7 +767,8 @@ class RedisFlagStore:
         try:
             reply = self._audited_write(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return self._write_after_lost_reply(feature, write_id, values, exc, doing)
+            lost = self._write_after_lost_reply(feature, write_id, values, exc, doing)
+            return self._counted(feature, cast(WriteResult, self._confirmed([lost])[0]))
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         status, audit_id, old, new, *written = reply
@@ -737,7 +780,7 @@ class RedisFlagStore:
             old_percent=parse_percent_value(old),
             new_percent=parse_percent_value(new),
         )
-        return cast(WriteResult, self._confirmed([result])[0])
+        return self._counted(feature, cast(WriteResult, self._confirmed([result])[0]))
 
     def _write_after_lost_reply(
         self, feature: str, write_id: str, values: Mapping[str, str], exc: Exception, doing: str
@@ -753,7 +796,20 @@ class RedisFlagStore:
                 "run the command again"
             ) from exc
         message = f"the reply was lost; read back on a new connection: written ({audit_id})"
-        return WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+        result = WriteResult(tuple(values), audit_id, None, None, recovered=True, message=message)
+        return self._announced_again(feature, result)
+
+    def _announced_again(self, unit: str, result: _Result) -> _Result:
+        """A write found by a read-back, published again on the write client: WAIT then
+        covers it like any other write (WAIT counts from its connection's last propagated
+        write; the read-back's connection wrote nothing). Services refresh the feature once
+        more, which changes nothing. When this fails, the write is reported unconfirmed."""
+        try:
+            self._writer.publish(CHANGES_CHANNEL, split_unit(unit)[0])
+        except redis.RedisError as exc:
+            note = f"applied, unconfirmed: WAIT 1 could not be sent ({exc}); {_UNCONFIRMED_RISK}"
+            return replace(result, unconfirmed=True, message=f"{result.message}; {note}")
+        return result
 
     def set_override(
         self, feature: str, field: str, value: str, reason: str, by: str, at: datetime
@@ -777,14 +833,14 @@ class RedisFlagStore:
             status, old, audit_id = self._override(keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             lost = self._write_after_lost_reply(feature, write_id, {"overrides": value}, exc, doing)
-            return lost, None
+            return self._counted(feature, cast(WriteResult, self._confirmed([lost])[0])), None
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
         if status == "not_initialised":
             raise self._not_initialised(feature)
         written = ("overrides",) if status == "written" else ()
         result = WriteResult(written, audit_id or None, None, None)
-        return cast(WriteResult, self._confirmed([result])[0]), old or None
+        return self._counted(feature, cast(WriteResult, self._confirmed([result])[0])), old or None
 
     def record_event(self, subject: str, action: str, reason: str, by: str, at: datetime) -> str:
         """Append an audit entry that changes no flag (e.g. the controller's kill switch, with
@@ -809,6 +865,18 @@ class RedisFlagStore:
             return command(*args)
         except redis.RedisError as exc:
             raise store_error(self._client, exc, doing) from exc
+
+
+def lost_write_problem(feature: str, recorded: str, remembered: str) -> str:
+    """The lost-write refusal as a FlagState problem: it names both audit ids, what holds
+    (promotions), and the documented way out at any percent, the one Redis kept included."""
+    return (
+        f"{LAST_WRITE_HASH} {feature} is {recorded or 'absent'}, older than this controller's "
+        f"last change {remembered}: Redis lost that write (a failover before a replica had "
+        f"it); promotions hold (a rollback still goes through) until a newer write: check "
+        f"`rollout audit {feature}`, then `rollout set {feature} PERCENT --rewrite --reason "
+        f'"re-set after failover"` (--rewrite writes and audits even at the percent Redis holds)'
+    )
 
 
 def _write_id(deadline_ms: int) -> str:

@@ -12,11 +12,12 @@ and an interrupted write is read back on a `fresh_client` instead.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from rollout_core.errors import ConfigError, FlagStoreError
 from rollout_core.urls import redact_url
@@ -30,6 +31,7 @@ __all__ = [
     "WAIT_TIMEOUT_MS",
     "confirm_replicated",
     "connect",
+    "database_of",
     "describe",
     "fresh_client",
     "store_error",
@@ -46,9 +48,26 @@ RETRIES = 2
 WAIT_TIMEOUT_MS = 1000
 
 
+def database_of(url: str) -> int:
+    """The database a redis://, rediss:// or unix:// URL names, as redis-py reads it (a
+    `?db=` query wins over the path; none: 0). One that is not a number is a ConfigError
+    naming REDIS_URL: redis-py would silently use database 0."""
+    parts = urlsplit(url)
+    db_text = "" if parts.scheme == "unix" else unquote(parts.path).strip("/")
+    db_text = parse_qs(parts.query).get("db", [db_text])[0]
+    if db_text and not db_text.isdigit():
+        raise ConfigError(
+            f"REDIS_URL is {redact_url(url)!r}: database {db_text!r} is not a number; expected "
+            "redis://[user:password@]host:port/DB, e.g. redis://127.0.0.1:6379/0"
+        )
+    return int(db_text or 0)
+
+
 def connect(url: str | None = None) -> redis.Redis:
     """A client for `url` (None: the local default); nothing is sent until used."""
     url = url or DEFAULT_REDIS_URL
+    if not is_sentinel_url(url):
+        database_of(url)
     options = {
         "decode_responses": True,
         # an operator's stray byte (`redis-cli SET k $'\xff'`) is a corrupt value of that
@@ -109,16 +128,15 @@ def describe(client: redis.Redis) -> str:
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     auth = ":****@" if kwargs.get("password") else ""
-    if isinstance(pool, SentinelConnectionPool):
-        hosts = ",".join(
-            f"{sentinel.connection_pool.connection_kwargs.get('host')}:"
-            f"{sentinel.connection_pool.connection_kwargs.get('port')}"
-            for sentinel in pool.sentinel_manager.sentinels
-        )
-        db = kwargs.get("db", 0)
-        return f"redis+sentinel://{auth}{hosts}/{pool.service_name}/{db}"
     if kwargs.get("username"):
-        auth = f"{kwargs['username']}:****@"
+        auth = f"{kwargs['username']}:****@" if kwargs.get("password") else f"{kwargs['username']}@"
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        hosts = ",".join(_host_port(sentinel) for sentinel in sentinels)
+        db = kwargs.get("db", 0)
+        protected = any(s.connection_pool.connection_kwargs.get("password") for s in sentinels)
+        query = "?sentinel_password=****" if protected else ""
+        return f"redis+sentinel://{auth}{hosts}/{pool.service_name}/{db}{query}"
     if kwargs.get("path"):
         return f"unix://{auth}{kwargs['path']}?db={kwargs.get('db', 0)}"
     scheme = "rediss" if kwargs.get("ssl") else "redis"
@@ -129,10 +147,13 @@ def describe(client: redis.Redis) -> str:
 def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreError:
     """A FlagStoreError saying what failed, where (redacted) and what to do about it."""
     where = describe(client)
-    detail = str(exc).rstrip(".")
-    password = client.connection_pool.connection_kwargs.get("password")
-    if password:
-        detail = detail.replace(str(password), "****")
+    pool = client.connection_pool
+    if isinstance(exc, MasterNotFoundError) and isinstance(pool, SentinelConnectionPool):
+        reason = _no_master(pool)
+        return FlagStoreError(
+            f"Redis through the Sentinels at {where} failed while {doing}: {reason}"
+        )
+    detail = _hide_passwords(client, str(exc).rstrip("."))
     if isinstance(exc, redis.AuthenticationError):
         advice = "check the password in REDIS_URL"
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
@@ -140,6 +161,54 @@ def store_error(client: redis.Redis, exc: Exception, doing: str) -> FlagStoreErr
     else:
         advice = "check the server log and REDIS_URL"
     return FlagStoreError(f"Redis at {where} failed while {doing}: {detail}; {advice}")
+
+
+def _no_master(pool: SentinelConnectionPool) -> str:
+    """Why the Sentinels named no master, asked of each again (they fail fast): none answers,
+    they do not monitor the service (naming those they do), or its master is down. Never
+    redis-py's message, which embeds the repr of every Sentinel client."""
+    service = pool.service_name
+    monitored: set[str] = set()
+    failures: list[str] = []
+    for sentinel in pool.sentinel_manager.sentinels:
+        try:
+            monitored.update(sentinel.sentinel_masters())
+        except redis.RedisError as exc:
+            failures.append(f"{_host_port(sentinel)}: {_hide_passwords(sentinel, str(exc))}")
+    if len(failures) == len(pool.sentinel_manager.sentinels):
+        return (
+            f"no Sentinel answered ({'; '.join(failures)}); check REDIS_SENTINELS (or the "
+            "hosts in REDIS_URL), REDIS_SENTINEL_PASSWORD if they require one, and that the "
+            "Sentinels are running"
+        )
+    if service not in monitored:
+        names = ", ".join(sorted(monitored)) or "none"
+        return (
+            f"the Sentinels do not monitor {service!r} (they monitor: {names}); set "
+            "REDIS_SENTINEL_SERVICE (or the service in REDIS_URL) to one of those"
+        )
+    return (
+        f"the Sentinels know {service!r} but name no master that is up (it is down, or a "
+        "failover is under way); retry in a few seconds, or ask them: "
+        f"`redis-cli -p PORT SENTINEL MASTERS`"
+    )
+
+
+def _host_port(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+
+def _hide_passwords(client: redis.Redis, text: str) -> str:
+    """`text` with the client's password, and the Sentinels' when it follows them, as ****."""
+    pool = client.connection_pool
+    secrets = [pool.connection_kwargs.get("password")]
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        secrets += [s.connection_pool.connection_kwargs.get("password") for s in sentinels]
+    for secret in filter(None, secrets):
+        text = text.replace(str(secret), "****")
+    return text
 
 
 def confirm_replicated(

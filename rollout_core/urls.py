@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 __all__ = ["redact_url", "split_credentials", "url_origin"]
 
-_SECRET_QUERY_KEYS = {"password", "pass", "auth", "token", "key", "secret"}
+_SECRET_QUERY_KEYS = {"password", "pass", "auth", "token", "key", "secret", "sentinel_password"}
 
 
 def redact_url(url: str) -> str:

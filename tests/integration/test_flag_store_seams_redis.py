@@ -6,6 +6,7 @@ retention, the registry and the change channel."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from deployments.ha import start_redis_node
 from deployments.servers import RunningServer, require_binary
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import OutcomeStatus, apply_decisions, run_pass
@@ -156,6 +158,62 @@ def test_a_lost_reply_does_not_turn_the_controllers_change_into_a_concurrent_cha
         _, _, audit_id = client.hget(LAST_WRITE_HASH, name).partition(" ")
         assert outcome.audit_id == audit_id
     via_proxy.close()
+
+
+def test_a_change_recovered_after_a_lost_reply_is_remembered_like_any_applied_change(
+    client: redis.Redis, proxy: ReplyDroppingProxy
+) -> None:
+    RedisFlagStore(client).init("google", AT)
+    # short timeouts: the read-back waits past the write's deadline (its socket timeout)
+    store = RedisFlagStore(connect_short(proxy.port))
+    state = store.read(["google"])["google"]
+    proxy.drop_next_script_reply()
+
+    result = store.apply(promotion(state))
+
+    assert proxy.dropped == 1
+    assert result.recovered and result.applied and result.audit_id, result
+    assert client.get("flags:google:rollout_percent") == "10"
+    # the store's write memory: a failover that loses this change is refused later
+    assert store.last_applied.get("google") == result.audit_id, store.last_applied
+
+
+def test_a_recovered_change_no_replica_acknowledged_is_reported_unconfirmed(
+    tmp_path: Path,
+) -> None:
+    primary = start_redis_node(tmp_path / "primary")
+    replica = start_redis_node(tmp_path / "replica", replica_of=primary.port)
+    try:
+        with reply_dropping_proxy(primary.port) as proxy:
+            store = RedisFlagStore(connect_short(proxy.port), wait_timeout_ms=200)
+            store.init("google", AT)
+            state = store.read(["google"])["google"]
+            os.kill(replica.process.pid, signal.SIGSTOP)  # connected, acknowledges nothing
+            try:
+                proxy.drop_next_script_reply()
+                recovered = store.apply(promotion(state))
+                plain = store.set_percent("google", 50, "ramp", at=AT)  # no loss: WAIT 1
+            finally:
+                os.kill(replica.process.pid, signal.SIGCONT)
+            assert recovered.recovered and recovered.applied, recovered
+            assert plain.applied and plain.unconfirmed
+            assert recovered.unconfirmed, "recovered, never confirmed, reported as confirmed"
+            assert "no replica acknowledged it within 200 ms" in recovered.message
+
+            # with the replica answering, the same recovery is confirmed by WAIT 1
+            store.wait_timeout_ms = 10_000  # generous: a loaded machine acknowledges slowly
+            state = store.read(["google"])["google"]
+            proxy.drop_next_script_reply()
+            again = store.apply(promotion(state, 100))
+        assert again.recovered and again.applied and not again.unconfirmed, again
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def connect_short(port: int) -> redis.Redis:
+    """A client whose write deadline (its socket timeout) is short, so a read-back is quick."""
+    return redis.Redis(port=port, decode_responses=True, socket_timeout=1.0)
 
 
 def test_while_redis_is_gone_after_a_lost_reply_the_outcome_is_unknown(

@@ -1,6 +1,6 @@
 """ROLLOUT_WRITE_MEMORY: a controller run remembers, in Prefect's database, the change it
-applied, so a later run (a new process, any worker) refuses a Redis that lost it (a Sentinel
-failover before a replica had it) instead of deciding on the older state."""
+applied, so a later run (a new process, any worker) refuses to promote on a Redis that lost it
+(a Sentinel failover before a replica had it) instead of deciding on the older state."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def write_memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     Variable.unset(MEMORY_VARIABLE)
 
 
-def test_a_later_run_refuses_a_redis_that_lost_the_change_an_earlier_run_applied(
+def test_a_later_run_holds_promotions_on_a_redis_that_lost_the_change_an_earlier_run_applied(
     flags: redis.Redis, tmp_path: Path, write_memory: None, controller_env: dict[str, str]
 ) -> None:
     config = write_config(tmp_path, {"twice": None})
@@ -54,10 +54,12 @@ def test_a_later_run_refuses_a_redis_that_lost_the_change_an_earlier_run_applied
     flags.hset(LAST_WRITE_HASH, "twice", "an-older-write 1-0")
     second = run(config)
     refused = outcome_of(second, "twice")
-    assert second.is_failed() and not refused.applied
-    assert "Redis lost that write" in str(refused.error)
-    assert str(promoted.audit_id) in str(refused.error)
-    assert flag_keys(flags, "twice")["rollout_percent"] == "0"  # nothing decided, nothing written
+    assert second.is_completed() and not refused.applied, second.message
+    # the promotion holds (a breach would still be rolled back), naming the lost write
+    assert refused.decision.guard == "history", refused.summary
+    assert "Redis lost that write" in refused.decision.reason
+    assert str(promoted.audit_id) in refused.decision.reason
+    assert flag_keys(flags, "twice")["rollout_percent"] == "0"  # not promoted, nothing written
 
     # the operator looks at the audit and sets the percent again: a newer write
     operator = RedisFlagStore(connect(controller_env["REDIS_URL"]))

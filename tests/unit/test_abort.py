@@ -24,7 +24,7 @@ from rollout_core.abort import (
 from rollout_core.config import FeatureSpec, parse_config
 from rollout_core.controller import apply_decisions, check_all_guards, evaluate_all
 from rollout_core.errors import ConfigError
-from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
+from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.model import Action, SloReading, SloSnapshot
 from rollout_sdk.keys import ABORT_EPISODES_HASH
 
@@ -130,6 +130,24 @@ def test_a_firing_listed_alert_rolls_back_to_the_safe_step_even_with_healthy_slo
     [(_, entry)] = client.xrange(AUDIT_STREAM)
     assert "alert:GmailErrorRateFast firing since 2026-11-30T05:59:30Z" in entry["reason"]
     assert 'severity="page"' in entry["reason"] and "value 0.08" in entry["reason"]
+
+
+def test_the_abort_rolls_back_a_feature_whose_last_write_a_failover_lost(
+    store: RedisFlagStore, client: fakeredis.FakeRedis
+) -> None:
+    seed(client)
+    promoted = store.set_percent("google", 100, "ramp", at=NOW - timedelta(minutes=5))
+    assert promoted.applied and store.last_applied["google"] == promoted.audit_id
+    # the new master never got that promotion: it holds 50% and an older last write
+    client.set("flags:google:rollout_percent", "50")
+    client.hset(LAST_WRITE_HASH, "google", "an-older-write 1-0")
+
+    outcome = abort_pass(store, alert(), HEALTHY)
+
+    assert outcome.applied and outcome.decision.action is Action.ROLLBACK, outcome.summary
+    assert client.get("flags:google:rollout_percent") == "10"
+    [history] = [g for g in outcome.decision.guards if g.name == "history"]
+    assert not history.blocks and "Redis lost that write" in history.message
 
 
 def test_the_abort_is_not_delayed_by_dwell_cooldown_or_freeze(

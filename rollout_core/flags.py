@@ -197,7 +197,7 @@ def parse_flag_state(feature: str, raw: Mapping[str, str | None]) -> FlagState:
         try:
             return parse(unit_key(feature, field), text)
         except InvalidFlagValue as error:
-            problems.append(str(error))
+            problems.append(f"{error}; fix or delete the key")
             return default
 
     def strict(field: str, parse: Callable[[str, str], Any], default: Any) -> Any:

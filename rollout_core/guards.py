@@ -154,8 +154,8 @@ def history_guard(
         return _HISTORY_PARSES
     problems = "; ".join(state.problems)
     if decision.action is not Action.PROMOTE:
-        return GuardResult("history", False, f"warning: {problems}; fix the key(s)")
-    message = f"history: {problems}; no promotion until the key is fixed or deleted"
+        return GuardResult("history", False, f"warning: {problems}")
+    message = f"history: {problems}; no promotion until that is resolved"
     return GuardResult("history", True, message)
 
 

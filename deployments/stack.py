@@ -14,6 +14,7 @@ The Prefect server and worker helpers here are also what the end-to-end tests st
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -55,15 +56,20 @@ __all__ = [
     "Component",
     "ServerFailedToStart",
     "StackState",
+    "StoppedComponent",
     "UpResult",
     "alive",
     "down",
     "inject",
     "prefect_client",
     "read_state",
+    "replace_worker",
     "resolve_stack_dir",
+    "signal_component",
+    "start_component",
     "start_prefect_server",
     "start_worker",
+    "stop_component",
     "stop_group",
     "stop_process_group",
     "up",
@@ -713,3 +719,125 @@ def inject(
         body["regions"] = regions
     result: dict[str, Any] = _post_json(f"{sample.url}/inject", body)
     return result
+
+
+# --- one component at a time (the fault soak stops, freezes and restarts them) ---------------
+
+
+@dataclass(frozen=True)
+class StoppedComponent:
+    """A component stopped by stop_component, with what starting it again needs."""
+
+    component: Component
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+def _named(state: StackState, name: str) -> Component:
+    found = [c for c in state.components if c.name == name]
+    if not found:
+        known = ", ".join(c.name for c in state.components)
+        raise RuntimeError(f"the stack in {state.directory} has no {name!r}; it has {known}")
+    return found[-1]
+
+
+def _record(directory: Path, remove: Component | None, add: Component | None) -> StackState:
+    """stack.json with `remove` taken out and `add` put in (so `down` stops what runs)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    components = [c for c in state.components if c != remove]
+    components += [add] if add is not None else []
+    updated = StackState(
+        state.directory, components, state.env, state.urls, state.up_seconds, state.deployments
+    )
+    (directory / STATE_FILE).write_text(updated.to_json(), encoding="utf-8")
+    return updated
+
+
+def stop_component(
+    directory: Path, name: str, first: signal.Signals | None = None
+) -> StoppedComponent:
+    """Stop the component `name` (its process group, with its own stop signal unless `first`
+    is given, e.g. SIGKILL), keeping its command line, environment and folder to start it
+    again with start_component; stack.json keeps it until then (`down` skips the dead)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    component = _named(state, name)
+    process = _process(component.pid)
+    if process is None or not component.is_alive():
+        raise RuntimeError(f"{name} (pid {component.pid}) is not running; see {component.log}")
+    stopped = StoppedComponent(component, process.cmdline(), process.environ(), process.cwd())
+    stop_group(component.pid, first or signal.Signals[component.stop_signal])
+    return stopped
+
+
+def signal_component(directory: Path, name: str, sig: signal.Signals) -> None:
+    """Send `sig` to the component's process group (SIGSTOP freezes a server, SIGCONT thaws)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    os.killpg(_named(state, name).pid, sig)
+
+
+def start_component(directory: Path, stopped: StoppedComponent, timeout: float = 60) -> Component:
+    """Start a stopped component again: the same command line, environment, folder, port and
+    data (Prometheus keeps its TSDB), ready when its URL answers `/-/ready` (or, for a server
+    without one, when its port accepts); stack.json then records the new process."""
+    old = stopped.component
+    url = old.url.rstrip("/")
+    port = int(url.rpartition(":")[2].partition("/")[0]) if url.count(":") >= 2 else 0
+    probe = wait_for_http(f"{url}/-/ready") if url.startswith("http") else _accepts(port)
+    log_dir = Path(old.log).parent
+    log_path = log_dir / f"{old.name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            stopped.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=stopped.env,
+            cwd=stopped.cwd,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process, signal.SIGKILL)
+            raise ServerFailedToStart(f"{old.name} did not start again; see {log_path}")
+        time.sleep(0.05)
+    fresh = Component(
+        old.name, process.pid, start_time(process.pid), old.url, str(log_path), old.stop_signal
+    )
+    _record(directory, old, fresh)
+    return fresh
+
+
+def _accepts(port: int) -> Callable[[], bool]:
+    import socket
+
+    def probe() -> bool:
+        with socket.socket() as connection:
+            connection.settimeout(0.5)
+            return connection.connect_ex(("127.0.0.1", port)) == 0
+
+    return probe
+
+
+def replace_worker(directory: Path, stopped: StoppedComponent, timeout: float = 90) -> Component:
+    """A new worker on the pool in place of a stopped (killed) one, with its environment
+    (what its flow runs inherit), named `worker-<n>`; recorded in stack.json."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    taken = {c.name for c in state.components}
+    name = next(f"worker-{n}" for n in itertools.count(2) if f"worker-{n}" not in taken)
+    home = directory / f"prefect-{name}"
+    server = start_worker(
+        home, state.env["PREFECT_API_URL"], dict(stopped.env), timeout=timeout, name=name
+    )
+    fresh = _component(server, "SIGINT")
+    _record(directory, stopped.component, fresh)
+    return fresh

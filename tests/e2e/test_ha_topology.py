@@ -5,27 +5,30 @@ other worker; a stale run that a dead worker left behind is skipped."""
 
 from __future__ import annotations
 
-import itertools
-import shutil
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
-import psutil
 import pytest
 
 from deployments.ha import fail_over_stack, sentinel_master_port
-from deployments.stack import StackState, down, read_state, stop_group, up
-from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
-from rollout_core.redis_connection import connect
-from tests.integration.traffic import poll
+from deployments.ha_runs import (
+    busy_worker,
+    chain_problems,
+    final,
+    poll,
+    run_state,
+    start_run,
+    state_of,
+    store_of,
+    take_down,
+)
+from deployments.stack import stop_group, up
+from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 
 pytestmark = pytest.mark.e2e
 
-CONTROLLER = "rollout-controller/every-10-minutes"
 LIVE = {"dry_run": False}
 
 
@@ -36,81 +39,14 @@ def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield directory
     finally:
-        down(directory)
-        # PostgreSQL's cluster lives under /tmp when pytest's private folder is out of the
-        # postgres user's reach (deployments/ha.py): remove it with the stack
-        pointer = directory / "postgres" / "cluster-path"
-        if pointer.exists():
-            shutil.rmtree(pointer.read_text().strip(), ignore_errors=True)
-
-
-def state_of(directory: Path) -> StackState:
-    state = read_state(directory)
-    assert state is not None
-    return state
-
-
-def store_of(directory: Path) -> RedisFlagStore:
-    return RedisFlagStore(connect(state_of(directory).env["REDIS_URL"]))
-
-
-def start_run(
-    directory: Path, parameters: dict[str, Any], scheduled: datetime | None = None
-) -> UUID:
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.states import Scheduled
-
-    with SyncPrefectClient(state_of(directory).env["PREFECT_API_URL"]) as client:
-        deployment = client.read_deployment_by_name(CONTROLLER)
-        run = client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=parameters,
-            state=Scheduled(scheduled_time=scheduled) if scheduled else None,
-        )
-        return run.id
-
-
-def run_state(directory: Path, run_id: UUID, accept: Any, timeout: float = 120) -> Any:
-    from prefect.client.orchestration import SyncPrefectClient
-
-    with SyncPrefectClient(state_of(directory).env["PREFECT_API_URL"]) as client:
-        run = poll(
-            lambda: client.read_flow_run(run_id),
-            lambda r: r.state is not None and accept(r.state),
-            timeout=timeout,
-            what=f"flow run {run_id}",
-        )
-        return run.state
-
-
-def final(state: Any) -> bool:
-    return bool(state.is_final())
-
-
-def audit_chain(store: RedisFlagStore, feature: str) -> list[dict[str, str]]:
-    entries = store.client.xrange(AUDIT_STREAM)
-    return [
-        fields
-        for _, fields in entries
-        if fields.get("feature") == feature
-        and fields.get("new_percent")
-        and fields.get("dry_run") != "true"
-    ]
+        take_down(directory)  # PostgreSQL's cluster under /tmp too
 
 
 def assert_nothing_lost_or_doubled(store: RedisFlagStore, feature: str) -> None:
     """Each audited change starts where the one before ended, the flag holds the last one's
     percent, and no write id appears twice."""
-    chain = audit_chain(store, feature)
-    ids = [entry["write_id"] for entry in chain if entry.get("write_id")]
-    assert len(ids) == len(set(ids)), chain
-    for before, after in itertools.pairwise(chain):
-        if after.get("action") != "init":
-            assert after["old_percent"] == before["new_percent"], (before, after)
-    percent = store.read([feature])[feature].percent
-    assert float(chain[-1]["new_percent"]) == percent
-    last_write = store.client.hget(LAST_WRITE_HASH, feature)
-    assert last_write is not None and last_write.split(" ")[0] == chain[-1]["write_id"]
+    problems = chain_problems(store, feature)
+    assert not problems, problems
 
 
 def test_a_failover_during_a_rollout_loses_and_doubles_no_audited_write(ha_stack: Path) -> None:
@@ -130,15 +66,6 @@ def test_a_failover_during_a_rollout_loses_and_doubles_no_audited_write(ha_stack
     after = run_state(ha_stack, start_run(ha_stack, LIVE), final)
     assert after.is_completed(), after.message
     assert_nothing_lost_or_doubled(store, "google")
-
-
-def busy_worker(directory: Path) -> Any:
-    """The worker component with a flow run process under it."""
-    for component in state_of(directory).components:
-        alive = component.name.startswith("worker") and component.is_alive()
-        if alive and psutil.Process(component.pid).children(recursive=True):
-            return component
-    return None
 
 
 def test_a_killed_worker_leaves_a_crashed_run_and_the_next_run_completes_on_the_other(

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import random
 import shutil
 import signal
@@ -54,8 +55,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from deployments.ha import fail_over_stack
-from deployments.ha_runs import busy_worker, start_run, state_of, take_down
+from deployments.ha_runs import CONTROLLER, busy_worker, state_of, take_down
 from deployments.stack import (
     StoppedComponent,
     inject,
@@ -115,10 +118,12 @@ CLEAR_HEALTHY = MAX_ERROR_RATE / 2
 # a tick waits this long for its run to be final (a mid-run kill: the zombie automation marks
 # it Crashed after 45-75 s); a run still going after it may cancel the next (CANCEL_NEW)
 RUN_CAP_SECONDS = 150.0
+CANCELLED_PAUSE_SECONDS = 5.0
 MID_RUN_KILL_SHARE = 0.25  # of worker kills; about 11 in 1,000 ticks at a 30% fault rate
 PROMETHEUS_HANG_SHARE = 0.2  # of Prometheus outages: SIGSTOP (hang) rather than SIGTERM
 FAILOVER_IN_FLIGHT_SHARE = 0.5
 RUNNING_STATES = ("Running",)
+FINAL_STATES = ("Completed", "Failed", "Crashed", "Cancelled", "Skipped")
 
 
 @dataclass
@@ -142,8 +147,10 @@ class Tick:
     run_id: str = ""
     state: str = "not created"
     message: str = ""
-    created_ms: int = 0
-    ended_ms: int = 0
+    began_ms: int = 0  # the tick (traffic, operator, the soak's reads, the fault) began
+    created_ms: int = 0  # the run was created
+    ended_ms: int = 0  # the run was seen final
+    done_ms: int = 0  # the tick's repairs and reads are done
     before: Observation = field(default_factory=Observation)
     after: Observation = field(default_factory=Observation)
     raced: bool = False
@@ -191,6 +198,7 @@ class Soak:
     config_path: Path | None = None
     store: RedisFlagStore | None = None
     client: Any = None  # Prefect's SyncPrefectClient, open while the ticks run
+    deployment_id: Any = None
     prometheus: str = ""
     pushgateway: str = ""
 
@@ -244,37 +252,51 @@ class Soak:
 
         with SyncPrefectClient(state_of(self.stack).env["PREFECT_API_URL"]) as client:
             self.client = client
-            for index in range(self.runs):
-                last = index == self.runs - 1
-                self.tick(index, last)
-                if (index + 1) % 50 == 0 or last:
-                    states = Counter(t.state for t in self.ticks)
-                    self.log(
-                        f"  {index + 1} ticks in {time.perf_counter() - self.began:.0f} s, "
-                        f"{sum(self.injected.values())} faults, runs {dict(states)}"
-                    )
+            self.deployment_id = client.read_deployment_by_name(CONTROLLER).id
+            try:
+                for index in range(self.runs):
+                    last = index == self.runs - 1
+                    self.tick(index, last)
+                    if (index + 1) % 50 == 0 or last:
+                        states = Counter(t.state for t in self.ticks)
+                        self.log(
+                            f"  {index + 1} ticks in {time.perf_counter() - self.began:.0f} s, "
+                            f"{sum(self.injected.values())} faults, runs {dict(states)}"
+                        )
+            finally:
+                self.refresh_states()
+
+    def refresh_states(self) -> None:
+        """Runs still going when their tick gave up on them: their state now."""
+        for tick in self.ticks:
+            if tick.run_id and tick.state not in FINAL_STATES:
+                with contextlib.suppress(Exception):
+                    state = self.client.read_flow_run(tick.run_id).state
+                    tick.state, tick.message = state.name, str(state.message or "")
 
     def tick(self, index: int, last: bool) -> None:
+        began = _now_ms()
         self.traffic_step(index)
         self.operator_step()
         fault, variant = ("", "") if last else self.pick_fault(index)
         if last:
             self.end_prometheus_outage()
-        tick = Tick(index, [fault] if fault else [], self.breaching)
+        tick = Tick(index, [fault] if fault else [], self.breaching, began_ms=began)
         self.ticks.append(tick)
         tick.before = self.observe()
         during = self.before_run(tick, fault, variant)
         tick.created_ms = _now_ms()
-        run_id = start_run(
-            self.stack,
-            {"dry_run": False, "config_path": str(self.config_path)},
-            client=self.client,
+        run = self.client.create_flow_run_from_deployment(
+            self.deployment_id, parameters={"dry_run": False, "config_path": str(self.config_path)}
         )
+        run_id = run.id
         tick.run_id = str(run_id)
         state = self.wait(run_id, during)
         tick.ended_ms = _now_ms()
         tick.state = state.name if state is not None else "Running"
         tick.message = str(state.message or "") if state is not None else ""
+        if tick.state == "Cancelled":  # the slot is taken: the next tick comes a moment later
+            time.sleep(CANCELLED_PAUSE_SECONDS)
         self.after_run(tick, fault)
         tick.after = self.observe()
         self.read_audit()
@@ -283,6 +305,7 @@ class Soak:
             for pending in self.pending_survival:
                 self.survived[pending] += 1
             self.pending_survival.clear()
+        tick.done_ms = _now_ms()
 
     def wait(self, run_id: Any, on_running: Callable[[], None] | None) -> Any:
         """Poll the run until it is final (or RUN_CAP_SECONDS); `on_running` fires once, the
@@ -437,10 +460,17 @@ class Soak:
         if worker is None:
             tick.notes.append("no busy worker found: nothing killed")
             return
+        runs = psutil.Process(worker.pid).children(recursive=True)
         stopped = stop_component(self.stack, worker.name, signal.SIGKILL)
+        # Prefect starts each flow run process in its own session: the worker's group kill
+        # leaves it running; a host that dies takes it along, so it is killed too
+        survivors = [p for p in runs if _running(p)]
+        for process in survivors:
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(process.pid), signal.SIGKILL)
         tick.killed_ms = _now_ms()
         self.mid_run_kills += 1
-        tick.notes.append(f"killed busy {worker.name} mid-run")
+        tick.notes.append(f"killed busy {worker.name} and its {len(survivors)} run process(es)")
         self.replacing = threading.Thread(target=self.replace, args=(tick, stopped), daemon=True)
         self.replacing.start()
 
@@ -565,6 +595,13 @@ class Soak:
         for entry_id, fields in entries:
             self.seen[str(entry_id)] = dict(fields)
             self.last_seen = f"({entry_id}"
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _now_ms() -> int:
@@ -745,6 +782,10 @@ def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> int:
     )
 
 
+def _median(values: Sequence[int]) -> float:
+    return float(values[len(values) // 2]) if values else 0.0
+
+
 def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
     ran = len(soak.ticks)
     lines = [
@@ -774,6 +815,11 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         1 for f in soak.seen.values()
         if f.get("by") == "controller" and f.get("dry_run") != "true" and _is_abort(f)
     )  # fmt: skip
+    own = sorted(
+        (t.done_ms - t.began_ms) - (t.ended_ms - t.created_ms) for t in soak.ticks if t.done_ms
+    )
+    runs = sorted(t.ended_ms - t.created_ms for t in soak.ticks if t.done_ms)
+    zombies = sum(1 for t in soak.ticks if t.state == "Crashed" and "no heartbeat" in t.message)
     judged = Counter(t.before.evidence for t in soak.ticks if t.before.evidence == t.after.evidence)
     ok = sum(1 for t in soak.ticks if t.state == "Completed")
     unconfirmed_runs = sum(1 for t in soak.ticks if "applied but unconfirmed" in t.message)
@@ -787,8 +833,11 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"{controller.get('rollback', 0)} rollbacks ({aborts} of them by the fast abort)",
         f"ticks judged by the soak (same evidence before and after the run): "
         f"{judged.get('healthy', 0)} healthy, {judged.get('breach', 0)} breach",
+        f"median run (created to final): {_median(runs) / 1000:.1f} s; median soak time around "
+        f"it (traffic, reads, faults, repairs): {_median(own) / 1000:.1f} s",
         f"availability (ticks with a Completed run): {ok}/{ran} = {ok / max(ran, 1):.1%}",
-        f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills}; "
+        f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills} "
+        f"({zombies} runs Crashed by the zombie automation); "
         f"Prometheus hangs: {soak.prometheus_hangs}",
         f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
         f"{counter}, operator writes {by_operator}; "

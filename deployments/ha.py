@@ -206,9 +206,10 @@ def start_sentinel(data_dir: Path, master_port: int, port: int | None = None) ->
 
 
 def create_zombie_automation(api_url: str) -> None:
-    """Prefect's documented zombie-run automation: a flow run whose heartbeats stop (its
-    worker and process were killed) is set Crashed, which frees its deployment concurrency
-    slot; the next scheduled run then proceeds on another worker. Idempotent by name."""
+    """Prefect's documented zombie-run automation, also armed by the Pending and Running
+    states: a flow run whose heartbeats stop, or never start (its worker and process were
+    killed), is set Crashed, which frees its deployment concurrency slot; the next scheduled
+    run then proceeds on another worker. Idempotent by name."""
     from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -220,8 +221,16 @@ def create_zombie_automation(api_url: str) -> None:
         Automation(
             name=ZOMBIE_AUTOMATION,
             trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"},
+                # Pending and Running too: a run whose worker dies before its first heartbeat
+                # reaches the API would otherwise hold its concurrency slot for ever
+                after={
+                    "prefect.flow-run.Pending",
+                    "prefect.flow-run.Running",
+                    "prefect.flow-run.heartbeat",
+                },
                 expect={
+                    "prefect.flow-run.Pending",
+                    "prefect.flow-run.Running",
                     "prefect.flow-run.heartbeat",
                     "prefect.flow-run.Completed",
                     "prefect.flow-run.Failed",

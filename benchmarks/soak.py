@@ -284,14 +284,21 @@ class Soak:
         tick = Tick(index, [fault] if fault else [], self.breaching, began_ms=began)
         self.ticks.append(tick)
         tick.before = self.observe()
-        during = self.before_run(tick, fault, variant)
+        try:
+            during = self.before_run(tick, fault, variant)
+        except Exception as error:  # in the table's notes; the soak goes on
+            tick.notes.append(f"fault failed: {type(error).__name__}: {error}")
+            during = None
         tick.created_ms = _now_ms()
         run = self.client.create_flow_run_from_deployment(
             self.deployment_id, parameters={"dry_run": False, "config_path": str(self.config_path)}
         )
         run_id = run.id
         tick.run_id = str(run_id)
-        state = self.wait(run_id, during)
+        state, pending = self.wait(run_id, during)
+        if pending is not None:  # the run ended before it was seen Running: the fault now
+            tick.notes.append("the run ended before the fault could land in flight")
+            pending()
         tick.ended_ms = _now_ms()
         tick.state = state.name if state is not None else "Running"
         tick.message = str(state.message or "") if state is not None else ""
@@ -307,21 +314,23 @@ class Soak:
             self.pending_survival.clear()
         tick.done_ms = _now_ms()
 
-    def wait(self, run_id: Any, on_running: Callable[[], None] | None) -> Any:
+    def wait(
+        self, run_id: Any, on_running: Callable[[], None] | None
+    ) -> tuple[Any, Callable[[], None] | None]:
         """Poll the run until it is final (or RUN_CAP_SECONDS); `on_running` fires once, the
-        first time the run is seen Running."""
+        first time the run is seen Running. (The last state, `on_running` if it never fired.)"""
         deadline = time.monotonic() + RUN_CAP_SECONDS
         state = None
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):  # the API busy for a moment: poll again
                 state = self.client.read_flow_run(run_id).state
             if state is not None and state.is_final():
-                return state
+                break
             if on_running is not None and state is not None and state.name in RUNNING_STATES:
                 on_running()
                 on_running = None
             time.sleep(0.2)
-        return state
+        return state, on_running
 
     # --- traffic and the operator between ticks --------------------------------------------
 
@@ -458,7 +467,8 @@ class Soak:
             time.sleep(0.05)
             worker = busy_worker(self.stack)
         if worker is None:
-            tick.notes.append("no busy worker found: nothing killed")
+            tick.notes.append("no busy worker found: the idle one killed")
+            self.kill_idle_worker(tick)
             return
         runs = psutil.Process(worker.pid).children(recursive=True)
         stopped = stop_component(self.stack, worker.name, signal.SIGKILL)
@@ -495,28 +505,42 @@ class Soak:
             tick.notes.append(f"replacement worker failed: {error}")
 
     def after_run(self, tick: Tick, fault: str) -> None:
-        """The operator's side after the run: thaw, restart, repair."""
+        """The operator's side after the run: thaw, restart, repair (a step that fails is in
+        the table's notes, and the soak goes on)."""
         for thread in self.threads:
             thread.join(60)
         self.threads.clear()
         if self.replacing is not None:
             self.replacing.join(120)
             self.replacing = None
+        steps: list[Callable[[], None]] = []
         if "hang" in tick.notes:
-            signal_component(self.stack, "prometheus", signal.SIGCONT)
+            steps.append(lambda: signal_component(self.stack, "prometheus", signal.SIGCONT))
+        if self.stopped_pushgateway is not None:
+            steps.append(self.restart_pushgateway)
+        if self.prometheus_down is not None and tick.index >= self.prometheus_back_after:
+            steps.append(self.end_prometheus_outage)
+        if fault == "corrupt_value":
+            steps.append(self.repair)
+        for step in steps:
+            try:
+                step()
+            except Exception as error:
+                tick.notes.append(f"repair failed: {type(error).__name__}: {error}")
+
+    def restart_pushgateway(self) -> None:
         if self.stopped_pushgateway is not None:
             start_component(self.stack, self.stopped_pushgateway)
             self.stopped_pushgateway = None
-        if self.prometheus_down is not None and tick.index >= self.prometheus_back_after:
-            self.end_prometheus_outage()
-        if fault == "corrupt_value":
-            previous = float(self.corrupted_from) if self.corrupted_from else 0.0
-            self.operator(
-                "repair",
-                lambda at: self.redis.set_percent(
-                    FEATURE, previous, "soak: repair a corrupt value", "operator", at=at
-                ),
-            )
+
+    def repair(self) -> None:
+        previous = float(self.corrupted_from) if self.corrupted_from else 0.0
+        self.operator(
+            "repair",
+            lambda at: self.redis.set_percent(
+                FEATURE, previous, "soak: repair a corrupt value", "operator", at=at
+            ),
+        )
 
     def end_prometheus_outage(self) -> None:
         if self.prometheus_down is not None:
@@ -833,8 +857,9 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"{controller.get('rollback', 0)} rollbacks ({aborts} of them by the fast abort)",
         f"ticks judged by the soak (same evidence before and after the run): "
         f"{judged.get('healthy', 0)} healthy, {judged.get('breach', 0)} breach",
-        f"median run (created to final): {_median(runs) / 1000:.1f} s; median soak time around "
-        f"it (traffic, reads, faults, repairs): {_median(own) / 1000:.1f} s",
+        f"median run (created to final): {_median(runs) / 1000:.1f} s; the soak's own time "
+        f"around it (traffic, reads, faults, repairs): median {_median(own):.0f} ms, "
+        f"total {sum(own) / 1000:.0f} s",
         f"availability (ticks with a Completed run): {ok}/{ran} = {ok / max(ran, 1):.1%}",
         f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills} "
         f"({zombies} runs Crashed by the zombie automation); "
@@ -843,9 +868,11 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"{counter}, operator writes {by_operator}; "
         f"features refused after a lost write: {soak.lost_refusals}",
     ]
-    failed_faults = [f"tick {t.index}: {n}" for t in soak.ticks for n in t.notes if "failed" in n]
+    failed_faults = [
+        f"tick {t.index}: {n}" for t in soak.ticks for n in t.notes if "failed" in n or "ended" in n
+    ]
     if failed_faults:
-        lines += ["", "faults that could not be injected:", *failed_faults[:10]]
+        lines += ["", "faults or repairs that did not go as planned:", *failed_faults[:20]]
     return "\n".join(lines)
 
 

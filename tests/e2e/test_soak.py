@@ -39,5 +39,7 @@ def test_eighteen_runs_under_every_fault_kind_break_no_invariant() -> None:
     # the run under a corrupt value and the run without Prometheus fail, and only they may
     assert states[6] == "Failed" and states[8] == "Failed", text
     assert states.count("Completed") >= 12, text
-    actions = {entry.get("action") for entry in state.seen.values() if entry.get("by") == "controller"}
+    actions = {
+        entry.get("action") for entry in state.seen.values() if entry.get("by") == "controller"
+    }
     assert {"promote", "rollback"} <= actions, text

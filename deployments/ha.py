@@ -146,12 +146,14 @@ def _reachable_by_postgres(data_dir: Path) -> Path:
 def start_redis_node(
     data_dir: Path, port: int | None = None, replica_of: int | None = None
 ) -> RunningServer:
-    """redis-server on 127.0.0.1 without persistence, a replica of 127.0.0.1:`replica_of` when
-    given. A replica reads only after its first sync, so readiness waits for the link."""
+    """redis-server on 127.0.0.1 with an append-only file in `data_dir` (fsync every second:
+    a restart keeps the flags and the audit), a replica of 127.0.0.1:`replica_of` when given.
+    A replica reads only after its first sync, so readiness waits for the link."""
     binary = require_binary("redis-server")
     port = port or free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)]
-    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+    argv += ["--daemonize", "no", "--logfile", ""]
     # a full sync starts at once (the default waits 5 s for more replicas to join)
     argv += ["--repl-diskless-sync-delay", "0"]
     if replica_of is not None:

@@ -6,7 +6,6 @@ worker running it, and read a feature's audited chain of changes back out of Red
 from __future__ import annotations
 
 import itertools
-import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -51,12 +50,9 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what:
 
 
 def take_down(directory: Path) -> None:
-    """`down()`, and remove PostgreSQL's cluster when it lives under /tmp (a parent of
+    """`down()`, which also removes PostgreSQL's cluster when it lives under /tmp (a parent of
     `directory` is out of the postgres user's reach: deployments/ha.py)."""
     down(directory)
-    pointer = directory / "postgres" / "cluster-path"
-    if pointer.exists():
-        shutil.rmtree(pointer.read_text().strip(), ignore_errors=True)
 
 
 def state_of(directory: Path) -> StackState:

@@ -221,7 +221,11 @@ def status(
             text = json.dumps(stack_json(where, None)) if as_json else f"No stack is up in {where}."
             return Outcome(text)
         dead = state.dead()
-        notes = ("run `rollout stack up`: it restarts a stack that is partly down",) if dead else ()
+        restart = (
+            "run `rollout stack up`: it starts again only dead workers, Redis servers and "
+            "Sentinels, else the whole stack (Redis keeps its data either way)"
+        )
+        notes = (restart,) if dead else ()
         code = EXIT_FAILURE if dead else 0
         if as_json:
             return Outcome(json.dumps(stack_json(where, state), indent=2), code, notes)

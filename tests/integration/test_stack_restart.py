@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from deployments.ha import SENTINEL_SERVICE, sentinel_master_port, start_redis_ha
+from deployments.ha import SENTINEL_SERVICE, fail_over_stack, sentinel_master_port, start_redis_ha
 from deployments.servers import RunningServer, start_redis
 from deployments.stack import (
     STATE_FILE,
     Component,
     StackState,
     _component,
+    _last_master_dir,
+    _swap,
     down,
     read_state,
     start_time,
@@ -148,3 +150,45 @@ def test_the_stacks_redis_stopped_and_started_again_in_its_folders_keeps_its_dat
         assert store.read(["google"])["google"].percent == 50
     finally:
         again.stop()
+
+
+def test_a_whole_restart_after_a_failover_starts_the_last_master_as_primary_with_its_writes(
+    tmp_path: Path, other_component: Component
+) -> None:
+    """What `up` does when a component it cannot restart alone died: find the folder of the
+    master the Sentinels last named, stop everything, give that folder the primary's name,
+    start the Redis servers again."""
+    ha = start_redis_ha(tmp_path / "redis")
+    record(
+        tmp_path,
+        ha.servers(),
+        other_component,
+        REDIS_URL=ha.url,
+        REDIS_SENTINELS=ha.sentinel_hosts,
+        REDIS_SENTINEL_SERVICE=SENTINEL_SERVICE,
+    )
+    again = None
+    try:
+        store = RedisFlagStore(connect(ha.url), wait_timeout_ms=100)
+        store.init("google", T0)
+        assert store.set_percent("google", 10, "ramp", at=T0).applied
+        old, _ = fail_over_stack(tmp_path)  # the replica's folder now holds the master
+        state = read_state(tmp_path)
+        assert state is not None
+        [restarted] = [c for c in state.components if c.url == f"redis://127.0.0.1:{old}/0"]
+        stop_group(restarted.pid, signal.SIGKILL)  # the old primary, now a replica, dies too
+        assert store.set_percent("google", 50, "ramp on the new master", at=T0).applied
+        entries = store.client.xlen(AUDIT_STREAM)
+
+        assert _last_master_dir(state) == "redis-replica"
+        down(tmp_path, remove_outside_cluster=False)
+        _swap(tmp_path / "redis" / "redis-primary", tmp_path / "redis" / "redis-replica")
+        again = start_redis_ha(tmp_path / "redis")
+
+        after = RedisFlagStore(connect(again.url))
+        assert after.read(["google"])["google"].percent == 50
+        assert after.client.xlen(AUDIT_STREAM) == entries
+    finally:
+        if again is not None:
+            again.stop()
+        down(tmp_path)

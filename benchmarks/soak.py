@@ -1,61 +1,83 @@
-"""Fault soak on the HA Redis topology: many controller passes, random faults, invariants.
+"""Fault soak on the real HA stack: many controller flow runs, random real faults, invariants.
 
-    .venv/bin/python benchmarks/soak.py --runs 1000 [--seed 7] [--features 3]
+    .venv/bin/python benchmarks/soak.py --runs 1000 [--seed 7] [--fault-rate 0.3]
 
-Starts Redis as a primary, a replica and three Sentinels, and a Pushgateway, on loopback.
-Each tick is one controller pass (the flow's own steps: fetch, read, decide, guard, apply,
-count) with the schedule compressed: tick t is `T0 + t x 10 min`, so dwell and cooldown
-work as in production. Traffic alternates between healthy and breaching stretches per
-feature. Between ticks, and between a pass' read and its write, faults are injected at
-random:
+Brings up `rollout stack up --topology ha` on free loopback ports (PostgreSQL + Prefect server,
+two process workers, Redis primary + replica + three Sentinels, Prometheus scraping the
+sample service, Pushgateway, Alertmanager, the alert bridge) and takes it down at the end,
+whatever happens. Each tick is one real run of `rollout-controller/every-10-minutes` (live,
+on the soak's own rollouts.yaml in the stack folder: a 30 s window, dwell 3 s, cooldown 6 s),
+executed by a worker and waited to a final state; the next tick is created when it is final
+(the schedule compressed). Traffic is the stack's sample service, a closed loop on the flag:
+healthy and breaching stretches are injected into the feature's code path. Before a run, or
+while it is in flight, a real fault at random:
 
-- kill the Redis primary (SIGKILL): Sentinel fails over; the old primary returns as replica;
-- stop / start the Pushgateway (a real process), Prometheus (its answers: connection refused
-  from the source's HTTP client), or the worker (the tick's run never happens: Crashed);
-- an operator's `rollout set` or pause lands between a pass' read and its write;
-- a corrupt value in a flag key (then put back as it was).
+- redis_failover: SIGKILL the Redis primary; Sentinel promotes the replica; the old primary
+  comes back as its replica (before the run, or while it runs);
+- prometheus_outage: stop Prometheus (SIGTERM) for one or two ticks, then start it on the same
+  port and TSDB; or freeze it (SIGSTOP: a server that hangs) and thaw it after the run;
+- pushgateway_restart: stop the Pushgateway for the run, start it again after;
+- worker_killed: SIGKILL a worker's process group, usually the idle one; sometimes the busy
+  one mid-run (its run ends Crashed by the zombie automation); a replacement worker starts;
+- concurrent_set / concurrent_pause: an operator's `rollout set` / pause from a thread, a
+  random 0-2 s after the run turns Running (racing its read and write);
+- corrupt_value: a corrupt rollout_percent before the run, repaired by the operator's
+  `rollout set` after it.
 
-Then the whole history is checked: audit vs Redis (none lost, none duplicated), promotions
-only on healthy evidence, every breach rolled back by the next successful pass, nothing
-moved while paused, telemetry totals equal the audit's counts. Prints one table.
+Then the whole history is checked (Redis' audit stream, what the soak saw after each tick,
+the SLO evidence the soak read from the same Prometheus before and after each run, the
+decisions' recorded inputs, the telemetry totals) and one table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import dataclasses
 import itertools
+import json
+import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+import traceback
+import urllib.parse
+import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-import requests
+import psutil
 
-from deployments.ha import RedisHA, start_redis_ha
-from deployments.servers import RunningServer, start_pushgateway
-from rollout_core.config import FeatureSpec, load_config
-from rollout_core.controller import FeatureOutcome, run_pass, run_status
+from deployments.ha import fail_over_stack
+from deployments.ha_runs import CONTROLLER, busy_worker, state_of, take_down
+from deployments.stack import (
+    StoppedComponent,
+    inject,
+    replace_worker,
+    signal_component,
+    start_component,
+    stop_component,
+    up,
+)
 from rollout_core.errors import RolloutError
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
-from rollout_core.model import Action, FlagState
-from rollout_core.ports import ApplyResult, FlagChange
 from rollout_core.redis_connection import connect
-from rollout_core.slo import Answer, PrometheusSource
-from rollout_core.telemetry import CHANGES_KEY, PushgatewayTelemetry
+from rollout_core.telemetry import CHANGES_KEY, UNCONFIRMED_KEY, totals_from_exposition
 from rollout_sdk.keys import flag_key
 
-T0 = datetime(2026, 6, 1, tzinfo=UTC)
-TICK = timedelta(minutes=10)
+FEATURE = "google"
 SAFE_PERCENT = 10.0
+LADDER = (0.0, 10.0, 50.0, 100.0)
+CORRUPT = "fifty"
 FAULTS = (
     "redis_failover",
     "pushgateway_restart",
@@ -65,443 +87,853 @@ FAULTS = (
     "concurrent_pause",
     "corrupt_value",
 )
-CONFIG = """
+WINDOW = "30s"
+ERRORS = f'sum(increase(action_error_total{{provider="{FEATURE}",action="gmail.send"}}[{WINDOW}]))'
+TOTAL = f'sum(increase(action_exec_total{{provider="{FEATURE}",action="gmail.send"}}[{WINDOW}]))'
+MAX_ERROR_RATE = 0.01
+CONFIG = f"""# the fault soak's controller configuration (benchmarks/soak.py)
 defaults:
   ladder: [0, 10, 50, 100]
-  safe_percent: 10
-  dwell: 15m
-  cooldown: 30m
+  safe_percent: {SAFE_PERCENT:g}
+  dwell: 3s
+  cooldown: 6s
 features:
-{features}
-"""
-FEATURE = """  {name}:
+  {FEATURE}:
     slos:
       - name: error_rate
         ratio:
-          errors: sum(increase(soak_errors_total{{feature="{name}"}}[5m]))
-          total: sum(increase(soak_requests_total{{feature="{name}"}}[5m]))
-        max: 0.01
+          errors: {ERRORS}
+          total: {TOTAL}
+        max: {MAX_ERROR_RATE}
         min_samples: 200
 """
+# the feature's code path while breaching: at the safe 10% the service's whole error rate is
+# still about 5% (the closed loop), far over the 1% limit
+BREACH_ERROR_RATE = 0.5
+HEALTHY_ERROR_RATE = 0.002
+# the soak's own verdict on the evidence: clear either way, or not judged
+JUDGED_SAMPLES = 1000
+CLEAR_BREACH = 3 * MAX_ERROR_RATE
+CLEAR_HEALTHY = MAX_ERROR_RATE / 2
+# a tick waits this long for its run to be final (a mid-run kill: the zombie automation marks
+# it Crashed after 45-75 s); a run still going after it may cancel the next (CANCEL_NEW)
+RUN_CAP_SECONDS = 150.0
+CANCELLED_PAUSE_SECONDS = 5.0
+MID_RUN_KILL_SHARE = 0.25  # of worker kills; about 11 in 1,000 ticks at a 30% fault rate
+PROMETHEUS_HANG_SHARE = 0.2  # of Prometheus outages: SIGSTOP (hang) rather than SIGTERM
+FAILOVER_IN_FLIGHT_SHARE = 0.5
+RUNNING_STATES = ("Running",)
+FINAL_STATES = ("Completed", "Failed", "Crashed", "Cancelled", "Skipped")
 
 
-class Traffic:
-    """Prometheus' answers per tick: each feature healthy or breaching in stretches; while
-    `down`, every query is refused like a stopped Prometheus."""
+@dataclass
+class Observation:
+    """What Redis and Prometheus said just before a run was created, or just after it ended."""
 
-    def __init__(self, features: Sequence[str], rng: random.Random) -> None:
-        self.breaching = dict.fromkeys(features, False)
-        self.rng = rng
-        self.down = False
-
-    def next_tick(self) -> None:
-        for feature in self.breaching:
-            if self.rng.random() < 0.2:  # stretches of about five ticks
-                self.breaching[feature] = not self.breaching[feature]
-
-    def query(self, promql: str, params: Mapping[str, str]) -> Answer:
-        if self.down:
-            raise requests.ConnectionError("[Errno 111] Connection refused (Prometheus stopped)")
-        feature = promql.split('feature="')[1].split('"')[0]
-        value = 2000.0 if "requests" in promql else (120.0 if self.breaching[feature] else 0.0)
-        result = [{"metric": {}, "value": [float(params["time"]), str(value)]}]
-        return Answer(
-            200, {"status": "success", "data": {"resultType": "vector", "result": result}}
-        )
-
-
-class RacingStore:
-    """The real store; when armed, an operator's write lands between the pass' read and its
-    write (what a concurrent `rollout set` / `rollout pause` does)."""
-
-    def __init__(self, store: RedisFlagStore, operator: RedisFlagStore) -> None:
-        self.store, self.operator = store, operator
-        self.race: tuple[str, str, Any] | None = None  # (kind, feature, value)
-        self.raced: list[tuple[str, str]] = []
-
-    def read(self, features: Sequence[str]) -> dict[str, FlagState]:
-        return self.store.read(features)
-
-    def read_each(self, features: Sequence[str]) -> dict[str, FlagState | RolloutError]:
-        states = self.store.read_each(features)
-        if self.race is not None:
-            kind, feature, value = self.race
-            self.race = None
-            with contextlib.suppress(RolloutError):
-                operator_write(self.operator, kind, feature, value, "soak: concurrent operator")
-                self.raced.append((kind, feature))
-        return states
-
-    def apply_many(self, changes: Sequence[FlagChange]) -> list[ApplyResult | RolloutError]:
-        return self.store.apply_many(changes)
-
-    def apply(self, change: FlagChange) -> ApplyResult:
-        return self.store.apply(change)
-
-
-def operator_write(store: RedisFlagStore, kind: str, feature: str, value: Any, reason: str) -> Any:
-    at = datetime.now(UTC)
-    if kind == "set":
-        return store.set_percent(feature, value, reason, by="operator", at=at)
-    return store.set_paused(feature, value, reason, by="operator", at=at)
+    read_ms: tuple[int, int] = (0, 0)  # the Redis read's start and end, Unix ms
+    percent: float | None = None  # None: unreadable (Redis failing over) or corrupt
+    raw: str | None = None
+    paused: bool | None = None
+    evidence: str = "unknown"  # healthy | breach | unclear | unknown (Prometheus silent)
+    ratio: float | None = None
+    samples: float | None = None
 
 
 @dataclass
 class Tick:
     index: int
-    at: datetime
-    ran: bool
-    status: str
-    breaching: dict[str, bool]
-    before: dict[str, FlagState | None]
-    outcomes: dict[str, FeatureOutcome] = field(default_factory=dict)
-    raced: set[str] = field(default_factory=set)
-    faults: list[str] = field(default_factory=list)
+    faults: list[str]
+    breaching: bool
+    run_id: str = ""
+    state: str = "not created"
+    message: str = ""
+    began_ms: int = 0  # the tick (traffic, operator, the soak's reads, the fault) began
+    created_ms: int = 0  # the run was created
+    ended_ms: int = 0  # the run was seen final
+    done_ms: int = 0  # the tick's repairs and reads are done
+    before: Observation = field(default_factory=Observation)
+    after: Observation = field(default_factory=Observation)
+    raced: bool = False
+    killed_ms: int = 0  # a mid-run kill: when the busy worker was killed
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OperatorWrite:
+    what: str
+    audit_id: str | None
+    unconfirmed: bool
 
 
 @dataclass
 class Soak:
     directory: Path
     runs: int
-    features: list[str]
     rng: random.Random
     fault_rate: float
-    ha: RedisHA | None = None
-    pushgateway: RunningServer | None = None
+    forced: Mapping[int, str] = field(default_factory=dict)  # tick -> "fault[:variant]"
+    stretch: int = 0  # ticks per healthy / breaching stretch (0: about ten, at random)
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     ticks: list[Tick] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
     survived: Counter[str] = field(default_factory=Counter)
-    acknowledged: dict[str, str] = field(default_factory=dict)  # write id -> feature (confirmed)
-    unconfirmed: int = 0
+    pending_survival: list[str] = field(default_factory=list)
+    operator_writes: list[OperatorWrite] = field(default_factory=list)
+    seen: dict[str, dict[str, str]] = field(default_factory=dict)  # audit id -> fields
+    last_seen: str = "-"
+    failovers: int = 0
+    mid_run_kills: int = 0
+    prometheus_hangs: int = 0
     lost_refusals: int = 0
-    pending_survival: list[tuple[str, int]] = field(default_factory=list)
-    corrupted: tuple[str, str | None] = ("", None)
-    extra_ok_run: int = 0
+    interrupted: str = ""
+    began: float = field(default_factory=time.perf_counter)
+    up_seconds: float = 0.0
+    breaching: bool = False
+    prometheus_down: StoppedComponent | None = None
+    prometheus_back_after: int = -1
+    stopped_pushgateway: StoppedComponent | None = None
+    corrupted_from: str | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+    replacing: threading.Thread | None = None
+    config_path: Path | None = None
+    store: RedisFlagStore | None = None
+    client: Any = None  # Prefect's SyncPrefectClient, open while the ticks run
+    deployment_id: Any = None
+    prometheus: str = ""
+    pushgateway: str = ""
+
+    # --- the stack ----------------------------------------------------------------------
+
+    @property
+    def redis(self) -> RedisFlagStore:
+        if self.store is None:
+            raise RuntimeError("the soak's stack is not up")
+        return self.store
+
+    @property
+    def stack(self) -> Path:
+        return self.directory / "stack"
 
     def start(self) -> None:
-        self.ha = start_redis_ha(self.directory / "redis")
-        self.pushgateway = start_pushgateway(self.directory / "pushgateway")
+        began = time.perf_counter()
+        self.log("soak: bringing up the HA stack")
+        up(self.stack, usual_ports=False, ui=False, topology="ha", log=self.log)
+        self.up_seconds = time.perf_counter() - began
+        self.config_path = self.stack / "soak-rollouts.yaml"
+        self.config_path.write_text(CONFIG, encoding="utf-8")
+        env = state_of(self.stack).env
+        self.store = RedisFlagStore(connect(env["REDIS_URL"]))
+        self.prometheus = env["PROMETHEUS_BASE_URL"]
+        self.pushgateway = env["PUSHGATEWAY_URL"]
+        at = datetime.now(UTC)
+        self.redis.init(FEATURE, at, by="operator")
+        self.redis.set_audience(FEATURE, False, "soak: public", "operator", at)
+        inject(self.stack, {"error_rate": HEALTHY_ERROR_RATE})
+        self.wait_for_evidence()
+
+    def wait_for_evidence(self, timeout: float = 90) -> None:
+        """Until Prometheus has a window of the sample service's traffic to judge."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evidence()[0] == "healthy":
+                return
+            time.sleep(1)
+        raise RuntimeError(f"no traffic evidence in Prometheus after {timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.ha is not None:
-            self.ha.stop()
-        if self.pushgateway is not None:
-            self.pushgateway.stop()
+        with contextlib.suppress(Exception):  # a frozen Prometheus would ignore SIGTERM
+            signal_component(self.stack, "prometheus", signal.SIGCONT)
+        take_down(self.stack)
+
+    # --- one tick -----------------------------------------------------------------------
 
     def run(self) -> None:
-        assert self.ha is not None and self.pushgateway is not None
-        config_file = self.directory / "rollouts.yaml"
-        config_file.write_text(
-            CONFIG.format(features="".join(FEATURE.format(name=f) for f in self.features))
+        from prefect.client.orchestration import SyncPrefectClient
+
+        with SyncPrefectClient(state_of(self.stack).env["PREFECT_API_URL"]) as client:
+            self.client = client
+            self.deployment_id = client.read_deployment_by_name(CONTROLLER).id
+            try:
+                for index in range(self.runs):
+                    last = index == self.runs - 1
+                    self.tick(index, last)
+                    if (index + 1) % 50 == 0 or last:
+                        states = Counter(t.state for t in self.ticks)
+                        self.log(
+                            f"  {index + 1} ticks in {time.perf_counter() - self.began:.0f} s, "
+                            f"{sum(self.injected.values())} faults, runs {dict(states)}"
+                        )
+            finally:
+                self.refresh_states()
+
+    def refresh_states(self) -> None:
+        """Runs still going when their tick gave up on them: their state now."""
+        for tick in self.ticks:
+            if tick.run_id and tick.state not in FINAL_STATES:
+                with contextlib.suppress(Exception):
+                    state = self.client.read_flow_run(tick.run_id).state
+                    tick.state, tick.message = state.name, str(state.message or "")
+
+    def tick(self, index: int, last: bool) -> None:
+        began = _now_ms()
+        self.traffic_step(index)
+        self.operator_step()
+        fault, variant = ("", "") if last else self.pick_fault(index)
+        if last:
+            self.end_prometheus_outage()
+        tick = Tick(index, [fault] if fault else [], self.breaching, began_ms=began)
+        self.ticks.append(tick)
+        tick.before = self.observe()
+        try:
+            during = self.before_run(tick, fault, variant)
+        except Exception as error:  # in the table's notes; the soak goes on
+            tick.notes.append(f"fault failed: {type(error).__name__}: {error}")
+            during = None
+        tick.created_ms = _now_ms()
+        run = self.client.create_flow_run_from_deployment(
+            self.deployment_id, parameters={"dry_run": False, "config_path": str(self.config_path)}
         )
-        specs: list[FeatureSpec] = list(load_config(str(config_file)).select(None))
-        store = RedisFlagStore(connect(self.ha.url), wait_timeout_ms=500)
-        operator = RedisFlagStore(connect(self.ha.url), wait_timeout_ms=500)
-        racing = RacingStore(store, operator)
-        traffic = Traffic(self.features, self.rng)
-        source = PrometheusSource("http://prometheus.invalid:9090", client=traffic, query_retries=0)
-        telemetry = PushgatewayTelemetry(self.pushgateway.url, redis_client=connect(self.ha.url))
-        for feature in self.features:
-            store.init(feature, T0)
-            store.set_audience(feature, False, "soak: public", "operator", T0)
-        for index in range(self.runs):
-            at = T0 + TICK * (index + 1)
-            traffic.next_tick()
-            faults = self.inject(traffic, racing, store)
-            before = self.snapshot(store)
-            tick = Tick(index, at, False, "crashed", dict(traffic.breaching), before, faults=faults)
-            if "worker_killed" not in faults:
-                outcomes = run_pass(specs, racing, source, at, dry_run=False)
-                tick.ran, tick.status, tick.outcomes = True, run_status(outcomes), outcomes
-                tick.raced = {feature for _, feature in racing.raced}
-                racing.raced.clear()
-                self.count(telemetry, outcomes, tick.status, at)
-                self.remember(outcomes)
-                self.recover_lost_writes(operator, outcomes)
-            self.ticks.append(tick)
-            self.settle(traffic, tick)
-            if (index + 1) % 100 == 0:
-                print(f"  {index + 1} ticks, {sum(self.injected.values())} faults", file=sys.stderr)
-        self.flush(telemetry)
-
-    # --- faults ---------------------------------------------------------------------------
-
-    def inject(self, traffic: Traffic, racing: RacingStore, store: RedisFlagStore) -> list[str]:
-        assert self.ha is not None and self.pushgateway is not None
-        faults: list[str] = []
-        if self.rng.random() >= self.fault_rate:
-            return faults
-        fault = self.rng.choice(FAULTS)
-        feature = self.rng.choice(self.features)
-        if fault == "redis_failover":
-            self.ha.fail_over()
-        elif fault == "pushgateway_restart":
-            self.pushgateway.kill()
-        elif fault == "prometheus_outage":
-            traffic.down = True
-        elif fault == "concurrent_set":
-            racing.race = ("set", feature, self.rng.choice([0.0, 10.0, 50.0, 100.0]))
-        elif fault == "concurrent_pause":
-            current = store.read_each([feature]).get(feature)
-            paused = isinstance(current, FlagState) and current.paused
-            racing.race = ("pause", feature, not paused)
-        elif fault == "corrupt_value":
-            key = flag_key(feature, "rollout_percent")
-            self.corrupted = (key, store.client.get(key))
-            store.writer.set(key, "fifty")
-        faults.append(fault)
-        self.injected[fault] += 1
-        self.pending_survival.append((fault, len(self.ticks)))
-        return faults
-
-    def settle(self, traffic: Traffic, tick: Tick) -> None:
-        """Undo the tick's fault (the operator's repair), then count a fault survived when a
-        later pass succeeds."""
-        assert self.ha is not None and self.pushgateway is not None
-        if "prometheus_outage" in tick.faults:
-            traffic.down = False
-        if "pushgateway_restart" in tick.faults:
-            self.pushgateway = start_pushgateway(
-                self.directory / "pushgateway", self.pushgateway.port
-            )
-        if "corrupt_value" in tick.faults:
-            key, value = self.corrupted
-            self.ha_client().set(key, value) if value is not None else self.ha_client().delete(key)
-        if "redis_failover" in tick.faults:
-            self.ha.wait_replicated()
-        if tick.status == "ok":
-            for fault, _ in self.pending_survival:
-                self.survived[fault] += 1
+        run_id = run.id
+        tick.run_id = str(run_id)
+        state, pending = self.wait(run_id, during)
+        if pending is not None:  # the run ended before it was seen Running: the fault now
+            tick.notes.append("the run ended before the fault could land in flight")
+            pending()
+        tick.ended_ms = _now_ms()
+        tick.state = state.name if state is not None else "Running"
+        tick.message = str(state.message or "") if state is not None else ""
+        if tick.state == "Cancelled":  # the slot is taken: the next tick comes a moment later
+            time.sleep(CANCELLED_PAUSE_SECONDS)
+        self.after_run(tick, fault)
+        tick.after = self.observe()
+        self.read_audit()
+        self.recover_lost_write(tick)
+        if tick.state == "Completed":
+            for pending in self.pending_survival:
+                self.survived[pending] += 1
             self.pending_survival.clear()
+        tick.done_ms = _now_ms()
 
-    def ha_client(self) -> redis.Redis:
-        assert self.ha is not None
-        return connect(self.ha.url)
+    def wait(
+        self, run_id: Any, on_running: Callable[[], None] | None
+    ) -> tuple[Any, Callable[[], None] | None]:
+        """Poll the run until it is final (or RUN_CAP_SECONDS); `on_running` fires once, the
+        first time the run is seen Running. (The last state, `on_running` if it never fired.)"""
+        deadline = time.monotonic() + RUN_CAP_SECONDS
+        state = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the API busy for a moment: poll again
+                state = self.client.read_flow_run(run_id).state
+            if state is not None and state.is_final():
+                break
+            if on_running is not None and state is not None and state.name in RUNNING_STATES:
+                on_running()
+                on_running = None
+            time.sleep(0.2)
+        return state, on_running
 
-    # --- bookkeeping ----------------------------------------------------------------------
+    # --- traffic and the operator between ticks --------------------------------------------
 
-    def snapshot(self, store: RedisFlagStore) -> dict[str, FlagState | None]:
-        with contextlib.suppress(RolloutError):
-            states = (
-                store.store.read_each(self.features)
-                if isinstance(store, RacingStore)
-                else store.read_each(self.features)
+    def traffic_step(self, index: int) -> None:
+        """Stretches healthy or breaching on the feature's code path: of `stretch` ticks each
+        when set, else of about ten ticks at random."""
+        if self.stretch:
+            flip = (index // self.stretch) % 2 == 1 and not self.breaching
+            flip = flip or ((index // self.stretch) % 2 == 0 and self.breaching)
+        else:
+            flip = self.rng.random() < 0.1
+        if flip:
+            self.breaching = not self.breaching
+            rate = BREACH_ERROR_RATE if self.breaching else HEALTHY_ERROR_RATE
+            inject(self.stack, {"error_rate": rate})
+
+    def operator_step(self) -> None:
+        """A paused feature is resumed by its operator after a few ticks."""
+        state = self.observe(evidence=False)
+        if state.paused and self.rng.random() < 0.3:
+            self.operator(
+                "resume",
+                lambda at: self.redis.set_paused(FEATURE, False, "soak: resume", "operator", at),
             )
-            return {f: s if isinstance(s, FlagState) else None for f, s in states.items()}
-        return dict.fromkeys(self.features)
 
-    def count(
-        self,
-        telemetry: PushgatewayTelemetry,
-        outcomes: Mapping[str, FeatureOutcome],
-        status: str,
-        at: datetime,
-    ) -> None:
-        results = {n: o.result for n, o in outcomes.items() if not o.is_failed or o.applied}
-        percents = {n: o.percent for n, o in outcomes.items() if o.percent is not None}
-        unconfirmed = [n for n, o in outcomes.items() if o.unconfirmed]
-        telemetry.record_run(results, percents, status, at, unconfirmed=unconfirmed)
+    def operator(self, what: str, write: Callable[[datetime], Any]) -> Any:
+        try:
+            result = write(datetime.now(UTC))
+        except RolloutError as error:
+            self.operator_writes.append(OperatorWrite(f"{what}: {error}", None, False))
+            return None
+        audit_id = getattr(result, "audit_id", None)
+        unconfirmed = bool(getattr(result, "unconfirmed", False))
+        self.operator_writes.append(OperatorWrite(what, audit_id, unconfirmed))
+        return result
 
-    def remember(self, outcomes: Mapping[str, FeatureOutcome]) -> None:
-        for name, outcome in outcomes.items():
-            if outcome.applied and not outcome.dry_run and outcome.audit_id:
-                if outcome.unconfirmed:
-                    self.unconfirmed += 1
-                else:
-                    self.acknowledged[outcome.audit_id] = name
+    # --- faults -------------------------------------------------------------------------
 
-    def recover_lost_writes(
-        self, operator: RedisFlagStore, outcomes: Mapping[str, FeatureOutcome]
-    ) -> None:
+    def pick_fault(self, index: int) -> tuple[str, str]:
+        """(fault, variant) for this tick: the forced one, or one at random at the fault rate
+        (none while Prometheus is stopped: that outage is the tick's fault)."""
+        if index in self.forced:
+            fault, _, variant = self.forced[index].partition(":")
+        elif self.prometheus_down is not None or self.rng.random() >= self.fault_rate:
+            return "", ""
+        else:
+            fault, variant = self.rng.choice(FAULTS), ""
+        if fault not in FAULTS:
+            raise ValueError(f"fault {fault!r} is unknown; expected one of {', '.join(FAULTS)}")
+        if not variant and fault == "redis_failover":
+            in_flight = self.rng.random() < FAILOVER_IN_FLIGHT_SHARE
+            variant = "in_flight" if in_flight else "before"
+        elif not variant and fault == "prometheus_outage":
+            hang = self.rng.random() < PROMETHEUS_HANG_SHARE
+            variant = "hang" if hang else self.rng.choice(("stop1", "stop2"))
+        elif not variant and fault == "worker_killed":
+            variant = "mid_run" if self.rng.random() < MID_RUN_KILL_SHARE else "idle"
+        self.injected[fault] += 1
+        self.pending_survival.append(fault)
+        return fault, variant
+
+    def before_run(self, tick: Tick, fault: str, variant: str) -> Callable[[], None] | None:
+        """Inject `fault`; what to do once the run is Running (a fault in flight), if any."""
+        if variant:
+            tick.notes.append(variant)
+        if fault == "redis_failover":
+            if variant == "in_flight":
+                return self.in_thread(tick, self.fail_over, delay=self.rng.uniform(0, 1.5))
+            self.fail_over()
+        elif fault == "prometheus_outage":
+            if variant == "hang":
+                signal_component(self.stack, "prometheus", signal.SIGSTOP)
+                self.prometheus_hangs += 1
+            else:
+                self.prometheus_down = stop_component(self.stack, "prometheus")
+                self.prometheus_back_after = tick.index + (1 if variant == "stop2" else 0)
+        elif fault == "pushgateway_restart":
+            self.stopped_pushgateway = stop_component(self.stack, "pushgateway")
+        elif fault == "worker_killed":
+            if variant == "mid_run":
+                return lambda: self.kill_busy_worker(tick)
+            self.kill_idle_worker(tick)
+        elif fault in ("concurrent_set", "concurrent_pause"):
+            tick.raced = True
+            return self.in_thread(tick, lambda: self.race(fault), self.rng.uniform(0, 2.0))
+        elif fault == "corrupt_value":
+            key = flag_key(FEATURE, "rollout_percent")
+            self.corrupted_from = self.redis.client.get(key)
+            self.redis.writer.set(key, CORRUPT)
+        return None
+
+    def in_thread(self, tick: Tick, action: Callable[[], None], delay: float) -> Callable[[], None]:
+        def later() -> None:
+            time.sleep(delay)
+            try:
+                action()
+            except Exception as error:  # reported in the table's notes, never lost
+                tick.notes.append(f"fault failed: {type(error).__name__}: {error}")
+
+        def fire() -> None:
+            thread = threading.Thread(target=later, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+        return fire
+
+    def fail_over(self) -> None:
+        fail_over_stack(self.stack)
+        self.failovers += 1
+
+    def race(self, fault: str) -> None:
+        if fault == "concurrent_set":
+            current = self.observe(evidence=False).percent
+            target = self.rng.choice([p for p in LADDER if p != current])
+            self.operator(
+                f"set {target:g}",
+                lambda at: self.redis.set_percent(
+                    FEATURE, target, "soak: concurrent set", "operator", at=at
+                ),
+            )
+        else:
+            paused = bool(self.observe(evidence=False).paused)
+            self.operator(
+                "pause" if not paused else "resume",
+                lambda at: self.redis.set_paused(
+                    FEATURE, not paused, "soak: concurrent pause", "operator", at
+                ),
+            )
+
+    def kill_busy_worker(self, tick: Tick) -> None:
+        worker = busy_worker(self.stack)
+        deadline = time.monotonic() + 10
+        while worker is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            worker = busy_worker(self.stack)
+        if worker is None:
+            tick.notes.append("no busy worker found: the idle one killed")
+            self.kill_idle_worker(tick)
+            return
+        runs = psutil.Process(worker.pid).children(recursive=True)
+        stopped = stop_component(self.stack, worker.name, signal.SIGKILL)
+        # Prefect starts each flow run process in its own session: the worker's group kill
+        # leaves it running; a host that dies takes it along, so it is killed too
+        survivors = [p for p in runs if _running(p)]
+        for process in survivors:
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(process.pid), signal.SIGKILL)
+        tick.killed_ms = _now_ms()
+        self.mid_run_kills += 1
+        tick.notes.append(f"killed busy {worker.name} and its {len(survivors)} run process(es)")
+        self.replacing = threading.Thread(target=self.replace, args=(tick, stopped), daemon=True)
+        self.replacing.start()
+
+    def kill_idle_worker(self, tick: Tick) -> None:
+        workers = [
+            c for c in state_of(self.stack).components
+            if c.name.startswith("worker") and c.is_alive() and c != busy_worker(self.stack)
+        ]  # fmt: skip
+        if not workers:
+            tick.notes.append("no idle worker: nothing killed")
+            return
+        victim = self.rng.choice(workers)
+        stopped = stop_component(self.stack, victim.name, signal.SIGKILL)
+        tick.notes.append(f"killed idle {victim.name}")
+        self.replacing = threading.Thread(target=self.replace, args=(tick, stopped), daemon=True)
+        self.replacing.start()
+
+    def replace(self, tick: Tick, stopped: StoppedComponent) -> None:
+        try:
+            replace_worker(self.stack, stopped)
+        except Exception as error:
+            tick.notes.append(f"replacement worker failed: {error}")
+
+    def after_run(self, tick: Tick, fault: str) -> None:
+        """The operator's side after the run: thaw, restart, repair (a step that fails is in
+        the table's notes, and the soak goes on)."""
+        for thread in self.threads:
+            thread.join(60)
+        self.threads.clear()
+        if self.replacing is not None:
+            self.replacing.join(120)
+            self.replacing = None
+        steps: list[Callable[[], None]] = []
+        if "hang" in tick.notes:
+            steps.append(lambda: signal_component(self.stack, "prometheus", signal.SIGCONT))
+        if self.stopped_pushgateway is not None:
+            steps.append(self.restart_pushgateway)
+        if self.prometheus_down is not None and tick.index >= self.prometheus_back_after:
+            steps.append(self.end_prometheus_outage)
+        if fault == "corrupt_value":
+            steps.append(self.repair)
+        for step in steps:
+            try:
+                step()
+            except Exception as error:
+                tick.notes.append(f"repair failed: {type(error).__name__}: {error}")
+
+    def restart_pushgateway(self) -> None:
+        if self.stopped_pushgateway is not None:
+            start_component(self.stack, self.stopped_pushgateway)
+            self.stopped_pushgateway = None
+
+    def repair(self) -> None:
+        previous = float(self.corrupted_from) if self.corrupted_from else 0.0
+        self.operator(
+            "repair",
+            lambda at: self.redis.set_percent(
+                FEATURE, previous, "soak: repair a corrupt value", "operator", at=at
+            ),
+        )
+
+    def end_prometheus_outage(self) -> None:
+        if self.prometheus_down is not None:
+            start_component(self.stack, self.prometheus_down)
+            self.prometheus_down = None
+
+    def recover_lost_write(self, tick: Tick) -> None:
         """A feature refused because a failover lost the controller's write: the operator
         looks at the audit and sets the percent again (a new, newer write)."""
-        for name, outcome in outcomes.items():
-            if outcome.error and "Redis lost that write" in outcome.error:
-                self.lost_refusals += 1
-                state = operator.read_each([name])[name]
-                if isinstance(state, FlagState):
-                    target = 0.0 if state.percent != 0 else SAFE_PERCENT
-                    operator.set_percent(
-                        name,
-                        target,
-                        "soak: re-set after a lost write",
-                        by="operator",
-                        at=datetime.now(UTC),
-                    )
+        if "Redis lost that write" not in tick.message:
+            return
+        self.lost_refusals += 1
+        current = self.observe(evidence=False).percent
+        target = 0.0 if current != 0 else SAFE_PERCENT
+        self.operator(
+            f"re-set {target:g} after a lost write",
+            lambda at: self.redis.set_percent(
+                FEATURE, target, "soak: re-set after a lost write", "operator", at=at
+            ),
+        )
 
-    def flush(self, telemetry: PushgatewayTelemetry) -> None:
-        """Counts a pass kept while Redis was failing over join the totals now."""
-        if telemetry.pending.runs or telemetry.pending.changes:
-            telemetry.record_run({}, {}, "ok", T0 + TICK * (self.runs + 1))
-            self.extra_ok_run = 1
+    # --- what the soak sees -------------------------------------------------------------
+
+    def observe(self, evidence: bool = True) -> Observation:
+        seen = Observation()
+        keys = [flag_key(FEATURE, "rollout_percent"), flag_key(FEATURE, "paused")]
+        for _ in range(3):
+            try:
+                began = _now_ms()
+                raw, paused = self.redis.client.mget(keys)
+                seen.read_ms = (began, _now_ms())
+                seen.raw, seen.paused = raw, paused == "true"
+                with contextlib.suppress(TypeError, ValueError):
+                    seen.percent = float(raw)
+                break
+            except Exception:
+                time.sleep(0.5)
+        if evidence:
+            seen.evidence, seen.ratio, seen.samples = self.evidence()
+        return seen
+
+    def evidence(self) -> tuple[str, float | None, float | None]:
+        """The soak's verdict on the window the controller's SLO reads, from the same PromQL."""
+        try:
+            errors, total = (self.query(q) for q in (ERRORS, TOTAL))
+        except (OSError, ValueError, KeyError, IndexError):
+            return "unknown", None, None
+        if errors is None or total is None:
+            return "unknown", None, total
+        ratio = errors / total if total else None
+        if total < JUDGED_SAMPLES or ratio is None:
+            return "unclear", ratio, total
+        if ratio >= CLEAR_BREACH:
+            return "breach", ratio, total
+        if ratio <= CLEAR_HEALTHY:
+            return "healthy", ratio, total
+        return "unclear", ratio, total
+
+    def query(self, promql: str) -> float | None:
+        url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=2) as response:
+            result = json.loads(response.read())["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def read_audit(self) -> None:
+        """Every audit entry written so far, as the master has it now (a later failover must
+        not lose a confirmed one)."""
+        for _ in range(3):
+            try:
+                entries = self.redis.client.xrange(AUDIT_STREAM, min=self.last_seen)
+                break
+            except Exception:
+                time.sleep(0.5)
+        else:
+            return
+        for entry_id, fields in entries:
+            self.seen[str(entry_id)] = dict(fields)
+            self.last_seen = f"({entry_id}"
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # --- invariants ----------------------------------------------------------------------------
 
 
-def audit_entries(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:
-    return [(str(i), dict(f)) for i, f in client.xrange(AUDIT_STREAM)]
+def _stream_ms(entry_id: str) -> int:
+    return int(entry_id.partition("-")[0])
+
+
+def _is_abort(fields: Mapping[str, str]) -> bool:
+    """A fast-abort run's change (the live abort deployment): its inputs carry the alert as a
+    pseudo-SLO without a limit."""
+    return '"NaN"' in fields.get("inputs", "") or "alert" in fields.get("reason", "").lower()
 
 
 def check(soak: Soak) -> dict[str, int]:
-    client = soak.ha_client()
-    entries = audit_entries(client)
-    violations: Counter[str] = Counter(
-        dict.fromkeys(
-            [
-                "duplicated audit entries",
-                "acknowledged writes lost",
-                "changes without an audit entry",
-            ],
-            0,
-        )
-    )
-    ids = [fields.get("write_id") for _, fields in entries if fields.get("write_id")]
-    violations["duplicated audit entries"] = len(ids) - len(set(ids))
+    """Each invariant's violations over the whole history (the target is zero)."""
+    entries = [(str(i), dict(f)) for i, f in soak.redis.client.xrange(AUDIT_STREAM)]
     present = {entry_id for entry_id, _ in entries}
-    violations["acknowledged writes lost"] = sum(1 for a in soak.acknowledged if a not in present)
-    for feature in soak.features:
-        chain = [
-            fields
-            for _, fields in entries
-            if fields.get("feature") == feature
-            and fields.get("new_percent")
-            and fields.get("dry_run") != "true"
-        ]
-        for before, after in itertools.pairwise(chain):
-            if (
-                after.get("action") not in ("init", "audience")
-                and after["old_percent"] != before["new_percent"]
-            ):
-                violations["changes without an audit entry"] += 1
-        raw = client.get(flag_key(feature, "rollout_percent"))
-        if chain and raw is not None and float(raw) != float(chain[-1]["new_percent"]):
-            violations["changes without an audit entry"] += 1
-    promote_without_evidence = 0
-    breach_not_rolled_back = 0
-    moved_while_paused = 0
-    owed: dict[str, int] = {}
-    for tick in soak.ticks:
-        for name, outcome in tick.outcomes.items():
-            decision = outcome.decision
-            applied = outcome.applied and not outcome.dry_run and decision is not None
-            if applied and decision.action is Action.PROMOTE and tick.breaching[name]:
-                promote_without_evidence += 1
-            state = tick.before.get(name)
-            if (
-                applied
-                and decision.is_change
-                and state is not None
-                and state.paused
-                and name not in tick.raced
-            ):
-                moved_while_paused += 1
-        if tick.status != "ok":
-            continue
-        for name, breaching in tick.breaching.items():
-            state = tick.before.get(name)
-            outcome = tick.outcomes.get(name)
-            needs = (
-                breaching
-                and state is not None
-                and state.percent > SAFE_PERCENT
-                and not state.paused
-            )
-            if name in owed and not needs:
-                owed.pop(name)
-            if not needs or name in tick.raced:
-                continue
-            rolled_back = (
-                outcome is not None
-                and outcome.applied
-                and outcome.decision is not None
-                and outcome.decision.action is Action.ROLLBACK
-            )
-            if not rolled_back:
-                breach_not_rolled_back += 1
-    violations["promotion without healthy evidence"] = promote_without_evidence
-    violations["breach not rolled back by the next successful run"] = breach_not_rolled_back
-    violations["percent moved while paused"] = moved_while_paused
-    counted = {tuple(str(k).split("|")): int(v) for k, v in client.hgetall(CHANGES_KEY).items()}
+    applied = [(i, f) for i, f in entries if f.get("dry_run") != "true"]
+    violations: dict[str, int] = {}
+
+    ids = [f["write_id"] for _, f in applied if f.get("write_id")]
+    violations["duplicated audit entries"] = len(ids) - len(set(ids))
+    unconfirmed_ok = {w.audit_id for w in soak.operator_writes if w.unconfirmed}
+    unconfirmed_runs = [t for t in soak.ticks if "applied but unconfirmed" in t.message]
+    lost = [
+        i for i, f in soak.seen.items()
+        if f.get("dry_run") != "true" and i not in present and i not in unconfirmed_ok
+        and not any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in unconfirmed_runs)
+    ]  # fmt: skip
+    violations["acknowledged writes lost"] = len(lost)
+    violations["changes without an audit entry"] = _unaudited_changes(soak, applied)
+    violations["promotion without healthy evidence"] = _blind_promotions(soak, applied)
+    violations["breach not rolled back by the next successful run"] = _unrolled_breaches(soak)
+    violations["percent moved while paused or killed"] = _moved_while_paused(soak, applied)
+    counted = soak.redis.client.hgetall(CHANGES_KEY)
     audited = Counter(
-        (fields["feature"], fields["action"])
-        for _, fields in entries
-        if fields.get("by") == "controller"
-        and fields.get("dry_run") != "true"
-        and fields.get("action") in ("promote", "rollback")
+        f["action"]
+        for _, f in applied
+        if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
     )
-    mismatched = 0
-    for feature in soak.features:
-        for action in ("promote", "rollback"):
-            if counted.get((feature, action), 0) != audited.get((feature, action), 0):
-                mismatched += 1
-    violations["telemetry totals != audit counts"] = mismatched
-    return dict(violations)
+    violations["telemetry totals != audit counts"] = sum(
+        int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
+        for action in ("promote", "rollback")
+    )
+    violations["Pushgateway totals != Redis totals"] = _pushgateway_mismatch(soak, counted)
+    return violations
+
+
+def _unaudited_changes(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+    """The chain of audited percents has no gap (each change starts where the last ended,
+    but for the soak's own corrupt values), and every percent the soak read in Redis is the
+    one the last audited change before that moment left."""
+    chain = [(i, f) for i, f in applied if f.get("feature") == FEATURE and f.get("new_percent")]
+    breaks = 0
+    for (_, before), (_, after) in itertools.pairwise(chain):
+        if after.get("action") in ("init", "audience") or after["old_percent"] == CORRUPT:
+            continue
+        breaks += after["old_percent"] != before["new_percent"]
+    stamps = [_stream_ms(i) for i, _ in chain]
+    for tick in soak.ticks:
+        for seen in (tick.before, tick.after):
+            began, ended = seen.read_ms
+            if seen.percent is None or not began:
+                continue
+            # the last change before the read began; a change while it ran is ambiguous
+            done = bisect.bisect_left(stamps, began - 5)
+            if done < len(stamps) and stamps[done] <= ended + 5:
+                continue
+            if done and _percent(chain[done - 1][1]["new_percent"]) != seen.percent:
+                breaks += 1
+    raw = soak.redis.client.get(flag_key(FEATURE, "rollout_percent"))
+    if chain and raw is not None and _percent(raw) != _percent(chain[-1][1]["new_percent"]):
+        breaks += 1
+    return breaks
+
+
+def _percent(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _recorded_slos(fields: Mapping[str, str]) -> list[list[Any]]:
+    try:
+        return list(json.loads(fields.get("inputs") or "{}").get("s", []))
+    except ValueError:
+        return []
+
+
+def _tick_at(soak: Soak, ms: int) -> Tick | None:
+    return next((t for t in soak.ticks if t.created_ms <= ms <= t.ended_ms), None)
+
+
+def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+    """Controller promotions whose recorded readings were not all healthy with enough
+    samples, or made during a tick whose evidence was a clear breach before and after."""
+    count = 0
+    for entry_id, fields in applied:
+        if fields.get("by") != "controller" or fields.get("action") != "promote":
+            continue
+        slos = _recorded_slos(fields)
+        healthy = bool(slos) and all(
+            s[6] == "healthy" and s[3] is not None and float(s[3]) >= int(s[5]) for s in slos
+        )
+        tick = _tick_at(soak, _stream_ms(entry_id))
+        seen_breach = tick is not None and tick.before.evidence == tick.after.evidence == "breach"
+        count += (not healthy) or seen_breach
+    return count
+
+
+def _unrolled_breaches(soak: Soak) -> int:
+    """Completed runs that read a clear breach (the soak saw it before and after the run)
+    above the safe percent, not paused nor raced, and left the percent above it."""
+    count = 0
+    for tick in soak.ticks:
+        before, after = tick.before, tick.after
+        if (
+            tick.state == "Completed"
+            and before.evidence == after.evidence == "breach"
+            and before.percent is not None
+            and before.percent > SAFE_PERCENT
+            and not before.paused
+            and not after.paused
+            and not tick.raced
+        ):
+            count += after.percent is None or after.percent > SAFE_PERCENT
+    return count
+
+
+def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+    """Controller changes applied while the audit's own pause / resume entries say the
+    feature was paused, or whose decision read it paused; and changes by a run after its
+    worker was killed under it."""
+    count, paused = 0, False
+    for entry_id, fields in applied:
+        if fields.get("feature") != FEATURE:
+            continue
+        action = fields.get("action")
+        if action in ("pause", "resume"):
+            paused = action == "pause"
+            continue
+        if fields.get("by") != "controller" or action not in ("promote", "rollback"):
+            continue
+        try:
+            read_paused = bool(json.loads(fields.get("inputs") or "{}")["f"][3])
+        except (ValueError, KeyError, IndexError, TypeError):
+            read_paused = False
+        count += paused or read_paused
+        ms = _stream_ms(entry_id)
+        killed = [t for t in soak.ticks if t.killed_ms and t.killed_ms + 50 < ms <= t.ended_ms]
+        count += bool(killed) and not _is_abort(fields)
+    return count
+
+
+def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> int:
+    """The totals the last run pushed are Redis' totals (the last tick has no fault)."""
+    if (
+        not soak.ticks
+        or soak.ticks[-1].state != "Completed"
+        or "telemetry" in soak.ticks[-1].message
+    ):
+        return 0
+    try:
+        with urllib.request.urlopen(f"{soak.pushgateway}/metrics", timeout=5) as response:
+            pushed = totals_from_exposition(response.read().decode(), "rollout_controller")
+    except OSError:
+        return 1
+    return sum(
+        int(pushed.changes.get((FEATURE, action), 0)) != int(counted.get(f"{FEATURE}|{action}", 0))
+        for action in ("promote", "rollback", "hold")
+    )
+
+
+def _median(values: Sequence[int]) -> float:
+    return float(values[len(values) // 2]) if values else 0.0
 
 
 def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
+    ran = len(soak.ticks)
     lines = [
-        f"soak: {soak.runs} scheduled ticks, {len(soak.features)} features, {seconds:.0f} s",
+        f"soak: {ran} of {soak.runs} scheduled ticks on the HA stack, {seconds:.0f} s "
+        f"({(seconds - soak.up_seconds) / max(ran, 1):.1f} s per tick; stack up "
+        f"{soak.up_seconds:.0f} s)"
+        + (f"; INTERRUPTED: {soak.interrupted}" if soak.interrupted else ""),
         "",
+        f"{'fault':<24}{'injected':>10}{'survived':>10}",
     ]
-    lines.append(f"{'fault':<24}{'injected':>10}{'survived':>10}")
     for fault in FAULTS:
         lines.append(f"{fault:<24}{soak.injected[fault]:>10}{soak.survived[fault]:>10}")
-    states = Counter(t.status for t in soak.ticks)
-    lines += ["", f"{'runs by state':<24}{'count':>10}"]
-    for status, count in sorted(states.items()):
-        lines.append(f"{status:<24}{count:>10}")
+    states = Counter(t.state for t in soak.ticks)
+    lines += ["", f"{'runs by state (Prefect)':<24}{'count':>10}"]
+    for name in ("Completed", "Failed", "Crashed", "Cancelled", "Skipped"):
+        lines.append(f"{name:<24}{states.pop(name, 0):>10}")
+    for name, count in sorted(states.items()):
+        lines.append(f"{name:<24}{count:>10}")
     lines += ["", f"{'invariant':<52}{'violations':>10}"]
     for name, count in violations.items():
         lines.append(f"{name:<52}{count:>10}")
-    ok = states.get("ok", 0)
-    applied = Counter(
-        str(o.decision.action)
-        for t in soak.ticks
-        for o in t.outcomes.values()
-        if o.applied and not o.dry_run and o.decision is not None and o.decision.is_change
+    controller = Counter(
+        f.get("action") for f in soak.seen.values()
+        if f.get("by") == "controller" and f.get("dry_run") != "true"
+    )  # fmt: skip
+    aborts = sum(
+        1 for f in soak.seen.values()
+        if f.get("by") == "controller" and f.get("dry_run") != "true" and _is_abort(f)
+    )  # fmt: skip
+    own = sorted(
+        (t.done_ms - t.began_ms) - (t.ended_ms - t.created_ms) for t in soak.ticks if t.done_ms
     )
+    runs = sorted(t.ended_ms - t.created_ms for t in soak.ticks if t.done_ms)
+    zombies = sum(1 for t in soak.ticks if t.state == "Crashed" and "no heartbeat" in t.message)
+    judged = Counter(t.before.evidence for t in soak.ticks if t.before.evidence == t.after.evidence)
+    ok = sum(1 for t in soak.ticks if t.state == "Completed")
+    unconfirmed_runs = sum(1 for t in soak.ticks if "applied but unconfirmed" in t.message)
+    counter: int | str = "?"
+    with contextlib.suppress(Exception):
+        counter = sum(int(v) for v in (soak.redis.client.hgetall(UNCONFIRMED_KEY) or {}).values())
+    by_operator = sum(w.unconfirmed for w in soak.operator_writes)
     lines += [
         "",
-        f"controller changes applied: {applied.get('promote', 0)} promotions, "
-        f"{applied.get('rollback', 0)} rollbacks",
-        "",
-        f"availability (ticks with a successful run): {ok}/{soak.runs} = {ok / soak.runs:.1%}",
-        f"Sentinel failovers: {soak.ha.failovers if soak.ha else 0}; writes applied but "
-        f"unconfirmed: {soak.unconfirmed}; "
+        f"controller changes applied: {controller.get('promote', 0)} promotions, "
+        f"{controller.get('rollback', 0)} rollbacks ({aborts} of them by the fast abort)",
+        f"ticks judged by the soak (same evidence before and after the run): "
+        f"{judged.get('healthy', 0)} healthy, {judged.get('breach', 0)} breach",
+        f"median run (created to final): {_median(runs) / 1000:.1f} s; the soak's own time "
+        f"around it (traffic, reads, faults, repairs): median {_median(own):.0f} ms, "
+        f"total {sum(own) / 1000:.0f} s",
+        f"availability (ticks with a Completed run): {ok}/{ran} = {ok / max(ran, 1):.1%}",
+        f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills} "
+        f"({zombies} runs Crashed by the zombie automation); "
+        f"Prometheus hangs: {soak.prometheus_hangs}",
+        f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
+        f"{counter}, operator writes {by_operator}; "
         f"features refused after a lost write: {soak.lost_refusals}",
     ]
+    failed_faults = [
+        f"tick {t.index}: {n}" for t in soak.ticks for n in t.notes if "failed" in n or "ended" in n
+    ]
+    if failed_faults:
+        lines += ["", "faults or repairs that did not go as planned:", *failed_faults[:20]]
     return "\n".join(lines)
 
 
 def soak(
-    runs: int, seed: int, features: int, fault_rate: float
+    runs: int,
+    seed: int,
+    fault_rate: float,
+    forced: Mapping[int, str] | None = None,
+    stretch: int = 0,
 ) -> tuple[Soak, dict[str, int], str]:
+    """Up the stack, run the ticks, check, always take the stack down; the table of what ran
+    (also after Ctrl-C or an error, which is then raised after the table is returned)."""
     directory = Path(tempfile.mkdtemp(prefix="rollout-soak-"))
-    state = Soak(
-        directory, runs, [f"soak{i}" for i in range(features)], random.Random(seed), fault_rate
-    )
-    began = time.perf_counter()
-    state.start()
+    state = Soak(directory, runs, random.Random(seed), fault_rate, dict(forced or {}), stretch)
+    violations: dict[str, int] = {}
+    text = ""
     try:
-        state.run()
+        state.start()
+        try:
+            state.run()
+        except (Exception, KeyboardInterrupt) as error:
+            state.interrupted = f"{type(error).__name__}: {error}"
+            if not isinstance(error, KeyboardInterrupt):
+                traceback.print_exc()
         violations = check(state)
+        text = table(state, violations, time.perf_counter() - state.began)
     finally:
+        if not text:  # the stack did not come up, or the check failed: what ran, still
+            text = table(state, violations, time.perf_counter() - state.began)
         state.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    return state, violations, table(state, violations, time.perf_counter() - began)
+    return state, violations, text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000, help="controller ticks (default 1000)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="controller runs (default 1000)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--features", type=int, default=3)
     parser.add_argument("--fault-rate", type=float, default=0.3, help="share of ticks with a fault")
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="TICK=FAULT[:VARIANT]",
+        help="a fault at a tick, e.g. 3=redis_failover:in_flight or 9=worker_killed:mid_run",
+    )
+    parser.add_argument("--stretch", type=int, default=0, help="ticks per traffic stretch")
+    parser.add_argument("--history", type=Path, help="write every tick and audit entry as JSON")
     args = parser.parse_args(argv)
-    _, violations, text = soak(args.runs, args.seed, args.features, args.fault_rate)
+    forced = {int(tick): fault for tick, _, fault in (f.partition("=") for f in args.force)}
+    state, violations, text = soak(args.runs, args.seed, args.fault_rate, forced, args.stretch)
     print(text)
-    return 1 if any(violations.values()) else 0
+    if args.history is not None:
+        history = {
+            "ticks": [dataclasses.asdict(tick) for tick in state.ticks],
+            "operator_writes": [dataclasses.asdict(write) for write in state.operator_writes],
+            "audit": state.seen,
+            "violations": violations,
+        }
+        args.history.write_text(json.dumps(history, indent=1, default=str), encoding="utf-8")
+    return 1 if state.interrupted or any(violations.values()) else 0
 
 
 if __name__ == "__main__":

@@ -146,12 +146,14 @@ def _reachable_by_postgres(data_dir: Path) -> Path:
 def start_redis_node(
     data_dir: Path, port: int | None = None, replica_of: int | None = None
 ) -> RunningServer:
-    """redis-server on 127.0.0.1 without persistence, a replica of 127.0.0.1:`replica_of` when
-    given. A replica reads only after its first sync, so readiness waits for the link."""
+    """redis-server on 127.0.0.1 with an append-only file in `data_dir` (fsync every second:
+    a restart keeps the flags and the audit), a replica of 127.0.0.1:`replica_of` when given.
+    A replica reads only after its first sync, so readiness waits for the link."""
     binary = require_binary("redis-server")
     port = port or free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)]
-    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+    argv += ["--daemonize", "no", "--logfile", ""]
     # a full sync starts at once (the default waits 5 s for more replicas to join)
     argv += ["--repl-diskless-sync-delay", "0"]
     if replica_of is not None:
@@ -206,9 +208,10 @@ def start_sentinel(data_dir: Path, master_port: int, port: int | None = None) ->
 
 
 def create_zombie_automation(api_url: str) -> None:
-    """Prefect's documented zombie-run automation: a flow run whose heartbeats stop (its
-    worker and process were killed) is set Crashed, which frees its deployment concurrency
-    slot; the next scheduled run then proceeds on another worker. Idempotent by name."""
+    """Prefect's documented zombie-run automation, also armed by the Pending and Running
+    states: a flow run whose heartbeats stop, or never start (its worker and process were
+    killed), is set Crashed, which frees its deployment concurrency slot; the next scheduled
+    run then proceeds on another worker. Idempotent by name."""
     from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -220,8 +223,16 @@ def create_zombie_automation(api_url: str) -> None:
         Automation(
             name=ZOMBIE_AUTOMATION,
             trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"},
+                # Pending and Running too: a run whose worker dies before its first heartbeat
+                # reaches the API would otherwise hold its concurrency slot for ever
+                after={
+                    "prefect.flow-run.Pending",
+                    "prefect.flow-run.Running",
+                    "prefect.flow-run.heartbeat",
+                },
                 expect={
+                    "prefect.flow-run.Pending",
+                    "prefect.flow-run.Running",
                     "prefect.flow-run.heartbeat",
                     "prefect.flow-run.Completed",
                     "prefect.flow-run.Failed",

@@ -210,13 +210,16 @@ def _redis_ping(port: int, password: str | None) -> Callable[[], bool]:
 
 
 def start_redis(
-    data_dir: Path, port: int | None = None, password: str | None = None
+    data_dir: Path, port: int | None = None, password: str | None = None, appendonly: bool = False
 ) -> RunningServer:
-    """redis-server on 127.0.0.1 without persistence; `url` is a redis:// URL."""
+    """redis-server on 127.0.0.1, without persistence unless `appendonly` (an append-only
+    file in `data_dir`, fsync every second: a restart keeps the data); `url` is a redis://
+    URL."""
     binary = require_binary("redis-server")
     port = port or free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)]
-    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    argv += ["--save", "", "--appendonly", "yes" if appendonly else "no"]
+    argv += ["--daemonize", "no", "--logfile", ""]
     if password:
         argv += ["--requirepass", password]
     probe = _redis_ping(port, password)

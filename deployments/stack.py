@@ -14,6 +14,8 @@ The Prefect server and worker helpers here are also what the end-to-end tests st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import json
 import os
 import secrets
@@ -55,15 +57,21 @@ __all__ = [
     "Component",
     "ServerFailedToStart",
     "StackState",
+    "StoppedComponent",
     "UpResult",
     "alive",
     "down",
     "inject",
     "prefect_client",
     "read_state",
+    "replace_worker",
     "resolve_stack_dir",
+    "signal_component",
+    "stack_env",
+    "start_component",
     "start_prefect_server",
     "start_worker",
+    "stop_component",
     "stop_group",
     "stop_process_group",
     "up",
@@ -313,6 +321,7 @@ class StackState:
     urls: dict[str, str]
     up_seconds: float = 0.0
     deployments: list[str] = field(default_factory=list)
+    topology: str = "single"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -321,6 +330,8 @@ class StackState:
     def from_json(cls, text: str) -> StackState:
         data = json.loads(text)
         data["components"] = [Component(**c) for c in data["components"]]
+        # a stack.json written before the topology was recorded: the env tells
+        data.setdefault("topology", "ha" if "REDIS_SENTINELS" in data.get("env", {}) else "single")
         return cls(**data)
 
     def dead(self) -> list[Component]:
@@ -386,6 +397,8 @@ class UpResult:
     state: StackState
     already_up: bool = False
     notes: list[str] = field(default_factory=list)
+    # the components started again on a stack partly down (the rest was left running)
+    restarted_only: list[str] = field(default_factory=list)
 
 
 def up(
@@ -395,26 +408,49 @@ def up(
     ui: bool = True,
     project_dir: Path = PROJECT_DIR,
     log: Callable[[str], None] = lambda line: None,
-    topology: str = "single",
+    topology: str | None = None,
 ) -> UpResult:
     """Start the stack, or report the one already up. On a failure everything started so far
     is stopped and ServerFailedToStart (with the log tail) or MissingServer is raised.
 
     `topology="ha"`: Prefect's server on PostgreSQL, two workers, and Redis as a primary, a
-    replica and three Sentinels (REDIS_URL is then a redis+sentinel:// URL)."""
+    replica and three Sentinels (REDIS_URL is then a redis+sentinel:// URL). None: the
+    topology of the stack in `directory`, else "single". Asking for another topology than the
+    stack in `directory` has is a RuntimeError naming both.
+
+    A stack partly down: when only workers, Redis servers or Sentinels died, only those are
+    started again (a Redis server as a replica of the master the Sentinels name); otherwise
+    the whole stack is stopped and started again. Either way Redis keeps its flags and audit
+    (append-only file in its data folder), and the notes say what was restarted."""
+    previous = read_state(directory)
+    if topology is None:
+        topology = previous.topology if previous is not None else "single"
     if topology not in TOPOLOGIES:
         raise RuntimeError(f"topology {topology!r} is unknown; expected one of {TOPOLOGIES}")
     notes: list[str] = []
-    previous = read_state(directory)
+    primary_dir = "redis-primary"
     if previous is not None:
+        if previous.topology != topology:
+            raise RuntimeError(_other_topology(directory, previous, topology))
         dead = previous.dead()
         if not dead:
             return UpResult(previous, already_up=True)
+        names = ", ".join(f"{c.name} (pid {c.pid})" for c in dead)
+        restarted = _restart_dead(directory, previous, dead)
+        if restarted is not None:
+            state, started_again = restarted
+            notes = [f"the stack in {directory} was partly down: {names}", *started_again]
+            return UpResult(state, notes=notes, restarted_only=[c.name for c in dead])
+        primary_dir = _last_master_dir(previous)
         notes.append(
-            f"the stack in {directory} was partly down ({', '.join(c.name for c in dead)}); "
-            "restarting it"
+            f"the stack in {directory} was partly down: {names}; not only workers, Redis "
+            "servers or Sentinels, so every process was stopped and started again "
+            f"({', '.join(c.name for c in previous.components)}); Redis reloaded its flags and "
+            "audit from its append-only file"
         )
-        down(directory)
+        down(directory, remove_outside_cluster=False)
+        if primary_dir != "redis-primary":  # the Sentinels' last master keeps its data
+            _swap(directory / "redis" / "redis-primary", directory / "redis" / primary_dir)
     directory.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
 
@@ -499,24 +535,18 @@ def up(
             )
             started.append((bridge, "SIGTERM"))
             step("alert bridge")
-        env = {
-            "PREFECT_API_URL": prefect_server.url,
-            "REDIS_URL": redis_ha.url if redis_ha else redis_server.url,
-            "PROMETHEUS_BASE_URL": prometheus.url,
-            "PUSHGATEWAY_URL": pushgateway.url,
-            "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
-            "ROLLOUT_BRIDGE_TOKEN": bridge_token,  # a playground's token, made per `up`
-        }
-        worker_env = dict(env)
+        env = stack_env(
+            topology,
+            directory,
+            prefect_api_url=prefect_server.url,
+            redis_url=redis_ha.url if redis_ha else redis_server.url,
+            prometheus_url=prometheus.url,
+            pushgateway_url=pushgateway.url,
+            bridge_token=bridge_token,
+            sentinel_hosts=redis_ha.sentinel_hosts if redis_ha else "",
+        )
+        worker_env = env  # the workers' flow runs and the operator's shell (env.sh) alike
         if redis_ha is not None:
-            env["REDIS_SENTINELS"] = redis_ha.sentinel_hosts
-            env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
-            # flow runs beat their heart, so a run whose worker died is marked Crashed
-            worker_env = {
-                **env,
-                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-                "ROLLOUT_WRITE_MEMORY": "true",  # a lost write is refused on every worker
-            }
             create_zombie_automation(prefect_server.url)
         _ensure_pool(prefect_server.url, POOL)
         with ThreadPoolExecutor(max_workers=1) as background:
@@ -566,6 +596,7 @@ def up(
             urls,
             round(time.perf_counter() - began, 1),
             _deployment_names(prefect_server.url),
+            topology,
         )
         (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
         (directory / "env.sh").write_text(state.exports() + "\n", encoding="utf-8")
@@ -574,6 +605,123 @@ def up(
             stop_group(server.process.pid, signal.Signals[stop_signal])
         raise
     return UpResult(state, notes=notes)
+
+
+def stack_env(
+    topology: str,
+    directory: Path,
+    *,
+    prefect_api_url: str,
+    redis_url: str,
+    prometheus_url: str,
+    pushgateway_url: str,
+    bridge_token: str,
+    sentinel_hosts: str = "",
+) -> dict[str, str]:
+    """The environment the stack prints and writes to env.sh, and the one its workers (so
+    their flow runs) get: a `rollout run --live` from the operator's shell behaves as a
+    scheduled run on a worker. The HA topology adds the Sentinels, heartbeats (a run whose
+    process died is marked Crashed) and the write memory (a lost write is refused)."""
+    env = {
+        "PREFECT_API_URL": prefect_api_url,
+        "REDIS_URL": redis_url,
+        "PROMETHEUS_BASE_URL": prometheus_url,
+        "PUSHGATEWAY_URL": pushgateway_url,
+        "ROLLOUT_AUDIT_LOG": str(directory / "rollout_log.md"),
+        "ROLLOUT_BRIDGE_TOKEN": bridge_token,  # a playground's token, made per `up`
+    }
+    if topology == "ha":
+        env["REDIS_SENTINELS"] = sentinel_hosts
+        env["REDIS_SENTINEL_SERVICE"] = SENTINEL_SERVICE
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+        env["ROLLOUT_WRITE_MEMORY"] = "true"
+    return env
+
+
+def _other_topology(directory: Path, previous: StackState, asked: str) -> str:
+    dead = previous.dead()
+    how = "partly down" if dead else "up"
+    return (
+        f"the stack in {directory} is a --topology {previous.topology} stack ({how}, "
+        f"REDIS_URL={previous.env.get('REDIS_URL', '?')}); you asked for --topology {asked}. "
+        f"Run `rollout stack up --topology {previous.topology}` to use (or restart) it, or "
+        f"`rollout stack down --dir {directory}` then `rollout stack up --topology {asked}` "
+        "for the other one (its flags and audit start empty), or pass another --dir"
+    )
+
+
+def _port_of(component: Component) -> int:
+    """The port in a component's URL (redis://127.0.0.1:6379/0, 127.0.0.1:26379)."""
+    return int(component.url.rpartition(":")[2].partition("/")[0])
+
+
+def _sentinels_master(state: StackState) -> int | None:
+    """The port the Sentinels name as master (maybe a dead one); None when none answers."""
+    from deployments.ha import sentinel_master_port
+
+    try:
+        return sentinel_master_port(state.env["REDIS_SENTINELS"])
+    except (RuntimeError, KeyError, ValueError):
+        return None
+
+
+def _restart_dead(
+    directory: Path, state: StackState, dead: list[Component]
+) -> tuple[StackState, list[str]] | None:
+    """Start again only the dead workers, Redis servers and Sentinels, each in its folder and
+    on its port (a Redis server of the HA topology as a replica of the Sentinels' master),
+    recorded in stack.json; (the state, one note per restart). None, starting nothing, when
+    another component died or, for Redis, the Sentinels name no live master."""
+    restartable = ("worker", "redis", "sentinel")
+    if not all(c.name.startswith(restartable) for c in dead):
+        return None
+    master = None
+    if state.topology == "ha" and any(c.name.startswith(("redis", "sentinel")) for c in dead):
+        master = _sentinels_master(state)
+        if master is None or any(_port_of(c) == master for c in dead):
+            return None  # no master to follow: the whole stack starts again
+    from deployments.ha import start_redis_node, start_sentinel
+
+    notes = []
+    for component in dead:
+        home = Path(component.log).parent
+        if component.name.startswith("worker"):
+            api = state.env["PREFECT_API_URL"]
+            server = start_worker(home, api, dict(state.env), name=component.name)
+        elif component.name.startswith("sentinel") and master is not None:
+            server = start_sentinel(home, master, _port_of(component))
+        elif master is not None:
+            server = start_redis_node(home, _port_of(component), replica_of=master)
+        else:
+            server = start_redis(home, _port_of(component), appendonly=True)
+        fresh = _component(server, component.stop_signal)
+        _record(directory, component, fresh)
+        notes.append(f"restarted only {component.name}: pid {fresh.pid}")
+    kept = [c.name for c in state.components if c not in dead]
+    notes.append(f"left running, untouched: {', '.join(kept)}")
+    updated = read_state(directory)
+    assert updated is not None
+    return updated, notes
+
+
+def _last_master_dir(state: StackState) -> str:
+    """The folder (under <dir>/redis) of the Redis server the Sentinels last named master,
+    so a whole restart starts it as the primary with its data; redis-primary by default."""
+    master = _sentinels_master(state) if state.topology == "ha" else None
+    for component in state.components:
+        if component.name.startswith("redis") and _port_of(component) == master:
+            return Path(component.log).parent.name
+    return "redis-primary"
+
+
+def _swap(one: Path, other: Path) -> None:
+    """Exchange two folders' names."""
+    if not other.exists():
+        return
+    parked = one.with_name(one.name + ".swap")
+    one.rename(parked)
+    other.rename(one)
+    parked.rename(other)
 
 
 def alertmanager_config_for_bridge(source: Path, target: Path, url: str, token: str) -> Path:
@@ -643,7 +791,7 @@ def _start_stack_redis(
 ) -> tuple[RunningServer, Any]:
     """The stack's Redis: one server, or (its primary, the RedisHA) for the HA topology."""
     if topology != "ha":
-        return start_redis(directory / "redis", _port("redis", usual_ports)), None
+        return start_redis(directory / "redis", _port("redis", usual_ports), appendonly=True), None
     from deployments.ha import start_redis_ha
 
     ports = [_free_or_any(port, usual_ports) for port in HA_REDIS_PORTS]
@@ -669,9 +817,11 @@ def _deployment_names(api_url: str) -> list[str]:
     return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
 
 
-def down(directory: Path) -> list[Component] | None:
+def down(directory: Path, *, remove_outside_cluster: bool = True) -> list[Component] | None:
     """Stop every process the stack started (the worker first, so no run starts mid-way),
-    then remove stack.json; None when no stack is up there."""
+    then remove stack.json, and the PostgreSQL cluster of the HA topology when it had to live
+    outside `directory` (`<dir>/postgres/cluster-path` names it: see deployments/ha.py) unless
+    `remove_outside_cluster` is False (a restart); None when no stack is up there."""
     state = read_state(directory)
     if state is None:
         return None
@@ -691,6 +841,12 @@ def down(directory: Path) -> list[Component] | None:
             stopped.append(component)
     (directory / STATE_FILE).unlink(missing_ok=True)
     (directory / "env.sh").unlink(missing_ok=True)
+    pointer = directory / "postgres" / "cluster-path"
+    if remove_outside_cluster and pointer.exists():
+        import shutil
+
+        shutil.rmtree(pointer.read_text(encoding="utf-8").strip(), ignore_errors=True)
+        pointer.unlink()
     return stopped
 
 
@@ -713,3 +869,123 @@ def inject(
         body["regions"] = regions
     result: dict[str, Any] = _post_json(f"{sample.url}/inject", body)
     return result
+
+
+# --- one component at a time (the fault soak stops, freezes and restarts them) ---------------
+
+
+@dataclass(frozen=True)
+class StoppedComponent:
+    """A component stopped by stop_component, with what starting it again needs."""
+
+    component: Component
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+def _named(state: StackState, name: str) -> Component:
+    found = [c for c in state.components if c.name == name]
+    if not found:
+        known = ", ".join(c.name for c in state.components)
+        raise RuntimeError(f"the stack in {state.directory} has no {name!r}; it has {known}")
+    return found[-1]
+
+
+def _record(directory: Path, remove: Component | None, add: Component | None) -> StackState:
+    """stack.json with `remove` taken out and `add` put in (so `down` stops what runs)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    components = [c for c in state.components if c != remove]
+    components += [add] if add is not None else []
+    updated = dataclasses.replace(state, components=components)
+    (directory / STATE_FILE).write_text(updated.to_json(), encoding="utf-8")
+    return updated
+
+
+def stop_component(
+    directory: Path, name: str, first: signal.Signals | None = None
+) -> StoppedComponent:
+    """Stop the component `name` (its process group, with its own stop signal unless `first`
+    is given, e.g. SIGKILL), keeping its command line, environment and folder to start it
+    again with start_component; stack.json keeps it until then (`down` skips the dead)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    component = _named(state, name)
+    process = _process(component.pid)
+    if process is None or not component.is_alive():
+        raise RuntimeError(f"{name} (pid {component.pid}) is not running; see {component.log}")
+    stopped = StoppedComponent(component, process.cmdline(), process.environ(), process.cwd())
+    stop_group(component.pid, first or signal.Signals[component.stop_signal])
+    return stopped
+
+
+def signal_component(directory: Path, name: str, sig: signal.Signals) -> None:
+    """Send `sig` to the component's process group (SIGSTOP freezes a server, SIGCONT thaws)."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    os.killpg(_named(state, name).pid, sig)
+
+
+def start_component(directory: Path, stopped: StoppedComponent, timeout: float = 60) -> Component:
+    """Start a stopped component again: the same command line, environment, folder, port and
+    data (Prometheus keeps its TSDB), ready when its URL answers `/-/ready` (or, for a server
+    without one, when its port accepts); stack.json then records the new process."""
+    old = stopped.component
+    url = old.url.rstrip("/")
+    port = int(url.rpartition(":")[2].partition("/")[0]) if url.count(":") >= 2 else 0
+    probe = wait_for_http(f"{url}/-/ready") if url.startswith("http") else _accepts(port)
+    log_dir = Path(old.log).parent
+    log_path = log_dir / f"{old.name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            stopped.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=stopped.env,
+            cwd=stopped.cwd,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process, signal.SIGKILL)
+            raise ServerFailedToStart(f"{old.name} did not start again; see {log_path}")
+        time.sleep(0.05)
+    fresh = Component(
+        old.name, process.pid, start_time(process.pid), old.url, str(log_path), old.stop_signal
+    )
+    _record(directory, old, fresh)
+    return fresh
+
+
+def _accepts(port: int) -> Callable[[], bool]:
+    import socket
+
+    def probe() -> bool:
+        with socket.socket() as connection:
+            connection.settimeout(0.5)
+            return connection.connect_ex(("127.0.0.1", port)) == 0
+
+    return probe
+
+
+def replace_worker(directory: Path, stopped: StoppedComponent, timeout: float = 90) -> Component:
+    """A new worker on the pool in place of a stopped (killed) one, with its environment
+    (what its flow runs inherit), named `worker-<n>`; recorded in stack.json."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    taken = {c.name for c in state.components}
+    name = next(f"worker-{n}" for n in itertools.count(2) if f"worker-{n}" not in taken)
+    home = directory / f"prefect-{name}"
+    server = start_worker(
+        home, state.env["PREFECT_API_URL"], dict(stopped.env), timeout=timeout, name=name
+    )
+    fresh = _component(server, "SIGINT")
+    _record(directory, stopped.component, fresh)
+    return fresh

@@ -95,7 +95,10 @@ def rollout_controller(
         if telemetry is not None:
             emit_metrics(quote(telemetry), {}, "error", at)
         return Failed(message=f"configuration error: {error}")
-    outcomes = _decide_and_apply(adapters.store, adapters.source, specs, at, live, settings, abort)
+    memory_notes: list[str] = []  # the write memory's warnings (ROLLOUT_WRITE_MEMORY)
+    outcomes = _decide_and_apply(
+        adapters.store, adapters.source, specs, at, live, settings, abort, memory_notes
+    )
     status = run_status(outcomes)
     # the human-readable copy and the events come before telemetry: whatever they report is a
     # warning in the same run whose status telemetry counts, so the two always agree
@@ -104,6 +107,7 @@ def rollout_controller(
         "events": announce_changes(quote(outcomes)),
         "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
         "durability": unconfirmed_warning(outcomes),
+        "write memory": "; ".join(memory_notes) or None,
     }
     if warnings["durability"]:
         logger.warning(warnings["durability"])
@@ -138,8 +142,10 @@ def _decide_and_apply(
     live: bool,
     settings: Settings,
     abort: Alert | None = None,
+    memory_notes: list[str] | None = None,
 ) -> dict[str, FeatureOutcome]:
-    """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing."""
+    """The task sequence; an unreachable Prometheus or Redis fails every feature, writes nothing.
+    The write memory's warnings (not loaded, not saved) are appended to `memory_notes`."""
     specs = expand_segments(specs)  # a segmented feature is judged segment by segment
     names = [spec.name for spec in specs]
     fetch = fetch_slos_with_backoff(settings.fetch_backoff_seconds)
@@ -147,8 +153,10 @@ def _decide_and_apply(
     # futures, about 5 s per run at 1,000 features; these are plain values, never futures.
     memory = settings.write_memory and live  # ROLLOUT_WRITE_MEMORY: see tasks/write_memory.py
     target = redact_url(settings.redis_target()) if memory else ""
-    if memory:
-        recall_writes(quote(store), target)
+    notes = memory_notes if memory_notes is not None else []
+    recalled = recall_writes(quote(store), target, quote(names)) if memory else None
+    if recalled is not None and recalled.warning:
+        notes.append(recalled.warning)
     try:
         snapshots = fetch(quote(source), quote(specs), at)
         states = read_flags(quote(store), quote(names))
@@ -169,8 +177,10 @@ def _decide_and_apply(
     outcomes: dict[str, FeatureOutcome] = apply_flag(
         quote(store), quote(decisions), quote(states), at, dry_run=not live, episodes=episodes
     )
-    if memory:
-        remember_writes(quote(store), target)
+    if recalled is not None:
+        unsaved = remember_writes(quote(store), target, quote(recalled))
+        if unsaved:
+            notes.append(unsaved)
     return outcomes
 
 

@@ -59,15 +59,19 @@ def up(
     ] = False,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the Prefect UI.")] = True,
     topology: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--topology",
             help="single (one of each, SQLite) or ha (Prefect on PostgreSQL, two workers, "
-            "Redis primary + replica + three Sentinels).",
+            "Redis primary + replica + three Sentinels). Default: the topology of the stack "
+            "in --dir, else single; another one than the stack there has is refused.",
+            show_default=False,
         ),
-    ] = "single",
+    ] = None,
 ) -> None:
-    """Start every server detached; prints the URLs and the environment to export."""
+    """Start every server detached; prints the URLs and the environment to export. On a
+    stack partly down, starts again only the dead workers, Redis servers and Sentinels (else
+    the whole stack; Redis keeps its data either way) and says what it restarted."""
 
     def command() -> Outcome:
         from deployments.servers import MissingServer, ServerFailedToStart
@@ -84,7 +88,12 @@ def up(
             return Outcome(code=EXIT_FAILURE, notes=(f"error: stack not started: {error}",))
         state = result.state
         if result.already_up:
-            return Outcome(_describe(state, f"The stack in {where} is already up."))
+            heading = f"The {state.topology} stack in {where} is already up."
+            return Outcome(_describe(state, heading))
+        if result.restarted_only:
+            heading = f"The stack in {where} is up again: restarted only "
+            heading += ", ".join(result.restarted_only) + "."
+            return Outcome(_describe(state, heading), notes=tuple(result.notes))
         heading = f"The stack is up in {state.up_seconds:.1f} s (data and logs in {where})."
         heading += "\nDeployments: " + ", ".join(state.deployments)
         return Outcome(_describe(state, heading), notes=tuple(result.notes))
@@ -212,7 +221,11 @@ def status(
             text = json.dumps(stack_json(where, None)) if as_json else f"No stack is up in {where}."
             return Outcome(text)
         dead = state.dead()
-        notes = ("run `rollout stack up`: it restarts a stack that is partly down",) if dead else ()
+        restart = (
+            "run `rollout stack up`: it starts again only dead workers, Redis servers and "
+            "Sentinels, else the whole stack (Redis keeps its data either way)"
+        )
+        notes = (restart,) if dead else ()
         code = EXIT_FAILURE if dead else 0
         if as_json:
             return Outcome(json.dumps(stack_json(where, state), indent=2), code, notes)

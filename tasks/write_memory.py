@@ -1,15 +1,31 @@
 """What the controller last wrote, kept in Prefect's database between runs (ROLLOUT_WRITE_MEMORY).
 
 Each run wires a new flag store, so the store's own memory of its last applied changes ends
-with the run. With the memory on, a run loads it from the Prefect Variable
-`rollout-last-applied` before reading the flags and saves it after applying: a run on any
-worker then refuses a feature whose `rollout:last_write` in Redis is older than the change a
-previous run applied (a Sentinel failover lost it). A failure here is a warning, never a
-failed run: the memory guards, it does not decide.
+with the run. With the memory on, a run loads it from Prefect Variables before reading the
+flags and saves what it applied afterwards: a run on any worker then refuses a feature whose
+`rollout:last_write` in Redis is older than the change a previous run applied (a Sentinel
+failover lost it). A failure here is a warning in the run's message, never a failed run: the
+memory guards, it does not decide.
+
+One Variable per (Redis target, unit), named by memory_variable_name: a unit's entry is a few
+dozen characters whatever the number of features (Prefect refuses a value over 5,000), and a
+run saves only the units it changed itself, each only when its write is newer than the one
+saved. Two runs that overlap (the abort deployment beside the scheduled one, on two workers)
+therefore never put back an older write they loaded at their start. What remains: two runs
+that change the same unit and save it within the same few milliseconds (a read then a write
+of that Variable) may keep the older of the two; the next change of the unit saves again.
+
+Remembered: every change a live controller run applied, a change recovered after a lost
+reply included (the store puts both in its `last_applied`). Not remembered: writes by the
+CLI (`rollout set`, pause, kill) and the override flow, which write through their own store;
+they are newer than anything remembered, so they never trip the refusal.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -17,11 +33,36 @@ from prefect.cache_policies import NO_CACHE
 
 from rollout_core.ports import FlagStore
 
-__all__ = ["MEMORY_VARIABLE", "recall_writes", "remember_writes"]
+__all__ = [
+    "MEMORY_PREFIX",
+    "MEMORY_TAG",
+    "Recalled",
+    "forget_all_writes",
+    "memory_variable_name",
+    "recall_writes",
+    "remember_writes",
+]
 
-MEMORY_VARIABLE = "rollout-last-applied"
-# Prefect refuses a variable value over 5,000 characters: the newest entries are kept
-_MAX_ENTRIES = 120
+MEMORY_PREFIX = "rollout-last-applied-"
+MEMORY_TAG = "rollout-write-memory"
+# the API returns at most this many Variables per request (Prefect's default limit)
+_PAGE = 200
+
+
+def memory_variable_name(redis_target: str, unit: str) -> str:
+    """The Variable holding `unit`'s last applied write on `redis_target`: a digest, since a
+    Variable name takes only lowercase letters, digits, dashes and underscores."""
+    digest = hashlib.sha256(f"{redis_target}\n{unit}".encode()).hexdigest()[:40]
+    return MEMORY_PREFIX + digest
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """What a run knew before it applied anything (so remember_writes saves only its own
+    writes), and the warning when the memory could not be loaded."""
+
+    known: dict[str, str] = field(default_factory=dict)
+    warning: str | None = None
 
 
 def _memory_of(store: FlagStore) -> dict[str, str] | None:
@@ -34,43 +75,86 @@ def _stream_key(audit_id: str) -> tuple[int, int]:
     return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
 
 
-@task(cache_policy=NO_CACHE)
-def recall_writes(store: FlagStore, redis_target: str) -> None:
-    """Load the changes earlier runs applied on this Redis into the store's memory."""
-    from prefect.variables import Variable
+def _saved_id(value: Any) -> str:
+    """The audit id a memory Variable holds ("" for anything else)."""
+    audit_id = value.get("audit_id") if isinstance(value, dict) else None
+    return audit_id if isinstance(audit_id, str) else ""
 
+
+def _read_many(names: list[str]) -> dict[str, Any]:
+    """The values of the Variables named `names` that exist, a page of requests at a time."""
+    from prefect.client.orchestration import get_client
+
+    values: dict[str, Any] = {}
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(names), _PAGE):
+            page = names[start : start + _PAGE]
+            body = {"variables": {"name": {"any_": page}}, "limit": len(page)}
+            response = client.request("POST", "/variables/filter", json=body)
+            for variable in response.json():
+                values[variable["name"]] = variable.get("value")
+    return values
+
+
+@task(cache_policy=NO_CACHE)
+def recall_writes(store: FlagStore, redis_target: str, units: Iterable[str]) -> Recalled:
+    """Load the changes earlier runs applied to `units` on this Redis into the store's memory."""
     memory = _memory_of(store)
     if memory is None:
-        return
+        return Recalled()
+    names = {memory_variable_name(redis_target, unit): unit for unit in units}
     try:
-        saved: Any = Variable.get(MEMORY_VARIABLE, default={})
+        saved = _read_many(list(names))
     except Exception as exc:  # the memory guards; a run without it still decides
-        get_run_logger().warning("write memory not loaded (%s); deciding without it", exc)
-        return
-    entries = saved.get(redis_target, {}) if isinstance(saved, dict) else {}
-    for feature, audit_id in entries.items():
-        if isinstance(audit_id, str):
-            known = memory.get(feature, "")
-            if _stream_key(audit_id) > _stream_key(known):
-                memory[feature] = audit_id
+        warning = f"write memory not loaded ({exc}); deciding without it"
+        get_run_logger().warning(warning)
+        return Recalled(dict(memory), warning)
+    for name, value in saved.items():
+        unit, audit_id = names[name], _saved_id(value)
+        if _stream_key(audit_id) > _stream_key(memory.get(unit, "")):
+            memory[unit] = audit_id
+    return Recalled(dict(memory))
 
 
 @task(cache_policy=NO_CACHE)
-def remember_writes(store: FlagStore, redis_target: str) -> str | None:
-    """Save the store's memory (newest entries) for the next run; a warning when it fails."""
+def remember_writes(store: FlagStore, redis_target: str, recalled: Recalled) -> str | None:
+    """Save each write this run applied (not what it recalled) unless a newer one is saved; a
+    warning naming what was not saved when Prefect refuses."""
     from prefect.variables import Variable
 
-    memory = _memory_of(store)
-    if not memory:
+    memory = _memory_of(store) or {}
+    own = {u: i for u, i in memory.items() if i and recalled.known.get(u) != i}
+    failed: list[str] = []
+    for unit, audit_id in sorted(own.items()):
+        name = memory_variable_name(redis_target, unit)
+        try:
+            if _stream_key(_saved_id(Variable.get(name))) >= _stream_key(audit_id):
+                continue  # an overlapping run saved a newer write of it
+            value = {"target": redis_target, "unit": unit, "audit_id": audit_id}
+            Variable.set(name, value, tags=[MEMORY_TAG], overwrite=True)
+        except Exception as exc:
+            failed.append(f"{unit} {audit_id} ({exc})")
+    if not failed:
         return None
-    newest = sorted(memory.items(), key=lambda item: _stream_key(item[1]), reverse=True)
-    try:
-        saved: Any = Variable.get(MEMORY_VARIABLE, default={})
-        value = saved if isinstance(saved, dict) else {}
-        value[redis_target] = dict(newest[:_MAX_ENTRIES])
-        Variable.set(MEMORY_VARIABLE, value, overwrite=True)
-    except Exception as exc:
-        warning = f"write memory not saved ({exc}); the next run cannot refuse a lost write"
-        get_run_logger().warning(warning)
-        return warning
-    return None
+    warning = (
+        f"write memory not saved for {'; '.join(failed)}: the next run cannot refuse a Redis "
+        "that loses these writes"
+    )
+    get_run_logger().warning(warning)
+    return warning
+
+
+def forget_all_writes() -> int:
+    """Delete every write memory Variable (tests, or an operator starting over); how many."""
+    from prefect.client.orchestration import get_client
+
+    body = {"variables": {"tags": {"all_": [MEMORY_TAG]}}, "limit": _PAGE}
+    deleted = 0
+    with get_client(sync_client=True) as client:
+        while True:
+            found = client.request("POST", "/variables/filter", json=body).json()
+            if not found:
+                return deleted
+            for variable in found:
+                client.delete_variable_by_name(variable["name"])
+                deleted += 1

@@ -1,31 +1,39 @@
 """`rollout stack up --topology ha` end to end: Prefect on PostgreSQL with two workers, Redis
 behind three Sentinels. A Sentinel failover in the middle of a rollout loses and doubles no
-audited write; a worker killed mid-run leaves a Crashed run and the next run completes on the
-other worker; a stale run that a dead worker left behind is skipped."""
+audited write; a worker host that dies with its run (before the run's first heartbeat) leaves
+a run the zombie automation crashes, and the next run completes on the other worker; a stale
+run that a dead worker left behind is skipped; `stack up` then restarts only the dead worker,
+every flag and audit entry kept; the operator's shell (env.sh) gets what the workers get."""
 
 from __future__ import annotations
 
-import itertools
-import shutil
+import contextlib
+import shlex
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import psutil
 import pytest
 
-from deployments.ha import fail_over_stack, sentinel_master_port
-from deployments.stack import StackState, down, read_state, stop_group, up
-from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
-from rollout_core.redis_connection import connect
-from tests.integration.traffic import poll
+from deployments.ha import HEARTBEAT_SECONDS, fail_over_stack, sentinel_master_port
+from deployments.ha_runs import (
+    busy_worker,
+    chain_problems,
+    final,
+    poll,
+    run_state,
+    start_run,
+    state_of,
+    store_of,
+    take_down,
+)
+from deployments.stack import Component, stop_group, up
+from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
 
 pytestmark = pytest.mark.e2e
 
-CONTROLLER = "rollout-controller/every-10-minutes"
 LIVE = {"dry_run": False}
 
 
@@ -36,81 +44,14 @@ def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield directory
     finally:
-        down(directory)
-        # PostgreSQL's cluster lives under /tmp when pytest's private folder is out of the
-        # postgres user's reach (deployments/ha.py): remove it with the stack
-        pointer = directory / "postgres" / "cluster-path"
-        if pointer.exists():
-            shutil.rmtree(pointer.read_text().strip(), ignore_errors=True)
-
-
-def state_of(directory: Path) -> StackState:
-    state = read_state(directory)
-    assert state is not None
-    return state
-
-
-def store_of(directory: Path) -> RedisFlagStore:
-    return RedisFlagStore(connect(state_of(directory).env["REDIS_URL"]))
-
-
-def start_run(
-    directory: Path, parameters: dict[str, Any], scheduled: datetime | None = None
-) -> UUID:
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.states import Scheduled
-
-    with SyncPrefectClient(state_of(directory).env["PREFECT_API_URL"]) as client:
-        deployment = client.read_deployment_by_name(CONTROLLER)
-        run = client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=parameters,
-            state=Scheduled(scheduled_time=scheduled) if scheduled else None,
-        )
-        return run.id
-
-
-def run_state(directory: Path, run_id: UUID, accept: Any, timeout: float = 120) -> Any:
-    from prefect.client.orchestration import SyncPrefectClient
-
-    with SyncPrefectClient(state_of(directory).env["PREFECT_API_URL"]) as client:
-        run = poll(
-            lambda: client.read_flow_run(run_id),
-            lambda r: r.state is not None and accept(r.state),
-            timeout=timeout,
-            what=f"flow run {run_id}",
-        )
-        return run.state
-
-
-def final(state: Any) -> bool:
-    return bool(state.is_final())
-
-
-def audit_chain(store: RedisFlagStore, feature: str) -> list[dict[str, str]]:
-    entries = store.client.xrange(AUDIT_STREAM)
-    return [
-        fields
-        for _, fields in entries
-        if fields.get("feature") == feature
-        and fields.get("new_percent")
-        and fields.get("dry_run") != "true"
-    ]
+        take_down(directory)  # PostgreSQL's cluster under /tmp too
 
 
 def assert_nothing_lost_or_doubled(store: RedisFlagStore, feature: str) -> None:
     """Each audited change starts where the one before ended, the flag holds the last one's
     percent, and no write id appears twice."""
-    chain = audit_chain(store, feature)
-    ids = [entry["write_id"] for entry in chain if entry.get("write_id")]
-    assert len(ids) == len(set(ids)), chain
-    for before, after in itertools.pairwise(chain):
-        if after.get("action") != "init":
-            assert after["old_percent"] == before["new_percent"], (before, after)
-    percent = store.read([feature])[feature].percent
-    assert float(chain[-1]["new_percent"]) == percent
-    last_write = store.client.hget(LAST_WRITE_HASH, feature)
-    assert last_write is not None and last_write.split(" ")[0] == chain[-1]["write_id"]
+    problems = chain_problems(store, feature)
+    assert not problems, problems
 
 
 def test_a_failover_during_a_rollout_loses_and_doubles_no_audited_write(ha_stack: Path) -> None:
@@ -132,25 +73,31 @@ def test_a_failover_during_a_rollout_loses_and_doubles_no_audited_write(ha_stack
     assert_nothing_lost_or_doubled(store, "google")
 
 
-def busy_worker(directory: Path) -> Any:
-    """The worker component with a flow run process under it."""
-    for component in state_of(directory).components:
-        alive = component.name.startswith("worker") and component.is_alive()
-        if alive and psutil.Process(component.pid).children(recursive=True):
-            return component
-    return None
+def kill_host(worker: Component) -> None:
+    """What a machine death does: the worker and its flow run processes die at once. (Prefect
+    starts each flow run in a process group of its own: killing the worker's group alone
+    leaves the run process alive, and it would end the run Crashed itself.)"""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(worker.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    stop_group(worker.pid, signal.SIGKILL)
 
 
-def test_a_killed_worker_leaves_a_crashed_run_and_the_next_run_completes_on_the_other(
+def test_a_run_whose_worker_host_died_before_its_first_heartbeat_is_crashed_and_frees_the_slot(
     ha_stack: Path,
 ) -> None:
     run_id = start_run(ha_stack, LIVE)
-    run_state(ha_stack, run_id, lambda s: s.is_running() or s.is_final())
+    # Pending: a worker took it and is starting its process (~10 s here), no heartbeat yet
+    run_state(ha_stack, run_id, lambda s: s.is_pending() or s.is_running() or s.is_final())
     victim = poll(lambda: busy_worker(ha_stack), lambda w: w is not None, 30, "a busy worker")
-    stop_group(victim.pid, signal.SIGKILL)  # the worker and its flow run process, at once
+    kill_host(victim)
 
-    crashed = run_state(ha_stack, run_id, final, timeout=150)
+    # only the zombie automation (armed by Pending and Running, not only by a heartbeat) can
+    # end it now: nothing of the run is left to crash it
+    crashed = run_state(ha_stack, run_id, final, timeout=HEARTBEAT_SECONDS + 150)
     assert crashed.is_crashed(), (crashed.name, crashed.message)
+    assert "no heartbeat" in str(crashed.message), crashed.message
     survivor = [
         c for c in state_of(ha_stack).components if c.name.startswith("worker") and c.is_alive()
     ]
@@ -169,3 +116,44 @@ def test_a_stale_run_a_dead_worker_left_behind_is_skipped(ha_stack: Path) -> Non
     assert state.is_completed() and state.name == "Skipped", (state.name, state.message)
     assert "late" in str(state.message)
     assert store_of(ha_stack).client.xlen(AUDIT_STREAM) == before  # it wrote nothing
+
+
+def test_stack_up_after_a_worker_died_restarts_only_that_worker_with_flags_and_audit_kept(
+    ha_stack: Path,
+) -> None:
+    workers = [c for c in state_of(ha_stack).components if c.name.startswith("worker")]
+    if all(w.is_alive() for w in workers):  # run alone: a worker dies here
+        stop_group(workers[-1].pid, signal.SIGKILL)
+    before = state_of(ha_stack)
+    dead = sorted(c.name for c in before.dead())
+    store = store_of(ha_stack)
+    entries, flags = store.client.xlen(AUDIT_STREAM), store.read(["google"])
+
+    again = up(ha_stack, usual_ports=False, ui=False, topology="ha")
+
+    assert sorted(again.restarted_only) == dead and dead
+    after = state_of(ha_stack)
+    assert not after.dead()
+    kept = [c for c in before.components if c.name not in dead]
+    assert all(c in after.components for c in kept)  # Redis, PostgreSQL, Prefect: untouched
+    store = store_of(ha_stack)
+    assert store.client.xlen(AUDIT_STREAM) == entries
+    assert store.read(["google"]) == flags
+    following = run_state(ha_stack, start_run(ha_stack, LIVE), final)
+    assert following.is_completed(), following.message
+
+
+def test_the_operators_shell_gets_the_write_memory_and_heartbeats_the_workers_get(
+    ha_stack: Path,
+) -> None:
+    exported = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in (ha_stack / "env.sh").read_text(encoding="utf-8").splitlines()
+    )
+    assert exported["ROLLOUT_WRITE_MEMORY"] == "true"  # `rollout run --live` refuses a lost write
+    assert exported["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
+    for worker in state_of(ha_stack).components:
+        if worker.name.startswith("worker") and worker.is_alive():
+            environ = psutil.Process(worker.pid).environ()
+            for name in ("ROLLOUT_WRITE_MEMORY", "REDIS_URL", "REDIS_SENTINELS", "PUSHGATEWAY_URL"):
+                assert environ[name] == exported[name], name

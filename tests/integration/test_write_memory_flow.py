@@ -16,7 +16,7 @@ from flows.controller import rollout_controller
 from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.model import Action
 from rollout_core.redis_connection import connect
-from tasks.write_memory import MEMORY_VARIABLE
+from tasks.write_memory import forget_all_writes
 from tests.integration.conftest import flag_keys, seed_flag, write_config
 
 pytestmark = pytest.mark.integration
@@ -33,11 +33,10 @@ def outcome_of(state: Any, feature: str) -> Any:
 
 @pytest.fixture
 def write_memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from prefect.variables import Variable
-
     monkeypatch.setenv("ROLLOUT_WRITE_MEMORY", "true")
+    forget_all_writes()
     yield
-    Variable.unset(MEMORY_VARIABLE)
+    forget_all_writes()
 
 
 def test_a_later_run_holds_promotions_on_a_redis_that_lost_the_change_an_earlier_run_applied(

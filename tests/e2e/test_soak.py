@@ -1,0 +1,45 @@
+"""CI's share of the fault soak (benchmarks/soak.py) on the real HA stack: 18 real controller
+runs with every fault kind forced once (a failover before and one during a run, Prometheus
+stopped, the Pushgateway restarted, an idle worker killed, an operator's set and pause racing a
+run, a corrupt flag value), healthy and breaching traffic in stretches of five runs, and
+every invariant checked over the whole history. A worker killed mid-run is
+test_ha_topology.py's; the 1,000-run soak runs by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.soak import FAULTS, soak
+
+pytestmark = pytest.mark.e2e
+
+FORCED = {
+    1: "redis_failover:before",
+    2: "pushgateway_restart",
+    3: "worker_killed:idle",
+    6: "corrupt_value",
+    8: "prometheus_outage:stop1",
+    9: "redis_failover:in_flight",
+    11: "concurrent_set",
+    12: "concurrent_pause",
+}
+
+
+def test_eighteen_runs_under_every_fault_kind_break_no_invariant() -> None:
+    state, violations, text = soak(runs=18, seed=3, fault_rate=0.0, forced=FORCED, stretch=5)
+    assert not state.interrupted, text
+    assert {fault: state.injected[fault] for fault in FAULTS} == dict.fromkeys(FAULTS, 1) | {
+        "redis_failover": 2
+    }, text
+    # each fault was followed by a Completed run (the last tick has no fault and completes)
+    assert state.survived == state.injected, text
+    assert violations and not any(violations.values()), text
+    states = [tick.state for tick in state.ticks]
+    assert len(states) == 18 and set(states) <= {"Completed", "Failed"}, text
+    # the run under a corrupt value and the run without Prometheus fail, and only they may
+    assert states[6] == "Failed" and states[8] == "Failed", text
+    assert states.count("Completed") >= 12, text
+    actions = {
+        entry.get("action") for entry in state.seen.values() if entry.get("by") == "controller"
+    }
+    assert {"promote", "rollback"} <= actions, text

@@ -1,0 +1,133 @@
+"""The write memory (tasks/write_memory.py) on a real redis-server and Prefect's test server:
+runs that overlap never put back an older write, and it saves whatever the number and length
+of the feature names (one small Variable per Redis target and unit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
+from rollout_core.redis_connection import connect
+from tasks.write_memory import (
+    Recalled,
+    forget_all_writes,
+    memory_variable_name,
+    recall_writes,
+    remember_writes,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+SENTINEL_TARGET = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/rollout/0"
+
+
+@pytest.fixture
+def memory(prefect_test_server: None) -> Iterator[None]:
+    forget_all_writes()
+    yield
+    forget_all_writes()
+
+
+@dataclass
+class StoreWithMemory:
+    """What the tasks read of a store: its `last_applied` memory."""
+
+    last_applied: dict[str, str] = field(default_factory=dict)
+
+
+def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_older_one(
+    redis_url: str, memory: None
+) -> None:
+    from prefect.variables import Variable
+
+    target = redis_url
+    first = RedisFlagStore(connect(redis_url))
+    first.init("google", T0)
+    w1 = first.set_percent("google", 10, "ramp", at=T0)
+    assert remember_writes.fn(first, target, Recalled()) is None  # an earlier run saved w1
+
+    scheduled = RedisFlagStore(connect(redis_url))  # the scheduled controller run
+    abort = RedisFlagStore(connect(redis_url))  # the abort run, on the other worker
+    scheduled_knew = recall_writes.fn(scheduled, target, ["google"])
+    abort_knew = recall_writes.fn(abort, target, ["google"])
+    assert scheduled.last_applied["google"] == w1.audit_id
+    w2 = abort.set_percent("google", 0, "abort: GmailErrorRateFast", at=T0 + timedelta(minutes=1))
+    assert w2.applied and w2.audit_id
+    remember_writes.fn(abort, target, abort_knew)
+    remember_writes.fn(scheduled, target, scheduled_knew)  # held google; finishes last
+
+    saved = Variable.get(memory_variable_name(target, "google"))
+    assert saved["audit_id"] == w2.audit_id, saved
+    # a failover now loses w2: the run after it refuses google instead of deciding on w1's state
+    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {w1.audit_id}")
+    later = RedisFlagStore(connect(redis_url))
+    recall_writes.fn(later, target, ["google"])
+    state = later.read_each(["google"])["google"]
+    assert isinstance(state, Exception) and "Redis lost that write" in str(state), state
+
+
+def test_an_older_write_saved_last_never_replaces_a_newer_one_of_the_same_feature(
+    memory: None,
+) -> None:
+    from prefect.variables import Variable
+
+    newer = StoreWithMemory({"google": "1796026000002-0"})
+    older = StoreWithMemory({"google": "1796026000001-0"})
+    remember_writes.fn(newer, SENTINEL_TARGET, Recalled())
+    remember_writes.fn(older, SENTINEL_TARGET, Recalled())
+    saved = Variable.get(memory_variable_name(SENTINEL_TARGET, "google"))
+    assert saved["audit_id"] == "1796026000002-0"
+
+
+def test_the_writes_are_saved_and_recalled_however_many_and_long_the_feature_names(
+    memory: None,
+) -> None:
+    from prefect import flow
+
+    long_names = {
+        f"checkout-service-feature-{n:05d}-with-a-long-descriptive-name[eu-west-{n}]": (
+            f"1796026{n:06d}-0"
+        )
+        for n in range(250)  # over 5,000 characters together; more than one API page
+    }
+
+    @flow
+    def save(store: StoreWithMemory) -> str | None:
+        return remember_writes(store, SENTINEL_TARGET, Recalled())  # as the controller does
+
+    assert save(StoreWithMemory(dict(long_names))) is None
+    later = StoreWithMemory()
+    knew = recall_writes.fn(later, SENTINEL_TARGET, [*long_names, "never-written"])
+    assert later.last_applied == long_names
+    assert knew.known == long_names and knew.warning is None
+    # another Redis target shares nothing with this one
+    elsewhere = StoreWithMemory()
+    recall_writes.fn(elsewhere, "redis://127.0.0.1:6379/0", list(long_names))
+    assert elsewhere.last_applied == {}
+
+
+def test_a_write_memory_prefect_refuses_is_a_warning_naming_the_unsaved_write(
+    memory: None,
+) -> None:
+    from prefect import flow
+
+    # Prefect refuses a Variable value over 5,000 characters: a (silly) 6,000-character unit
+    # name makes it refuse this one entry, and only this one
+    huge = "g" * 6000
+
+    @flow
+    def save(store: StoreWithMemory) -> str | None:
+        return remember_writes(store, SENTINEL_TARGET, Recalled())
+
+    warning = save(StoreWithMemory({huge: "1796026000001-0", "google": "1796026000002-0"}))
+    assert warning is not None and "write memory not saved for ggg" in warning
+    assert "1796026000001-0" in warning and "cannot refuse" in warning
+    assert "google" not in warning.replace(huge, "")
+    later = StoreWithMemory()
+    recall_writes.fn(later, SENTINEL_TARGET, ["google"])
+    assert later.last_applied == {"google": "1796026000002-0"}

@@ -185,6 +185,8 @@ class Soak:
     mid_run_kills: int = 0
     prometheus_hangs: int = 0
     lost_refusals: int = 0
+    lost_unconfirmed: int = 0  # seen, then lost in a failover, the write reported unconfirmed
+    details: list[str] = field(default_factory=list)  # each violation, said
     interrupted: str = ""
     began: float = field(default_factory=time.perf_counter)
     up_seconds: float = 0.0
@@ -646,66 +648,100 @@ def _is_abort(fields: Mapping[str, str]) -> bool:
 
 
 def check(soak: Soak) -> dict[str, int]:
-    """Each invariant's violations over the whole history (the target is zero)."""
+    """Each invariant's violations over the whole history (the target is zero); what each
+    one was goes to `soak.details`."""
     entries = [(str(i), dict(f)) for i, f in soak.redis.client.xrange(AUDIT_STREAM)]
     present = {entry_id for entry_id, _ in entries}
     applied = [(i, f) for i, f in entries if f.get("dry_run") != "true"]
-    violations: dict[str, int] = {}
-
-    ids = [f["write_id"] for _, f in applied if f.get("write_id")]
-    violations["duplicated audit entries"] = len(ids) - len(set(ids))
-    unconfirmed_ok = {w.audit_id for w in soak.operator_writes if w.unconfirmed}
-    unconfirmed_runs = [t for t in soak.ticks if "applied but unconfirmed" in t.message]
-    lost = [
-        i for i, f in soak.seen.items()
-        if f.get("dry_run") != "true" and i not in present and i not in unconfirmed_ok
-        and not any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in unconfirmed_runs)
-    ]  # fmt: skip
-    violations["acknowledged writes lost"] = len(lost)
-    violations["changes without an audit entry"] = _unaudited_changes(soak, applied)
-    violations["promotion without healthy evidence"] = _blind_promotions(soak, applied)
-    violations["breach not rolled back by the next successful run"] = _unrolled_breaches(soak)
-    violations["percent moved while paused or killed"] = _moved_while_paused(soak, applied)
+    # entries the soak saw that a failover then lost, whose write was reported unconfirmed
+    # (the run's durability warning, or the operator's result): lost honestly
+    unconfirmed_ids = {w.audit_id for w in soak.operator_writes if w.unconfirmed}
+    warned = [t for t in soak.ticks if "applied but unconfirmed" in t.message]
+    gone = {i: f for i, f in soak.seen.items() if f.get("dry_run") != "true" and i not in present}
+    excused = {
+        i: f
+        for i, f in gone.items()
+        if i in unconfirmed_ids or any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in warned)
+    }
+    soak.lost_unconfirmed = len(excused)
     counted = soak.redis.client.hgetall(CHANGES_KEY)
-    audited = Counter(
-        f["action"]
-        for _, f in applied
-        if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
-    )
-    violations["telemetry totals != audit counts"] = sum(
-        int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
-        for action in ("promote", "rollback")
-    )
-    violations["Pushgateway totals != Redis totals"] = _pushgateway_mismatch(soak, counted)
-    return violations
+    found = {
+        "duplicated audit entries": _duplicates(applied),
+        "acknowledged writes lost": [
+            f"audit entry {i} ({f.get('action')} {f.get('old_percent')} -> "
+            f"{f.get('new_percent')} by {f.get('by')}) was seen, then lost, unwarned"
+            for i, f in gone.items()
+            if i not in excused
+        ],
+        "changes without an audit entry": _unaudited_changes(soak, applied, excused),
+        "promotion without healthy evidence": _blind_promotions(soak, applied),
+        "breach not rolled back by the next successful run": _unrolled_breaches(soak),
+        "percent moved while paused or killed": _moved_while_paused(soak, applied),
+        "telemetry totals != audit counts": _telemetry_mismatch(applied, counted),
+        "Pushgateway totals != Redis totals": _pushgateway_mismatch(soak, counted),
+    }
+    soak.details = [f"{name}: {detail}" for name, details in found.items() for detail in details]
+    return {name: len(details) for name, details in found.items()}
 
 
-def _unaudited_changes(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _duplicates(applied: list[tuple[str, dict[str, str]]]) -> list[str]:
+    ids = Counter(f["write_id"] for _, f in applied if f.get("write_id"))
+    return [
+        f"write id {write_id} in {count} entries" for write_id, count in ids.items() if count > 1
+    ]
+
+
+def _unaudited_changes(
+    soak: Soak, applied: list[tuple[str, dict[str, str]]], lost: Mapping[str, dict[str, str]]
+) -> list[str]:
     """The chain of audited percents has no gap (each change starts where the last ended,
-    but for the soak's own corrupt values), and every percent the soak read in Redis is the
-    one the last audited change before that moment left."""
+    but for the soak's own corrupt values), Redis ends at the last one, and every percent the
+    soak read in Redis is the one the last audited change before the read left (or, while a
+    write later lost was there, that write's)."""
+    problems = []
     chain = [(i, f) for i, f in applied if f.get("feature") == FEATURE and f.get("new_percent")]
-    breaks = 0
-    for (_, before), (_, after) in itertools.pairwise(chain):
+    for (before_id, before), (after_id, after) in itertools.pairwise(chain):
         if after.get("action") in ("init", "audience") or after["old_percent"] == CORRUPT:
             continue
-        breaks += after["old_percent"] != before["new_percent"]
-    stamps = [_stream_ms(i) for i, _ in chain]
+        if after["old_percent"] != before["new_percent"]:
+            problems.append(
+                f"{after_id} starts at {after['old_percent']}, {before_id} ended at "
+                f"{before['new_percent']}"
+            )
+    timelines = [chain]
+    if lost:
+        with_lost = chain + [(i, f) for i, f in lost.items() if f.get("new_percent")]
+        timelines.append(sorted(with_lost, key=lambda item: _stream_key(item[0])))
     for tick in soak.ticks:
-        for seen in (tick.before, tick.after):
+        for when, seen in (("before", tick.before), ("after", tick.after)):
             began, ended = seen.read_ms
             if seen.percent is None or not began:
                 continue
-            # the last change before the read began; a change while it ran is ambiguous
-            done = bisect.bisect_left(stamps, began - 5)
-            if done < len(stamps) and stamps[done] <= ended + 5:
-                continue
-            if done and _percent(chain[done - 1][1]["new_percent"]) != seen.percent:
-                breaks += 1
+            expected = [_left_at(timeline, began, ended) for timeline in timelines]
+            if all(e is not None and e != seen.percent for e in expected):
+                problems.append(
+                    f"tick {tick.index} ({when} its run) read {seen.percent:g}%, the audit "
+                    f"says {' or '.join(f'{e:g}%' for e in expected if e is not None)}"
+                )
     raw = soak.redis.client.get(flag_key(FEATURE, "rollout_percent"))
     if chain and raw is not None and _percent(raw) != _percent(chain[-1][1]["new_percent"]):
-        breaks += 1
-    return breaks
+        problems.append(f"Redis ends at {raw}, the last audited change at {chain[-1]}")
+    return problems
+
+
+def _left_at(chain: list[tuple[str, dict[str, str]]], began: int, ended: int) -> float | None:
+    """The percent the last change before `began` (Unix ms) left; None when a change landed
+    while the read ran (ambiguous) or none came before."""
+    stamps = [_stream_ms(i) for i, _ in chain]
+    done = bisect.bisect_left(stamps, began - 5)
+    if (done < len(stamps) and stamps[done] <= ended + 5) or not done:
+        return None
+    return _percent(chain[done - 1][1]["new_percent"])
+
+
+def _stream_key(entry_id: str) -> tuple[int, int]:
+    ms, _, sequence = entry_id.partition("-")
+    return int(ms), int(sequence or 0)
 
 
 def _percent(text: str) -> float | None:
@@ -726,10 +762,10 @@ def _tick_at(soak: Soak, ms: int) -> Tick | None:
     return next((t for t in soak.ticks if t.created_ms <= ms <= t.ended_ms), None)
 
 
-def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> list[str]:
     """Controller promotions whose recorded readings were not all healthy with enough
     samples, or made during a tick whose evidence was a clear breach before and after."""
-    count = 0
+    problems = []
     for entry_id, fields in applied:
         if fields.get("by") != "controller" or fields.get("action") != "promote":
             continue
@@ -739,14 +775,16 @@ def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> 
         )
         tick = _tick_at(soak, _stream_ms(entry_id))
         seen_breach = tick is not None and tick.before.evidence == tick.after.evidence == "breach"
-        count += (not healthy) or seen_breach
-    return count
+        if not healthy or seen_breach:
+            where = f" in tick {tick.index}, seen breaching" if seen_breach and tick else ""
+            problems.append(f"promotion {entry_id} on readings {slos}{where}")
+    return problems
 
 
-def _unrolled_breaches(soak: Soak) -> int:
+def _unrolled_breaches(soak: Soak) -> list[str]:
     """Completed runs that read a clear breach (the soak saw it before and after the run)
     above the safe percent, not paused nor raced, and left the percent above it."""
-    count = 0
+    problems = []
     for tick in soak.ticks:
         before, after = tick.before, tick.after
         if (
@@ -757,16 +795,20 @@ def _unrolled_breaches(soak: Soak) -> int:
             and not before.paused
             and not after.paused
             and not tick.raced
+            and (after.percent is None or after.percent > SAFE_PERCENT)
         ):
-            count += after.percent is None or after.percent > SAFE_PERCENT
-    return count
+            problems.append(
+                f"tick {tick.index}: error ratio {before.ratio:.3f} -> {after.ratio:.3f}, "
+                f"percent {before.percent:g} -> {after.percent}; run said {tick.message[:200]!r}"
+            )
+    return problems
 
 
-def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> list[str]:
     """Controller changes applied while the audit's own pause / resume entries say the
     feature was paused, or whose decision read it paused; and changes by a run after its
     worker was killed under it."""
-    count, paused = 0, False
+    problems, paused = [], False
     for entry_id, fields in applied:
         if fields.get("feature") != FEATURE:
             continue
@@ -780,30 +822,53 @@ def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -
             read_paused = bool(json.loads(fields.get("inputs") or "{}")["f"][3])
         except (ValueError, KeyError, IndexError, TypeError):
             read_paused = False
-        count += paused or read_paused
+        if paused or read_paused:
+            problems.append(f"{action} {entry_id} while paused")
         ms = _stream_ms(entry_id)
         killed = [t for t in soak.ticks if t.killed_ms and t.killed_ms + 50 < ms <= t.ended_ms]
-        count += bool(killed) and not _is_abort(fields)
-    return count
+        if killed and not _is_abort(fields):
+            problems.append(f"{action} {entry_id} after tick {killed[0].index}'s worker was killed")
+    return problems
 
 
-def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> int:
+def _telemetry_mismatch(
+    applied: list[tuple[str, dict[str, str]]], counted: Mapping[str, str]
+) -> list[str]:
+    audited = Counter(
+        f["action"]
+        for _, f in applied
+        if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
+    )
+    return [
+        f"{action}: telemetry {counted.get(f'{FEATURE}|{action}', 0)}, audit {audited[action]}"
+        for action in ("promote", "rollback")
+        if int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
+    ]
+
+
+def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> list[str]:
     """The totals the last run pushed are Redis' totals (the last tick has no fault)."""
     if (
         not soak.ticks
+        or soak.interrupted  # the last tick may have left the Pushgateway stopped
         or soak.ticks[-1].state != "Completed"
         or "telemetry" in soak.ticks[-1].message
     ):
-        return 0
+        return []
     try:
         with urllib.request.urlopen(f"{soak.pushgateway}/metrics", timeout=5) as response:
             pushed = totals_from_exposition(response.read().decode(), "rollout_controller")
-    except OSError:
-        return 1
-    return sum(
-        int(pushed.changes.get((FEATURE, action), 0)) != int(counted.get(f"{FEATURE}|{action}", 0))
-        for action in ("promote", "rollback", "hold")
-    )
+    except OSError as error:
+        return [f"the Pushgateway does not answer: {error}"]
+    mismatched = []
+    for action in ("promote", "rollback", "hold"):
+        mine, theirs = (
+            int(counted.get(f"{FEATURE}|{action}", 0)),
+            pushed.changes.get((FEATURE, action), 0),
+        )
+        if int(theirs) != mine:
+            mismatched.append(f"{action}: pushed {theirs:g}, Redis {mine}")
+    return mismatched
 
 
 def _median(values: Sequence[int]) -> float:
@@ -866,8 +931,11 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"Prometheus hangs: {soak.prometheus_hangs}",
         f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
         f"{counter}, operator writes {by_operator}; "
-        f"features refused after a lost write: {soak.lost_refusals}",
+        f"features refused after a lost write: {soak.lost_refusals}; unconfirmed writes "
+        f"lost in a failover: {soak.lost_unconfirmed}",
     ]
+    if soak.details:
+        lines += ["", "violations:", *soak.details[:30]]
     failed_faults = [
         f"tick {t.index}: {n}" for t in soak.ticks for n in t.notes if "failed" in n or "ended" in n
     ]

@@ -187,6 +187,7 @@ class Soak:
     lost_refusals: int = 0
     lost_unconfirmed: int = 0  # seen, then lost in a failover, the write reported unconfirmed
     details: list[str] = field(default_factory=list)  # each violation, said
+    switches: list[str] = field(default_factory=list)  # master switches the Sentinels logged
     interrupted: str = ""
     began: float = field(default_factory=time.perf_counter)
     up_seconds: float = 0.0
@@ -242,7 +243,19 @@ class Soak:
             time.sleep(1)
         raise RuntimeError(f"no traffic evidence in Prometheus after {timeout:.0f} s")
 
+    def sentinel_switches(self) -> list[str]:
+        """The master switches the Sentinels logged (`+switch-master`), each once: the soak's
+        own failovers and any a Sentinel started by itself."""
+        switches: set[str] = set()
+        for log in (self.stack / "redis").glob("sentinel-*/sentinel.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if "+switch-master" in line:
+                    switches.add(line.partition("+switch-master")[2].strip())
+        return sorted(switches)
+
     def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.switches = self.sentinel_switches()
         with contextlib.suppress(Exception):  # a frozen Prometheus would ignore SIGTERM
             signal_component(self.stack, "prometheus", signal.SIGCONT)
         take_down(self.stack)
@@ -926,7 +939,8 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"around it (traffic, reads, faults, repairs): median {_median(own):.0f} ms, "
         f"total {sum(own) / 1000:.0f} s",
         f"availability (ticks with a Completed run): {ok}/{ran} = {ok / max(ran, 1):.1%}",
-        f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills} "
+        f"Sentinel failovers: {soak.failovers} by the soak, {len(soak.switches)} master "
+        f"switches in the Sentinels' logs; mid-run worker kills: {soak.mid_run_kills} "
         f"({zombies} runs Crashed by the zombie automation); "
         f"Prometheus hangs: {soak.prometheus_hangs}",
         f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
@@ -950,6 +964,7 @@ def soak(
     fault_rate: float,
     forced: Mapping[int, str] | None = None,
     stretch: int = 0,
+    keep_logs: Path | None = None,
 ) -> tuple[Soak, dict[str, int], str]:
     """Up the stack, run the ticks, check, always take the stack down; the table of what ran
     (also after Ctrl-C or an error, which is then raised after the table is returned)."""
@@ -965,12 +980,20 @@ def soak(
             state.interrupted = f"{type(error).__name__}: {error}"
             if not isinstance(error, KeyboardInterrupt):
                 traceback.print_exc()
+        state.switches = state.sentinel_switches()
         violations = check(state)
         text = table(state, violations, time.perf_counter() - state.began)
     finally:
+        state.stop()
         if not text:  # the stack did not come up, or the check failed: what ran, still
             text = table(state, violations, time.perf_counter() - state.began)
-        state.stop()
+        if keep_logs is not None:
+            shutil.copytree(
+                state.stack,
+                keep_logs,
+                ignore=shutil.ignore_patterns("data", "wal", "chunks*", "*.db", "*.rdb"),
+                dirs_exist_ok=True,
+            )
         shutil.rmtree(directory, ignore_errors=True)
     return state, violations, text
 
@@ -988,10 +1011,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a fault at a tick, e.g. 3=redis_failover:in_flight or 9=worker_killed:mid_run",
     )
     parser.add_argument("--stretch", type=int, default=0, help="ticks per traffic stretch")
+    parser.add_argument("--keep-logs", type=Path, help="copy the stack's logs here at the end")
     parser.add_argument("--history", type=Path, help="write every tick and audit entry as JSON")
     args = parser.parse_args(argv)
     forced = {int(tick): fault for tick, _, fault in (f.partition("=") for f in args.force)}
-    state, violations, text = soak(args.runs, args.seed, args.fault_rate, forced, args.stretch)
+    state, violations, text = soak(
+        args.runs, args.seed, args.fault_rate, forced, args.stretch, args.keep_logs
+    )
     print(text)
     if args.history is not None:
         history = {

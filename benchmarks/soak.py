@@ -137,6 +137,7 @@ class Observation:
     evidence: str = "unknown"  # healthy | breach | unclear | unknown (Prometheus silent)
     ratio: float | None = None
     samples: float | None = None
+    counted: dict[str, int] = field(default_factory=dict)  # the telemetry totals in Redis
 
 
 @dataclass
@@ -185,6 +186,8 @@ class Soak:
     mid_run_kills: int = 0
     prometheus_hangs: int = 0
     lost_refusals: int = 0
+    replica_reads: int = 0  # the soak's reads a replica answered (refused, asked again)
+    final_percent: str | None = None
     lost_unconfirmed: int = 0  # seen, then lost in a failover, the write reported unconfirmed
     details: list[str] = field(default_factory=list)  # each violation, said
     switches: list[str] = field(default_factory=list)  # master switches the Sentinels logged
@@ -244,14 +247,18 @@ class Soak:
         raise RuntimeError(f"no traffic evidence in Prometheus after {timeout:.0f} s")
 
     def sentinel_switches(self) -> list[str]:
-        """The master switches the Sentinels logged (`+switch-master`), each once: the soak's
-        own failovers and any a Sentinel started by itself."""
-        switches: set[str] = set()
-        for log in (self.stack / "redis").glob("sentinel-*/sentinel.log"):
-            for line in log.read_text(errors="replace").splitlines():
-                if "+switch-master" in line:
-                    switches.add(line.partition("+switch-master")[2].strip())
-        return sorted(switches)
+        """The master switches the Sentinels logged (`+switch-master`): the soak's own
+        failovers and any a Sentinel started by itself (each Sentinel logs each switch; the
+        one that logged most)."""
+        logs = [
+            [
+                line
+                for line in log.read_text(errors="replace").splitlines()
+                if "+switch-master" in line
+            ]
+            for log in (self.stack / "redis").glob("sentinel-*/sentinel.log")
+        ]
+        return max(logs, key=len, default=[])
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -579,20 +586,41 @@ class Soak:
 
     # --- what the soak sees -------------------------------------------------------------
 
+    def on_master(self, *commands: tuple[Any, ...]) -> list[Any] | None:
+        """`commands` in one round trip on the Sentinels' master, checked by ROLE on the same
+        connection (redis-py's Sentinel pool can land on the old master just restarted as a
+        replica, when a Sentinel that has not heard of the failover names it); None when no
+        master answers after a few tries."""
+        client = self.redis.client
+        for _ in range(6):
+            try:
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("ROLE")
+                for command in commands:
+                    pipe.execute_command(*command)
+                role, *replies = pipe.execute()
+            except Exception:
+                time.sleep(0.3)
+                continue
+            if str(role[0]) == "master":
+                return replies
+            self.replica_reads += 1
+            client.connection_pool.disconnect()  # the next connection asks the Sentinels
+            time.sleep(0.3)
+        return None
+
     def observe(self, evidence: bool = True) -> Observation:
         seen = Observation()
         keys = [flag_key(FEATURE, "rollout_percent"), flag_key(FEATURE, "paused")]
-        for _ in range(3):
-            try:
-                began = _now_ms()
-                raw, paused = self.redis.client.mget(keys)
-                seen.read_ms = (began, _now_ms())
-                seen.raw, seen.paused = raw, paused == "true"
-                with contextlib.suppress(TypeError, ValueError):
-                    seen.percent = float(raw)
-                break
-            except Exception:
-                time.sleep(0.5)
+        began = _now_ms()
+        replies = self.on_master(("MGET", *keys), ("HGETALL", CHANGES_KEY))
+        if replies is not None:
+            (raw, paused), counted = replies
+            seen.read_ms = (began, _now_ms())
+            seen.raw, seen.paused = raw, paused == "true"
+            seen.counted = {str(k): int(v) for k, v in dict(counted or {}).items()}
+            with contextlib.suppress(TypeError, ValueError):
+                seen.percent = float(raw)
         if evidence:
             seen.evidence, seen.ratio, seen.samples = self.evidence()
         return seen
@@ -623,17 +651,17 @@ class Soak:
     def read_audit(self) -> None:
         """Every audit entry written so far, as the master has it now (a later failover must
         not lose a confirmed one)."""
-        for _ in range(3):
-            try:
-                entries = self.redis.client.xrange(AUDIT_STREAM, min=self.last_seen)
-                break
-            except Exception:
-                time.sleep(0.5)
-        else:
-            return
-        for entry_id, fields in entries:
-            self.seen[str(entry_id)] = dict(fields)
+        replies = self.on_master(("XRANGE", AUDIT_STREAM, self.last_seen, "+"))
+        for entry_id, fields in replies[0] if replies is not None else []:
+            self.seen[str(entry_id)] = _fields(fields)
             self.last_seen = f"({entry_id}"
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    """A stream entry's fields: a dict (RESP3 via redis-py's parser) or a flat list."""
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {str(k): str(v) for k, v in zip(raw[::2], raw[1::2], strict=True)}
 
 
 def _running(process: psutil.Process) -> bool:
@@ -663,7 +691,15 @@ def _is_abort(fields: Mapping[str, str]) -> bool:
 def check(soak: Soak) -> dict[str, int]:
     """Each invariant's violations over the whole history (the target is zero); what each
     one was goes to `soak.details`."""
-    entries = [(str(i), dict(f)) for i, f in soak.redis.client.xrange(AUDIT_STREAM)]
+    final = soak.on_master(
+        ("XRANGE", AUDIT_STREAM, "-", "+"),
+        ("HGETALL", CHANGES_KEY),
+        ("GET", flag_key(FEATURE, "rollout_percent")),
+    )
+    if final is None:
+        raise RuntimeError("no Redis master answers: the history cannot be checked")
+    stream, counted_raw, soak.final_percent = final
+    entries = [(str(i), _fields(f)) for i, f in stream]
     present = {entry_id for entry_id, _ in entries}
     applied = [(i, f) for i, f in entries if f.get("dry_run") != "true"]
     # entries the soak saw that a failover then lost, whose write was reported unconfirmed
@@ -677,7 +713,7 @@ def check(soak: Soak) -> dict[str, int]:
         if i in unconfirmed_ids or any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in warned)
     }
     soak.lost_unconfirmed = len(excused)
-    counted = soak.redis.client.hgetall(CHANGES_KEY)
+    counted = {str(k): str(v) for k, v in dict(counted_raw or {}).items()}
     found = {
         "duplicated audit entries": _duplicates(applied),
         "acknowledged writes lost": [
@@ -690,11 +726,12 @@ def check(soak: Soak) -> dict[str, int]:
         "promotion without healthy evidence": _blind_promotions(soak, applied),
         "breach not rolled back by the next successful run": _unrolled_breaches(soak),
         "percent moved while paused or killed": _moved_while_paused(soak, applied),
-        "telemetry totals != audit counts": _telemetry_mismatch(applied, counted),
+        "telemetry totals != audit counts": _telemetry_mismatch(soak, applied, counted),
         "Pushgateway totals != Redis totals": _pushgateway_mismatch(soak, counted),
     }
     soak.details = [f"{name}: {detail}" for name, details in found.items() for detail in details]
-    return {name: len(details) for name, details in found.items()}
+    # an indented detail says where a violation above it happened; it is not one itself
+    return {name: sum(not d.startswith("  ") for d in details) for name, details in found.items()}
 
 
 def _duplicates(applied: list[tuple[str, dict[str, str]]]) -> list[str]:
@@ -736,7 +773,7 @@ def _unaudited_changes(
                     f"tick {tick.index} ({when} its run) read {seen.percent:g}%, the audit "
                     f"says {' or '.join(f'{e:g}%' for e in expected if e is not None)}"
                 )
-    raw = soak.redis.client.get(flag_key(FEATURE, "rollout_percent"))
+    raw = soak.final_percent
     if chain and raw is not None and _percent(raw) != _percent(chain[-1][1]["new_percent"]):
         problems.append(f"Redis ends at {raw}, the last audited change at {chain[-1]}")
     return problems
@@ -845,18 +882,45 @@ def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -
 
 
 def _telemetry_mismatch(
-    applied: list[tuple[str, dict[str, str]]], counted: Mapping[str, str]
+    soak: Soak, applied: list[tuple[str, dict[str, str]]], counted: Mapping[str, str]
 ) -> list[str]:
-    audited = Counter(
-        f["action"]
-        for _, f in applied
+    """The controller's promote / rollback totals in Redis against its audit entries; where
+    they part, the ticks whose counts moved otherwise than their audit entries."""
+    changes = [
+        (_stream_ms(i), f["action"])
+        for i, f in applied
         if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
-    )
-    return [
+    ]
+    audited = Counter(action for _, action in changes)
+    problems = [
         f"{action}: telemetry {counted.get(f'{FEATURE}|{action}', 0)}, audit {audited[action]}"
         for action in ("promote", "rollback")
         if int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
     ]
+    if problems:
+        reads = [t.after for t in soak.ticks if t.after.read_ms[0]]
+        for before, after in itertools.pairwise(reads):
+            for action in ("promote", "rollback"):
+                key = f"{FEATURE}|{action}"
+                moved = after.counted.get(key, 0) - before.counted.get(key, 0)
+                made = sum(
+                    1
+                    for ms, done in changes
+                    if done == action and before.read_ms[1] < ms <= after.read_ms[0]
+                )
+                if moved != made:
+                    where = _tick_before(soak, after)
+                    problems.append(f"  {action}s counted {moved}, audited {made} by {where}")
+    return problems
+
+
+def _tick_before(soak: Soak, seen: Observation) -> str:
+    found = next((t for t in soak.ticks if t.after is seen), None)
+    return (
+        f"tick {found.index} ({', '.join(found.faults + found.notes) or 'no fault'})"
+        if found
+        else "?"
+    )
 
 
 def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> list[str]:
@@ -944,7 +1008,8 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"({zombies} runs Crashed by the zombie automation); "
         f"Prometheus hangs: {soak.prometheus_hangs}",
         f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
-        f"{counter}, operator writes {by_operator}; "
+        f"{counter}, operator writes {by_operator}; soak reads a replica answered (refused): "
+        f"{soak.replica_reads}; "
         f"features refused after a lost write: {soak.lost_refusals}; unconfirmed writes "
         f"lost in a failover: {soak.lost_unconfirmed}",
     ]

@@ -120,7 +120,7 @@ CLEAR_HEALTHY = MAX_ERROR_RATE / 2
 RUN_CAP_SECONDS = 150.0
 CANCELLED_PAUSE_SECONDS = 5.0
 MID_RUN_KILL_SHARE = 0.25  # of worker kills; about 11 in 1,000 ticks at a 30% fault rate
-PROMETHEUS_HANG_SHARE = 0.2  # of Prometheus outages: SIGSTOP (hang) rather than SIGTERM
+PROMETHEUS_HANG_SHARE = 0.1  # of Prometheus outages: SIGSTOP (a hang, ~45 s of query timeouts)
 FAILOVER_IN_FLIGHT_SHARE = 0.5
 RUNNING_STATES = ("Running",)
 FINAL_STATES = ("Completed", "Failed", "Crashed", "Cancelled", "Skipped")
@@ -137,6 +137,7 @@ class Observation:
     evidence: str = "unknown"  # healthy | breach | unclear | unknown (Prometheus silent)
     ratio: float | None = None
     samples: float | None = None
+    counted: dict[str, int] = field(default_factory=dict)  # the telemetry totals in Redis
 
 
 @dataclass
@@ -185,6 +186,11 @@ class Soak:
     mid_run_kills: int = 0
     prometheus_hangs: int = 0
     lost_refusals: int = 0
+    replica_reads: int = 0  # the soak's reads a replica answered (refused, asked again)
+    final_percent: str | None = None
+    lost_unconfirmed: int = 0  # seen, then lost in a failover, the write reported unconfirmed
+    details: list[str] = field(default_factory=list)  # each violation, said
+    switches: list[str] = field(default_factory=list)  # master switches the Sentinels logged
     interrupted: str = ""
     began: float = field(default_factory=time.perf_counter)
     up_seconds: float = 0.0
@@ -240,7 +246,23 @@ class Soak:
             time.sleep(1)
         raise RuntimeError(f"no traffic evidence in Prometheus after {timeout:.0f} s")
 
+    def sentinel_switches(self) -> list[str]:
+        """The master switches the Sentinels logged (`+switch-master`): the soak's own
+        failovers and any a Sentinel started by itself (each Sentinel logs each switch; the
+        one that logged most)."""
+        logs = [
+            [
+                line
+                for line in log.read_text(errors="replace").splitlines()
+                if "+switch-master" in line
+            ]
+            for log in (self.stack / "redis").glob("sentinel-*/sentinel.log")
+        ]
+        return max(logs, key=len, default=[])
+
     def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.switches = self.sentinel_switches()
         with contextlib.suppress(Exception):  # a frozen Prometheus would ignore SIGTERM
             signal_component(self.stack, "prometheus", signal.SIGCONT)
         take_down(self.stack)
@@ -564,20 +586,41 @@ class Soak:
 
     # --- what the soak sees -------------------------------------------------------------
 
+    def on_master(self, *commands: tuple[Any, ...]) -> list[Any] | None:
+        """`commands` in one round trip on the Sentinels' master, checked by ROLE on the same
+        connection (redis-py's Sentinel pool can land on the old master just restarted as a
+        replica, when a Sentinel that has not heard of the failover names it); None when no
+        master answers after a few tries."""
+        client = self.redis.client
+        for _ in range(6):
+            try:
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("ROLE")
+                for command in commands:
+                    pipe.execute_command(*command)
+                role, *replies = pipe.execute()
+            except Exception:
+                time.sleep(0.3)
+                continue
+            if str(role[0]) == "master":
+                return replies
+            self.replica_reads += 1
+            client.connection_pool.disconnect()  # the next connection asks the Sentinels
+            time.sleep(0.3)
+        return None
+
     def observe(self, evidence: bool = True) -> Observation:
         seen = Observation()
         keys = [flag_key(FEATURE, "rollout_percent"), flag_key(FEATURE, "paused")]
-        for _ in range(3):
-            try:
-                began = _now_ms()
-                raw, paused = self.redis.client.mget(keys)
-                seen.read_ms = (began, _now_ms())
-                seen.raw, seen.paused = raw, paused == "true"
-                with contextlib.suppress(TypeError, ValueError):
-                    seen.percent = float(raw)
-                break
-            except Exception:
-                time.sleep(0.5)
+        began = _now_ms()
+        replies = self.on_master(("MGET", *keys), ("HGETALL", CHANGES_KEY))
+        if replies is not None:
+            (raw, paused), counted = replies
+            seen.read_ms = (began, _now_ms())
+            seen.raw, seen.paused = raw, paused == "true"
+            seen.counted = {str(k): int(v) for k, v in dict(counted or {}).items()}
+            with contextlib.suppress(TypeError, ValueError):
+                seen.percent = float(raw)
         if evidence:
             seen.evidence, seen.ratio, seen.samples = self.evidence()
         return seen
@@ -608,17 +651,17 @@ class Soak:
     def read_audit(self) -> None:
         """Every audit entry written so far, as the master has it now (a later failover must
         not lose a confirmed one)."""
-        for _ in range(3):
-            try:
-                entries = self.redis.client.xrange(AUDIT_STREAM, min=self.last_seen)
-                break
-            except Exception:
-                time.sleep(0.5)
-        else:
-            return
-        for entry_id, fields in entries:
-            self.seen[str(entry_id)] = dict(fields)
+        replies = self.on_master(("XRANGE", AUDIT_STREAM, self.last_seen, "+"))
+        for entry_id, fields in replies[0] if replies is not None else []:
+            self.seen[str(entry_id)] = _fields(fields)
             self.last_seen = f"({entry_id}"
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    """A stream entry's fields: a dict (RESP3 via redis-py's parser) or a flat list."""
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {str(k): str(v) for k, v in zip(raw[::2], raw[1::2], strict=True)}
 
 
 def _running(process: psutil.Process) -> bool:
@@ -646,66 +689,109 @@ def _is_abort(fields: Mapping[str, str]) -> bool:
 
 
 def check(soak: Soak) -> dict[str, int]:
-    """Each invariant's violations over the whole history (the target is zero)."""
-    entries = [(str(i), dict(f)) for i, f in soak.redis.client.xrange(AUDIT_STREAM)]
+    """Each invariant's violations over the whole history (the target is zero); what each
+    one was goes to `soak.details`."""
+    final = soak.on_master(
+        ("XRANGE", AUDIT_STREAM, "-", "+"),
+        ("HGETALL", CHANGES_KEY),
+        ("GET", flag_key(FEATURE, "rollout_percent")),
+    )
+    if final is None:
+        raise RuntimeError("no Redis master answers: the history cannot be checked")
+    stream, counted_raw, soak.final_percent = final
+    entries = [(str(i), _fields(f)) for i, f in stream]
     present = {entry_id for entry_id, _ in entries}
     applied = [(i, f) for i, f in entries if f.get("dry_run") != "true"]
-    violations: dict[str, int] = {}
+    # entries the soak saw that a failover then lost, whose write was reported unconfirmed
+    # (the run's durability warning, or the operator's result): lost honestly
+    unconfirmed_ids = {w.audit_id for w in soak.operator_writes if w.unconfirmed}
+    warned = [t for t in soak.ticks if "applied but unconfirmed" in t.message]
+    gone = {i: f for i, f in soak.seen.items() if f.get("dry_run") != "true" and i not in present}
+    excused = {
+        i: f
+        for i, f in gone.items()
+        if i in unconfirmed_ids or any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in warned)
+    }
+    soak.lost_unconfirmed = len(excused)
+    counted = {str(k): str(v) for k, v in dict(counted_raw or {}).items()}
+    found = {
+        "duplicated audit entries": _duplicates(applied),
+        "acknowledged writes lost": [
+            f"audit entry {i} ({f.get('action')} {f.get('old_percent')} -> "
+            f"{f.get('new_percent')} by {f.get('by')}) was seen, then lost, unwarned"
+            for i, f in gone.items()
+            if i not in excused
+        ],
+        "changes without an audit entry": _unaudited_changes(soak, applied, excused),
+        "promotion without healthy evidence": _blind_promotions(soak, applied),
+        "breach not rolled back by the next successful run": _unrolled_breaches(soak),
+        "percent moved while paused or killed": _moved_while_paused(soak, applied),
+        "telemetry totals != audit counts": _telemetry_mismatch(soak, applied, counted),
+        "Pushgateway totals != Redis totals": _pushgateway_mismatch(soak, counted),
+    }
+    soak.details = [f"{name}: {detail}" for name, details in found.items() for detail in details]
+    # an indented detail says where a violation above it happened; it is not one itself
+    return {name: sum(not d.startswith("  ") for d in details) for name, details in found.items()}
 
-    ids = [f["write_id"] for _, f in applied if f.get("write_id")]
-    violations["duplicated audit entries"] = len(ids) - len(set(ids))
-    unconfirmed_ok = {w.audit_id for w in soak.operator_writes if w.unconfirmed}
-    unconfirmed_runs = [t for t in soak.ticks if "applied but unconfirmed" in t.message]
-    lost = [
-        i for i, f in soak.seen.items()
-        if f.get("dry_run") != "true" and i not in present and i not in unconfirmed_ok
-        and not any(t.created_ms <= _stream_ms(i) <= t.ended_ms for t in unconfirmed_runs)
-    ]  # fmt: skip
-    violations["acknowledged writes lost"] = len(lost)
-    violations["changes without an audit entry"] = _unaudited_changes(soak, applied)
-    violations["promotion without healthy evidence"] = _blind_promotions(soak, applied)
-    violations["breach not rolled back by the next successful run"] = _unrolled_breaches(soak)
-    violations["percent moved while paused or killed"] = _moved_while_paused(soak, applied)
-    counted = soak.redis.client.hgetall(CHANGES_KEY)
-    audited = Counter(
-        f["action"]
-        for _, f in applied
-        if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
-    )
-    violations["telemetry totals != audit counts"] = sum(
-        int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
-        for action in ("promote", "rollback")
-    )
-    violations["Pushgateway totals != Redis totals"] = _pushgateway_mismatch(soak, counted)
-    return violations
+
+def _duplicates(applied: list[tuple[str, dict[str, str]]]) -> list[str]:
+    ids = Counter(f["write_id"] for _, f in applied if f.get("write_id"))
+    return [
+        f"write id {write_id} in {count} entries" for write_id, count in ids.items() if count > 1
+    ]
 
 
-def _unaudited_changes(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _unaudited_changes(
+    soak: Soak, applied: list[tuple[str, dict[str, str]]], lost: Mapping[str, dict[str, str]]
+) -> list[str]:
     """The chain of audited percents has no gap (each change starts where the last ended,
-    but for the soak's own corrupt values), and every percent the soak read in Redis is the
-    one the last audited change before that moment left."""
+    but for the soak's own corrupt values), Redis ends at the last one, and every percent the
+    soak read in Redis is the one the last audited change before the read left (or, while a
+    write later lost was there, that write's)."""
+    problems = []
     chain = [(i, f) for i, f in applied if f.get("feature") == FEATURE and f.get("new_percent")]
-    breaks = 0
-    for (_, before), (_, after) in itertools.pairwise(chain):
+    for (before_id, before), (after_id, after) in itertools.pairwise(chain):
         if after.get("action") in ("init", "audience") or after["old_percent"] == CORRUPT:
             continue
-        breaks += after["old_percent"] != before["new_percent"]
-    stamps = [_stream_ms(i) for i, _ in chain]
+        if after["old_percent"] != before["new_percent"]:
+            problems.append(
+                f"{after_id} starts at {after['old_percent']}, {before_id} ended at "
+                f"{before['new_percent']}"
+            )
+    timelines = [chain]
+    if lost:
+        with_lost = chain + [(i, f) for i, f in lost.items() if f.get("new_percent")]
+        timelines.append(sorted(with_lost, key=lambda item: _stream_key(item[0])))
     for tick in soak.ticks:
-        for seen in (tick.before, tick.after):
+        for when, seen in (("before", tick.before), ("after", tick.after)):
             began, ended = seen.read_ms
             if seen.percent is None or not began:
                 continue
-            # the last change before the read began; a change while it ran is ambiguous
-            done = bisect.bisect_left(stamps, began - 5)
-            if done < len(stamps) and stamps[done] <= ended + 5:
-                continue
-            if done and _percent(chain[done - 1][1]["new_percent"]) != seen.percent:
-                breaks += 1
-    raw = soak.redis.client.get(flag_key(FEATURE, "rollout_percent"))
+            expected = [_left_at(timeline, began, ended) for timeline in timelines]
+            if all(e is not None and e != seen.percent for e in expected):
+                problems.append(
+                    f"tick {tick.index} ({when} its run) read {seen.percent:g}%, the audit "
+                    f"says {' or '.join(f'{e:g}%' for e in expected if e is not None)}"
+                )
+    raw = soak.final_percent
     if chain and raw is not None and _percent(raw) != _percent(chain[-1][1]["new_percent"]):
-        breaks += 1
-    return breaks
+        problems.append(f"Redis ends at {raw}, the last audited change at {chain[-1]}")
+    return problems
+
+
+def _left_at(chain: list[tuple[str, dict[str, str]]], began: int, ended: int) -> float | None:
+    """The percent the last change before `began` (Unix ms) left; None when a change landed
+    while the read ran (ambiguous) or none came before."""
+    stamps = [_stream_ms(i) for i, _ in chain]
+    done = bisect.bisect_left(stamps, began - 5)
+    if (done < len(stamps) and stamps[done] <= ended + 5) or not done:
+        return None
+    return _percent(chain[done - 1][1]["new_percent"])
+
+
+def _stream_key(entry_id: str) -> tuple[int, int]:
+    ms, _, sequence = entry_id.partition("-")
+    return int(ms), int(sequence or 0)
 
 
 def _percent(text: str) -> float | None:
@@ -726,10 +812,10 @@ def _tick_at(soak: Soak, ms: int) -> Tick | None:
     return next((t for t in soak.ticks if t.created_ms <= ms <= t.ended_ms), None)
 
 
-def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> list[str]:
     """Controller promotions whose recorded readings were not all healthy with enough
     samples, or made during a tick whose evidence was a clear breach before and after."""
-    count = 0
+    problems = []
     for entry_id, fields in applied:
         if fields.get("by") != "controller" or fields.get("action") != "promote":
             continue
@@ -739,14 +825,16 @@ def _blind_promotions(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> 
         )
         tick = _tick_at(soak, _stream_ms(entry_id))
         seen_breach = tick is not None and tick.before.evidence == tick.after.evidence == "breach"
-        count += (not healthy) or seen_breach
-    return count
+        if not healthy or seen_breach:
+            where = f" in tick {tick.index}, seen breaching" if seen_breach and tick else ""
+            problems.append(f"promotion {entry_id} on readings {slos}{where}")
+    return problems
 
 
-def _unrolled_breaches(soak: Soak) -> int:
+def _unrolled_breaches(soak: Soak) -> list[str]:
     """Completed runs that read a clear breach (the soak saw it before and after the run)
     above the safe percent, not paused nor raced, and left the percent above it."""
-    count = 0
+    problems = []
     for tick in soak.ticks:
         before, after = tick.before, tick.after
         if (
@@ -757,16 +845,20 @@ def _unrolled_breaches(soak: Soak) -> int:
             and not before.paused
             and not after.paused
             and not tick.raced
+            and (after.percent is None or after.percent > SAFE_PERCENT)
         ):
-            count += after.percent is None or after.percent > SAFE_PERCENT
-    return count
+            problems.append(
+                f"tick {tick.index}: error ratio {before.ratio:.3f} -> {after.ratio:.3f}, "
+                f"percent {before.percent:g} -> {after.percent}; run said {tick.message[:200]!r}"
+            )
+    return problems
 
 
-def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> int:
+def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -> list[str]:
     """Controller changes applied while the audit's own pause / resume entries say the
     feature was paused, or whose decision read it paused; and changes by a run after its
     worker was killed under it."""
-    count, paused = 0, False
+    problems, paused = [], False
     for entry_id, fields in applied:
         if fields.get("feature") != FEATURE:
             continue
@@ -780,30 +872,80 @@ def _moved_while_paused(soak: Soak, applied: list[tuple[str, dict[str, str]]]) -
             read_paused = bool(json.loads(fields.get("inputs") or "{}")["f"][3])
         except (ValueError, KeyError, IndexError, TypeError):
             read_paused = False
-        count += paused or read_paused
+        if paused or read_paused:
+            problems.append(f"{action} {entry_id} while paused")
         ms = _stream_ms(entry_id)
         killed = [t for t in soak.ticks if t.killed_ms and t.killed_ms + 50 < ms <= t.ended_ms]
-        count += bool(killed) and not _is_abort(fields)
-    return count
+        if killed and not _is_abort(fields):
+            problems.append(f"{action} {entry_id} after tick {killed[0].index}'s worker was killed")
+    return problems
 
 
-def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> int:
+def _telemetry_mismatch(
+    soak: Soak, applied: list[tuple[str, dict[str, str]]], counted: Mapping[str, str]
+) -> list[str]:
+    """The controller's promote / rollback totals in Redis against its audit entries; where
+    they part, the ticks whose counts moved otherwise than their audit entries."""
+    changes = [
+        (_stream_ms(i), f["action"])
+        for i, f in applied
+        if f.get("by") == "controller" and f.get("action") in ("promote", "rollback")
+    ]
+    audited = Counter(action for _, action in changes)
+    problems = [
+        f"{action}: telemetry {counted.get(f'{FEATURE}|{action}', 0)}, audit {audited[action]}"
+        for action in ("promote", "rollback")
+        if int(counted.get(f"{FEATURE}|{action}", 0)) != audited[action]
+    ]
+    if problems:
+        reads = [t.after for t in soak.ticks if t.after.read_ms[0]]
+        for before, after in itertools.pairwise(reads):
+            for action in ("promote", "rollback"):
+                key = f"{FEATURE}|{action}"
+                moved = after.counted.get(key, 0) - before.counted.get(key, 0)
+                made = sum(
+                    1
+                    for ms, done in changes
+                    if done == action and before.read_ms[1] < ms <= after.read_ms[0]
+                )
+                if moved != made:
+                    where = _tick_before(soak, after)
+                    problems.append(f"  {action}s counted {moved}, audited {made} by {where}")
+    return problems
+
+
+def _tick_before(soak: Soak, seen: Observation) -> str:
+    found = next((t for t in soak.ticks if t.after is seen), None)
+    return (
+        f"tick {found.index} ({', '.join(found.faults + found.notes) or 'no fault'})"
+        if found
+        else "?"
+    )
+
+
+def _pushgateway_mismatch(soak: Soak, counted: Mapping[str, str]) -> list[str]:
     """The totals the last run pushed are Redis' totals (the last tick has no fault)."""
     if (
         not soak.ticks
+        or soak.interrupted  # the last tick may have left the Pushgateway stopped
         or soak.ticks[-1].state != "Completed"
         or "telemetry" in soak.ticks[-1].message
     ):
-        return 0
+        return []
     try:
         with urllib.request.urlopen(f"{soak.pushgateway}/metrics", timeout=5) as response:
             pushed = totals_from_exposition(response.read().decode(), "rollout_controller")
-    except OSError:
-        return 1
-    return sum(
-        int(pushed.changes.get((FEATURE, action), 0)) != int(counted.get(f"{FEATURE}|{action}", 0))
-        for action in ("promote", "rollback", "hold")
-    )
+    except OSError as error:
+        return [f"the Pushgateway does not answer: {error}"]
+    mismatched = []
+    for action in ("promote", "rollback", "hold"):
+        mine, theirs = (
+            int(counted.get(f"{FEATURE}|{action}", 0)),
+            pushed.changes.get((FEATURE, action), 0),
+        )
+        if int(theirs) != mine:
+            mismatched.append(f"{action}: pushed {theirs:g}, Redis {mine}")
+    return mismatched
 
 
 def _median(values: Sequence[int]) -> float:
@@ -861,13 +1003,18 @@ def table(soak: Soak, violations: Mapping[str, int], seconds: float) -> str:
         f"around it (traffic, reads, faults, repairs): median {_median(own):.0f} ms, "
         f"total {sum(own) / 1000:.0f} s",
         f"availability (ticks with a Completed run): {ok}/{ran} = {ok / max(ran, 1):.1%}",
-        f"Sentinel failovers: {soak.failovers}; mid-run worker kills: {soak.mid_run_kills} "
+        f"Sentinel failovers: {soak.failovers} by the soak, {len(soak.switches)} master "
+        f"switches in the Sentinels' logs; mid-run worker kills: {soak.mid_run_kills} "
         f"({zombies} runs Crashed by the zombie automation); "
         f"Prometheus hangs: {soak.prometheus_hangs}",
         f"writes applied but unconfirmed: {unconfirmed_runs} runs warned, counter "
-        f"{counter}, operator writes {by_operator}; "
-        f"features refused after a lost write: {soak.lost_refusals}",
+        f"{counter}, operator writes {by_operator}; soak reads a replica answered (refused): "
+        f"{soak.replica_reads}; "
+        f"features refused after a lost write: {soak.lost_refusals}; unconfirmed writes "
+        f"lost in a failover: {soak.lost_unconfirmed}",
     ]
+    if soak.details:
+        lines += ["", "violations:", *soak.details[:30]]
     failed_faults = [
         f"tick {t.index}: {n}" for t in soak.ticks for n in t.notes if "failed" in n or "ended" in n
     ]
@@ -882,6 +1029,7 @@ def soak(
     fault_rate: float,
     forced: Mapping[int, str] | None = None,
     stretch: int = 0,
+    keep_logs: Path | None = None,
 ) -> tuple[Soak, dict[str, int], str]:
     """Up the stack, run the ticks, check, always take the stack down; the table of what ran
     (also after Ctrl-C or an error, which is then raised after the table is returned)."""
@@ -897,12 +1045,20 @@ def soak(
             state.interrupted = f"{type(error).__name__}: {error}"
             if not isinstance(error, KeyboardInterrupt):
                 traceback.print_exc()
+        state.switches = state.sentinel_switches()
         violations = check(state)
         text = table(state, violations, time.perf_counter() - state.began)
     finally:
+        state.stop()
         if not text:  # the stack did not come up, or the check failed: what ran, still
             text = table(state, violations, time.perf_counter() - state.began)
-        state.stop()
+        if keep_logs is not None:
+            shutil.copytree(
+                state.stack,
+                keep_logs,
+                ignore=shutil.ignore_patterns("data", "wal", "chunks*", "*.db", "*.rdb"),
+                dirs_exist_ok=True,
+            )
         shutil.rmtree(directory, ignore_errors=True)
     return state, violations, text
 
@@ -920,10 +1076,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a fault at a tick, e.g. 3=redis_failover:in_flight or 9=worker_killed:mid_run",
     )
     parser.add_argument("--stretch", type=int, default=0, help="ticks per traffic stretch")
+    parser.add_argument("--keep-logs", type=Path, help="copy the stack's logs here at the end")
     parser.add_argument("--history", type=Path, help="write every tick and audit entry as JSON")
     args = parser.parse_args(argv)
     forced = {int(tick): fault for tick, _, fault in (f.partition("=") for f in args.force)}
-    state, violations, text = soak(args.runs, args.seed, args.fault_rate, forced, args.stretch)
+    state, violations, text = soak(
+        args.runs, args.seed, args.fault_rate, forced, args.stretch, args.keep_logs
+    )
     print(text)
     if args.history is not None:
         history = {

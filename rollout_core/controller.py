@@ -372,7 +372,8 @@ _LINE_LIMIT = 300
 
 def summarize(outcomes: Mapping[str, FeatureOutcome], limit: int = MESSAGE_LIMIT) -> str:
     """The run's state message, which notifications send: counts by result, then the failed
-    and the changed features, one line each, cut at about `limit` characters with
+    and the changed features and the holds only an operator can end (a corrupt key, a write
+    Redis lost: the `history` guard), one line each, cut at about `limit` characters with
     "... and N more". The full table is the `rollout-decisions` artifact."""
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
@@ -382,7 +383,7 @@ def summarize(outcomes: Mapping[str, FeatureOutcome], limit: int = MESSAGE_LIMIT
         ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=_count_order)) or "none"
     )
     failed = [o for o in outcomes.values() if o.is_failed]
-    changed = [o for o in outcomes.values() if _is_reported_change(o)]
+    changed = [o for o in outcomes.values() if _is_reported_change(o) or _needs_operator(o)]
     lines = [_cut(o.summary) for o in (*failed, *changed)]
     kept = [head]
     size = len(head)
@@ -409,6 +410,11 @@ def _is_reported_change(outcome: FeatureOutcome) -> bool:
     """An applied change, or a dry run's recommendation of one."""
     d = outcome.decision
     return d is not None and d.is_change and (outcome.applied or outcome.dry_run)
+
+
+def _needs_operator(outcome: FeatureOutcome) -> bool:
+    """A promotion held until an operator acts (the `history` guard), listed like a change."""
+    return outcome.decision is not None and outcome.decision.guard == "history"
 
 
 def _cut(line: str) -> str:

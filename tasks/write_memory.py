@@ -4,8 +4,8 @@ Each run wires a new flag store, so the store's own memory of its last applied c
 with the run. With the memory on, a run loads it from Prefect Variables before reading the
 flags and saves what it applied afterwards: a run on any worker then holds the promotions of a
 feature whose `rollout:last_write` in Redis is older than the change a previous run applied
-(a Sentinel failover lost it; a rollback still goes through). A failure here is a warning in the run's message, never a failed run: the
-memory guards, it does not decide.
+(a Sentinel failover lost it; a rollback still goes through). A failure here is a warning in
+the run's message, never a failed run: the memory guards, it does not decide.
 
 One Variable per (Redis target, unit), named by memory_variable_name: a unit's entry is a few
 dozen characters whatever the number of features (Prefect refuses a value over 5,000), and a

@@ -471,3 +471,19 @@ def test_each_applied_change_and_recommendation_has_its_event() -> None:
     assert feature_event(promote)["event"] == "rollout.feature.promoted"
     assert feature_event(recommended)["event"] == "rollout.feature.recommended"
     assert feature_event(recommended)["payload"]["dry_run"] is True
+
+
+def test_the_summary_lists_a_promotion_held_until_an_operator_repairs_a_key(
+    client: fakeredis.FakeRedis, store: RedisFlagStore
+) -> None:
+    seed(client, "google", "10", last_percent="ten")  # a corrupt history: only a person fixes it
+    seed(client, "gmail", "10")
+    source = FakeSource({"google": HEALTHY, "gmail": HEALTHY})
+
+    outcomes = run_pass([spec("google"), spec("gmail")], store, source, NOW, False)
+
+    lines = summarize(outcomes).splitlines()
+    assert lines[0] == "2 feature(s): 1 promote, 1 hold"
+    [held] = [line for line in lines if line.startswith("google:")]
+    assert held.startswith("google: hold 10% -> 10% (Hold at 10%: history: flags:google:")
+    assert "fix or delete the key" in held

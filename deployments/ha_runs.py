@@ -26,6 +26,7 @@ __all__ = [
     "chain_problems",
     "final",
     "poll",
+    "run_host",
     "run_state",
     "start_run",
     "state_of",
@@ -121,6 +122,26 @@ def busy_worker(directory: Path) -> Component | None:
         alive = component.name.startswith("worker") and component.is_alive()
         if alive and psutil.Process(component.pid).children(recursive=True):
             return component
+    return None
+
+
+def run_host(directory: Path, run_id: UUID) -> tuple[Component, int] | None:
+    """The worker running the flow run `run_id` and the run's own process (the pid its worker
+    recorded as the run's infrastructure_pid once it started it, while the run is still
+    Pending); None until then, or when no live worker of the stack has that process."""
+    with _client(directory) as client:
+        recorded = client.read_flow_run(run_id).infrastructure_pid
+    if not recorded or not str(recorded).rpartition(":")[2].isdigit():
+        return None
+    pid = int(str(recorded).rpartition(":")[2])
+    for component in state_of(directory).components:
+        if component.name.startswith("worker") and component.is_alive():
+            try:
+                under = {p.pid for p in psutil.Process(component.pid).children(recursive=True)}
+            except psutil.Error:
+                continue
+            if pid in under:
+                return component, pid
     return None
 
 

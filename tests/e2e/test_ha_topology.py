@@ -8,6 +8,7 @@ every flag and audit entry kept; the operator's shell (env.sh) gets what the wor
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 from collections.abc import Iterator
@@ -19,10 +20,10 @@ import pytest
 
 from deployments.ha import HEARTBEAT_SECONDS, fail_over_stack, sentinel_master_port
 from deployments.ha_runs import (
-    busy_worker,
     chain_problems,
     final,
     poll,
+    run_host,
     run_state,
     start_run,
     state_of,
@@ -73,14 +74,16 @@ def test_a_failover_during_a_rollout_loses_and_doubles_no_audited_write(ha_stack
     assert_nothing_lost_or_doubled(store, "google")
 
 
-def kill_host(worker: Component) -> None:
-    """What a machine death does: the worker and its flow run processes die at once. (Prefect
+def kill_host(worker: Component, run_process: int) -> None:
+    """What a machine death does: the worker and its flow run process die at once. (Prefect
     starts each flow run in a process group of its own: killing the worker's group alone
     leaves the run process alive, and it would end the run Crashed itself.)"""
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(worker.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run_process, signal.SIGKILL)
     stop_group(worker.pid, signal.SIGKILL)
 
 
@@ -88,10 +91,14 @@ def test_a_run_whose_worker_host_died_before_its_first_heartbeat_is_crashed_and_
     ha_stack: Path,
 ) -> None:
     run_id = start_run(ha_stack, LIVE)
-    # Pending: a worker took it and is starting its process (~10 s here), no heartbeat yet
-    run_state(ha_stack, run_id, lambda s: s.is_pending() or s.is_running() or s.is_final())
-    victim = poll(lambda: busy_worker(ha_stack), lambda w: w is not None, 30, "a busy worker")
-    kill_host(victim)
+    # a worker took it and started its process: Pending (the engine imports Prefect for
+    # several seconds before it turns Running), no heartbeat yet
+    found = poll(lambda: run_host(ha_stack, run_id), lambda f: f is not None, 90, "its host")
+    assert found is not None
+    victim, run_process = found
+    kill_host(victim, run_process)
+    at_kill = run_state(ha_stack, run_id, lambda s: True)
+    assert at_kill.is_pending(), (at_kill.name, at_kill.message)  # never sent a heartbeat
 
     # only the zombie automation (armed by Pending and Running, not only by a heartbeat) can
     # end it now: nothing of the run is left to crash it

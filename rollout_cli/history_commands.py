@@ -393,8 +393,6 @@ def tune(
     """Suggest each SLO's max and min_samples from the feature's own history."""
 
     def command() -> Outcome:
-        from rich.console import Group
-        from rich.syntax import Syntax
         from rich.table import Table
 
         from rollout_core.backtest import combined_json, ticks_between
@@ -433,7 +431,8 @@ def tune(
             strict=True,
         ):
             compare.add_row(name, before, after)
-        return Outcome(Group(suggestion_table(suggestions), Syntax(text, "yaml"), compare))
+        # the rollouts.yaml snippet as plain text: Rich would crop its long query lines
+        return Outcome([suggestion_table(suggestions), text, compare])
 
     run(command)
 

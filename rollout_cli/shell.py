@@ -40,9 +40,10 @@ EXIT_BAD_INPUT = 2
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a command prints: `output` on stdout (text or a Rich table), `notes` on stderr."""
+    """What a command prints: `output` on stdout (text, a Rich table, or a list of both, in
+    order), `notes` on stderr."""
 
-    output: str | RenderableType = ""
+    output: str | RenderableType | list[str | RenderableType] = ""
     code: int = 0
     notes: tuple[str, ...] = field(default=())
 
@@ -64,16 +65,20 @@ def run(command: Callable[[], Outcome]) -> NoReturn:
         raise typer.Exit(exit_code(error)) from None
     for note in outcome.notes:
         _print_error(note)
-    if isinstance(outcome.output, str):
-        if outcome.output:
-            sys.stdout.write(outcome.output + "\n")
-    else:
-        from rich.console import Console
+    parts = outcome.output if isinstance(outcome.output, list) else [outcome.output]
+    for part in parts:
+        if isinstance(part, str):
+            # text is written whole: a line Rich would crop at the terminal's width (a query in
+            # a ready-to-paste rollouts.yaml) must reach the user intact
+            if part:
+                sys.stdout.write(part + "\n")
+        else:
+            from rich.console import Console
 
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console.width = 160  # a pipe or a log gets whole rows, not 80-column wraps
-        console.print(outcome.output)
+            console = Console(highlight=False)
+            if not console.is_terminal:
+                console.width = 160  # a pipe or a log gets whole rows, not 80-column wraps
+            console.print(part)
     raise typer.Exit(outcome.code)
 
 

@@ -230,3 +230,38 @@ def test_evaluations_closer_than_the_query_window_count_as_overlapping_not_indep
         "window)" in result.stderr
     )
     assert "needs at least 600: widen the range by about 3.7 days" in result.stderr
+
+
+def test_the_printed_rollouts_snippet_is_whole_however_long_its_queries(tmp_path: Path) -> None:
+    query = 'sum(increase(action_exec_total{provider="google",action="gmail.send"}[10m]))' * 3
+    config, series = tmp_path / "rollouts.yaml", tmp_path / "history.csv"
+    config.write_text(
+        f"""
+features:
+  google:
+    slos:
+      - name: error_rate
+        ratio: {{errors: 'e', total: '{query}'}}
+        max: 0.01
+        min_samples: 200
+""",
+        encoding="utf-8",
+    )
+    rng = random.Random(14)
+    rows = [
+        ((T0 + timedelta(minutes=10 * i)).isoformat(), "google", "error_rate",
+         rng.uniform(0.002, 0.006), 900)
+        for i in range(700)
+    ]  # fmt: skip
+    pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"]).to_csv(
+        series, index=False
+    )
+    arguments = ["tune", "google", "--series", str(series), "--config", str(config)]
+
+    printed = CliRunner().invoke(app, arguments)
+    as_json = CliRunner().invoke(app, [*arguments, "--json"])
+
+    assert printed.exit_code == 0 and as_json.exit_code == 0, printed.output
+    text = json.loads(as_json.stdout)["config"]
+    assert text in printed.stdout  # every line whole: pasted, it loads as tune suggested
+    assert query in printed.stdout

@@ -36,8 +36,10 @@ import base64
 import http.client
 import logging
 import math
+import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +80,13 @@ PERCENT_KEY = KEY_PREFIX + "percent"
 LAST_SUCCESS_KEY = KEY_PREFIX + "last_success"
 LAST_RUN_KEY = KEY_PREFIX + "last_run"
 UNCONFIRMED_KEY = KEY_PREFIX + "unconfirmed_writes_total"
+# a run's counts are written with a marker under this prefix, in the same MULTI/EXEC: after a
+# lost reply (a failover mid-write) the marker says whether they landed, so a retry on the new
+# master neither loses nor doubles them
+COUNTED_PREFIX = KEY_PREFIX + "counted:"
+COUNTED_TTL_SECONDS = 86_400
+# waits before each retry of the totals' write while Sentinel elects a new master (~1-5 s)
+REDIS_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 RUN_STATUSES = ("ok", "prom_unreachable", "redis_error", "error")
 _PREFIX = "rollout_controller_"
 _MAX_COUNT = 2**63 - 1  # Redis' HINCRBY range
@@ -232,6 +241,7 @@ class PushgatewayTelemetry:
         timeout: float = 5.0,
         push: PushFunction = push_to_gateway,
         read_gateway: ReadFunction | None = None,
+        redis_retry_delays: Sequence[float] = REDIS_RETRY_DELAYS,
     ) -> None:
         raw = (url or "").rstrip("/")
         self._gateway, self._auth = split_credentials(raw)
@@ -241,6 +251,7 @@ class PushgatewayTelemetry:
         self.timeout = timeout
         self.pending = Totals()  # counts of runs whose Redis write failed, owed to Redis
         self._redis = redis_client
+        self._retry_delays = tuple(redis_retry_delays)
         self._push = push
         self._read_gateway = read_gateway or read_metrics_text
 
@@ -315,35 +326,26 @@ class PushgatewayTelemetry:
         owed = Totals()
         owed.add(self.pending)
         owed.add(run)
-        pipe = self._redis.pipeline(transaction=True)
-        counted: list[tuple[str, str]] = []  # (key, field) of each HINCRBY, in order
-        for (feature, result), count in owed.changes.items():
-            pipe.hincrby(CHANGES_KEY, f"{feature}|{result}", int(count))
-            counted.append((CHANGES_KEY, f"{feature}|{result}"))
-        for status, count in owed.runs.items():
-            pipe.hincrby(RUNS_KEY, status, int(count))
-            counted.append((RUNS_KEY, status))
-        if owed.percents:
-            percent_fields: dict[Any, Any] = {f: repr(p) for f, p in owed.percents.items()}
-            pipe.hset(PERCENT_KEY, mapping=percent_fields)
-        if owed.last_success is not None:
-            pipe.set(LAST_SUCCESS_KEY, repr(owed.last_success))
-        pipe.set(LAST_RUN_KEY, repr(run.last_run))
-        for feature, count in owed.unconfirmed.items():
-            pipe.hincrby(UNCONFIRMED_KEY, feature, int(count))
-            counted.append((UNCONFIRMED_KEY, feature))
-        pipe.hgetall(UNCONFIRMED_KEY)
-        pipe.hgetall(CHANGES_KEY)
-        pipe.hgetall(RUNS_KEY)
-        pipe.hgetall(PERCENT_KEY)
-        pipe.mget(LAST_SUCCESS_KEY, LAST_RUN_KEY)
-        try:
-            replies = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:
+        marker = COUNTED_PREFIX + uuid.uuid4().hex
+        error: redis.RedisError | None = None
+        counted: list[tuple[str, str]] = []
+        for attempt, delay in enumerate((0.0, *self._retry_delays)):
+            time.sleep(delay)
+            try:
+                if attempt and self._redis.exists(marker):  # the lost reply's write landed
+                    pipe, counted = self._redis.pipeline(transaction=False), []  # reads only
+                    _read_totals(pipe)
+                else:
+                    pipe, counted = self._counting(owed, run, marker)
+                replies = pipe.execute(raise_on_error=False)
+                break
+            except redis.RedisError as exc:
+                error = exc
+        else:
             log.warning(
                 "telemetry: Redis failed (%s: %s); totals come from the pushgateway",
-                type(exc).__name__,
-                exc,
+                type(error).__name__,
+                error,
             )
             self.pending = owed
             return None, []
@@ -369,11 +371,45 @@ class PushgatewayTelemetry:
         )
         return totals, repair.apply(self._redis)
 
+    def _counting(
+        self, owed: Totals, run: Totals, marker: str
+    ) -> tuple[Any, list[tuple[str, str]]]:
+        """One MULTI/EXEC adding `owed` to the totals and setting `marker`, then the reads."""
+        pipe = self._redis.pipeline(transaction=True)
+        counted: list[tuple[str, str]] = []  # (key, field) of each HINCRBY, in order
+        for (feature, result), count in owed.changes.items():
+            pipe.hincrby(CHANGES_KEY, f"{feature}|{result}", int(count))
+            counted.append((CHANGES_KEY, f"{feature}|{result}"))
+        for status, count in owed.runs.items():
+            pipe.hincrby(RUNS_KEY, status, int(count))
+            counted.append((RUNS_KEY, status))
+        if owed.percents:
+            percent_fields: dict[Any, Any] = {f: repr(p) for f, p in owed.percents.items()}
+            pipe.hset(PERCENT_KEY, mapping=percent_fields)
+        if owed.last_success is not None:
+            pipe.set(LAST_SUCCESS_KEY, repr(owed.last_success))
+        pipe.set(LAST_RUN_KEY, repr(run.last_run))
+        for feature, count in owed.unconfirmed.items():
+            pipe.hincrby(UNCONFIRMED_KEY, feature, int(count))
+            counted.append((UNCONFIRMED_KEY, feature))
+        pipe.set(marker, "1", ex=COUNTED_TTL_SECONDS)
+        _read_totals(pipe)
+        return pipe, counted
+
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: list[Any], data: bytes
     ) -> Callable[[], None]:
         user, password = self._auth or (None, None)
         return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+
+def _read_totals(pipe: Any) -> None:
+    """The five reads every persist ends with (the replies' last five)."""
+    pipe.hgetall(UNCONFIRMED_KEY)
+    pipe.hgetall(CHANGES_KEY)
+    pipe.hgetall(RUNS_KEY)
+    pipe.hgetall(PERCENT_KEY)
+    pipe.mget(LAST_SUCCESS_KEY, LAST_RUN_KEY)
 
 
 class _Repair:

@@ -71,7 +71,9 @@ def test_a_killed_pushgateway_is_a_warning_not_an_exception(
 def test_a_killed_redis_still_shows_redis_error_on_the_pushgateway(
     pushgateway: RunningServer, own_redis: RunningServer
 ) -> None:
-    sink = PushgatewayTelemetry(pushgateway.url, redis_client=client(own_redis.url))
+    sink = PushgatewayTelemetry(
+        pushgateway.url, redis_client=client(own_redis.url), redis_retry_delays=(0.1,)
+    )
     sink.record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
     own_redis.kill()
     failed_at = T0 + timedelta(minutes=10)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import fakeredis
 import pytest
+import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,6 +93,7 @@ def worker(
             redis_client=fakeredis.FakeRedis(server=server),
             push=gateway.push,
             read_gateway=gateway.read,
+            redis_retry_delays=(),  # Redis down stays down here: no waits for a failover
         )
 
     return make
@@ -440,3 +442,68 @@ def test_a_repair_that_cannot_be_written_is_named_and_the_next_run_repairs_it(
     later = sink.record_run({}, {}, "ok", T0 + timedelta(minutes=10))
     assert "error was 'three'" in later and later.endswith("; pushed")
     assert fakeredis.FakeRedis(server=server).hgetall(RUNS_KEY) == {b"ok": b"2", b"error": b"0"}
+
+
+class FailingOnce(fakeredis.FakeRedis):
+    """Redis whose first totals' write fails: `landed` says whether it reached Redis before
+    the connection broke (a lost reply) or not (refused), as in a failover mid-write."""
+
+    landed = False
+    failures = 1
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        if not transaction or FailingOnce.failures == 0:
+            return pipe
+        execute = pipe.execute
+
+        def fail(raise_on_error: bool = True) -> Any:
+            FailingOnce.failures -= 1
+            if FailingOnce.landed:
+                execute(raise_on_error)
+            raise redis.ConnectionError("Connection closed by server.")
+
+        pipe.execute = fail
+        return pipe
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["reply lost", "write refused"])
+def test_a_failover_during_the_totals_write_counts_the_run_exactly_once(
+    server: fakeredis.FakeServer, gateway: StubGateway, landed: bool
+) -> None:
+    FailingOnce.landed, FailingOnce.failures = landed, 1
+    sink = PushgatewayTelemetry(
+        "http://127.0.0.1:9091",
+        redis_client=FailingOnce(server=server),
+        push=gateway.push,
+        read_gateway=gateway.read,
+        redis_retry_delays=(0.0, 0.0),
+    )
+
+    status = sink.record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
+
+    assert status == "pushed"
+    assert sink.pending == Totals()
+    stored = fakeredis.FakeRedis(server=server)
+    assert stored.hgetall(CHANGES_KEY) == {b"google|promote": b"1"}
+    assert stored.hgetall(RUNS_KEY) == {b"ok": b"1"}
+    assert gateway.last.changes == {("google", "promote"): 1}
+
+
+def test_redis_down_through_every_retry_keeps_the_counts_owed(
+    server: fakeredis.FakeServer, gateway: StubGateway
+) -> None:
+    FailingOnce.landed, FailingOnce.failures = False, 3
+    sink = PushgatewayTelemetry(
+        "http://127.0.0.1:9091",
+        redis_client=FailingOnce(server=server),
+        push=gateway.push,
+        read_gateway=gateway.read,
+        redis_retry_delays=(0.0, 0.0),
+    )
+
+    status = sink.record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
+
+    assert status.startswith("pushed (redis down")
+    assert sink.pending.changes == {("google", "promote"): 1}
+    assert fakeredis.FakeRedis(server=server).hgetall(CHANGES_KEY) == {}

@@ -420,7 +420,7 @@ def wire(settings: Settings) -> Adapters:
     """Real adapters: Redis flag store, Prometheus source, Pushgateway telemetry. A bad URL
     raises ConfigError here, so callers wire inside their configuration-error handling."""
     from rollout_core.flags import RedisFlagStore
-    from rollout_core.redis_connection import connect
+    from rollout_core.redis_connection import connect, without_retries
     from rollout_core.slo import PrometheusSource
     from rollout_core.telemetry import PushgatewayTelemetry
 
@@ -432,7 +432,11 @@ def wire(settings: Settings) -> Adapters:
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         ),
         source=PrometheusSource(settings.prometheus_url, timeout=settings.prometheus_timeout),
-        telemetry=PushgatewayTelemetry(settings.pushgateway_target(), redis_client=client),
+        # no client retries: a lost reply of the totals' write must reach the sink's marker
+        # check, never be resent by redis-py (that would count the run twice)
+        telemetry=PushgatewayTelemetry(
+            settings.pushgateway_target(), redis_client=without_retries(client)
+        ),
         redis=client,
     )
 
@@ -448,7 +452,7 @@ def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink |
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from rollout_core.redis_connection import connect
+    from rollout_core.redis_connection import connect, without_retries
     from rollout_core.telemetry import PushgatewayTelemetry
 
     env = os.environ if environ is None else environ
@@ -472,7 +476,7 @@ def error_telemetry(environ: Mapping[str, str] | None = None) -> TelemetrySink |
         client = redis.Redis(
             unix_socket_path="/nonexistent/rollout-redis", retry=Retry(NoBackoff(), 0)
         )
-    return PushgatewayTelemetry(gateway.pushgateway_target(), redis_client=client)
+    return PushgatewayTelemetry(gateway.pushgateway_target(), redis_client=without_retries(client))
 
 
 def current_adapters(settings: Settings | None = None) -> Adapters:

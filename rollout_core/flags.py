@@ -869,12 +869,16 @@ class RedisFlagStore:
 
 def lost_write_problem(feature: str, recorded: str, remembered: str) -> str:
     """The lost-write refusal as a FlagState problem: it names both audit ids, what holds
-    (promotions), and the documented way out at any percent, the one Redis kept included."""
+    (promotions), and the documented way out at any percent, the one Redis kept included.
+    `feature` is a unit: a segment's commands take `--segment`."""
+    name, segment = split_unit(feature)
+    which = f"{name} --segment {segment}" if segment is not None else name
     return (
         f"{LAST_WRITE_HASH} {feature} is {recorded or 'absent'}, older than this controller's "
         f"last change {remembered}: Redis lost that write (a failover before a replica had "
         f"it); promotions hold (a rollback still goes through) until a newer write: check "
-        f"`rollout audit {feature}`, then `rollout set {feature} PERCENT --rewrite --reason "
+        f"`rollout audit {which}`, then `rollout set {name} PERCENT"
+        f"{f' --segment {segment}' if segment is not None else ''} --rewrite --reason "
         f'"re-set after failover"` (--rewrite writes and audits even at the percent Redis holds)'
     )
 

@@ -33,6 +33,7 @@ The sink reads no environment: the shell passes the URL (and basic auth) explici
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import logging
 import math
@@ -250,6 +251,7 @@ class PushgatewayTelemetry:
         self.job = job
         self.timeout = timeout
         self.pending = Totals()  # counts of runs whose Redis write failed, owed to Redis
+        self._pending_marker: str | None = None  # the marker the owed counts were sent with
         self._redis = redis_client
         self._retry_delays = tuple(redis_retry_delays)
         self._push = push
@@ -323,6 +325,12 @@ class PushgatewayTelemetry:
     def _persist(self, run: Totals) -> tuple[Totals | None, list[str]]:
         """Add what is owed to the Redis totals and read them all back, in one round trip;
         repair what does not parse. (None, []) when Redis fails: the counts stay owed."""
+        if self._pending_marker is not None:
+            # the owed counts may have landed before their reply was lost: then they are in
+            # Redis already, and adding them again would count them twice
+            with contextlib.suppress(redis.RedisError):
+                if self._redis.exists(self._pending_marker):
+                    self.pending, self._pending_marker = Totals(), None
         owed = Totals()
         owed.add(self.pending)
         owed.add(run)
@@ -347,9 +355,9 @@ class PushgatewayTelemetry:
                 type(error).__name__,
                 error,
             )
-            self.pending = owed
+            self.pending, self._pending_marker = owed, marker
             return None, []
-        self.pending = Totals()
+        self.pending, self._pending_marker = Totals(), None
         failed = {field for field, reply in zip(counted, replies, strict=False) if _is_error(reply)}
         changes, runs, percents, times = replies[-4:]
         repair = _Repair()

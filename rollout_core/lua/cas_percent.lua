@@ -78,9 +78,13 @@ if ARGV[21] and ARGV[21] ~= '' then
   entry[#entry + 1] = ARGV[21]
 end
 
-local function append()
+local function append(is_write)
   local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[17], '*', unpack(entry))
-  redis.call('HSET', KEYS[9], unit, ARGV[16] .. ' ' .. id)
+  if is_write then
+    -- rollout:last_write names the unit's last real write: a recommendation is not one (the
+    -- lost-write hold compares against it; a read-back finds a recommendation in the stream)
+    redis.call('HSET', KEYS[9], unit, ARGV[16] .. ' ' .. id)
+  end
   return id
 end
 
@@ -90,7 +94,7 @@ if dry_run == 'true' then
     return {'recommended', current, paused, '', ''}  -- unchanged: not appended again
   end
   redis.call('HSET', KEYS[10], unit, recommendation)
-  return {'recommended', current, paused, append(), ''}
+  return {'recommended', current, paused, append(false), ''}
 end
 
 redis.call('SET', KEYS[1], new)
@@ -109,7 +113,7 @@ if decrease then
 end
 redis.call('HDEL', KEYS[10], unit)
 redis.call('SADD', KEYS[11], feature)
-local id = append()
+local id = append(true)
 if episode ~= '' then
   redis.call('HSET', KEYS[12], episode, now .. ' ' .. id)
 end

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -78,9 +79,18 @@ def request_json(url: str, body: Any = None, headers: dict[str, str] | None = No
     request = urllib.request.Request(
         url, data, {"Content-Type": "application/json", **(headers or {})}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-        return json.loads(raw) if raw else None
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            # a busy Prefect server answers 503 (its database locked) and did nothing: its own
+            # client retries these, so does this helper
+            if error.code != 503 or attempt == 3:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")

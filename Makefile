@@ -38,10 +38,16 @@ servers:
 	@bash scripts/ensure-servers $(SERVERS)
 
 # one pytest process per layer: Prefect keeps process-wide clients (its events worker among
-# them) bound to the API they first met, and the e2e layer starts and stops its own servers
+# them) bound to the API they first met, and the e2e layer starts and stops its own servers.
+# The unit layer (pure CPU, no servers, no clock) runs beside the integration layer, which
+# mostly waits on its servers; its report is printed after. The e2e layer runs alone.
 test: install servers
-	$(PYTEST) tests/unit
-	$(PYTEST) tests/integration
+	@unit_log=$$(mktemp); \
+	$(PYTEST) tests/unit -p no:cacheprovider > $$unit_log 2>&1 & unit=$$!; \
+	$(PYTEST) tests/integration; integration=$$?; \
+	wait $$unit; unit_status=$$?; \
+	echo "--- tests/unit (ran beside tests/integration) ---"; cat $$unit_log; rm -f $$unit_log; \
+	test $$unit_status -eq 0 && test $$integration -eq 0
 	$(PYTEST) tests/e2e
 
 test-unit: install

@@ -15,7 +15,8 @@ from uuid import UUID
 
 import psutil
 
-from deployments.stack import Component, StackState, down, read_state
+from deployments.stack import Component, down
+from deployments.stack import require_state as state_of
 from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.redis_connection import connect
 
@@ -54,13 +55,6 @@ def take_down(directory: Path) -> None:
     """`down()`, which also removes PostgreSQL's cluster when it lives under /tmp (a parent of
     `directory` is out of the postgres user's reach: deployments/ha.py)."""
     down(directory)
-
-
-def state_of(directory: Path) -> StackState:
-    state = read_state(directory)
-    if state is None:
-        raise RuntimeError(f"no stack is up in {directory}")
-    return state
 
 
 def store_of(directory: Path) -> RedisFlagStore:

@@ -884,6 +884,14 @@ class StoppedComponent:
     cwd: str
 
 
+def require_state(directory: Path) -> StackState:
+    """The running stack's state; RuntimeError when no stack is up in `directory`."""
+    state = read_state(directory)
+    if state is None:
+        raise RuntimeError(f"no stack is up in {directory}")
+    return state
+
+
 def _named(state: StackState, name: str) -> Component:
     found = [c for c in state.components if c.name == name]
     if not found:
@@ -894,9 +902,7 @@ def _named(state: StackState, name: str) -> Component:
 
 def _record(directory: Path, remove: Component | None, add: Component | None) -> StackState:
     """stack.json with `remove` taken out and `add` put in (so `down` stops what runs)."""
-    state = read_state(directory)
-    if state is None:
-        raise RuntimeError(f"no stack is up in {directory}")
+    state = require_state(directory)
     components = [c for c in state.components if c != remove]
     components += [add] if add is not None else []
     updated = dataclasses.replace(state, components=components)
@@ -910,9 +916,7 @@ def stop_component(
     """Stop the component `name` (its process group, with its own stop signal unless `first`
     is given, e.g. SIGKILL), keeping its command line, environment and folder to start it
     again with start_component; stack.json keeps it until then (`down` skips the dead)."""
-    state = read_state(directory)
-    if state is None:
-        raise RuntimeError(f"no stack is up in {directory}")
+    state = require_state(directory)
     component = _named(state, name)
     process = _process(component.pid)
     if process is None or not component.is_alive():
@@ -924,9 +928,7 @@ def stop_component(
 
 def signal_component(directory: Path, name: str, sig: signal.Signals) -> None:
     """Send `sig` to the component's process group (SIGSTOP freezes a server, SIGCONT thaws)."""
-    state = read_state(directory)
-    if state is None:
-        raise RuntimeError(f"no stack is up in {directory}")
+    state = require_state(directory)
     os.killpg(_named(state, name).pid, sig)
 
 
@@ -977,9 +979,7 @@ def _accepts(port: int) -> Callable[[], bool]:
 def replace_worker(directory: Path, stopped: StoppedComponent, timeout: float = 90) -> Component:
     """A new worker on the pool in place of a stopped (killed) one, with its environment
     (what its flow runs inherit), named `worker-<n>`; recorded in stack.json."""
-    state = read_state(directory)
-    if state is None:
-        raise RuntimeError(f"no stack is up in {directory}")
+    state = require_state(directory)
     taken = {c.name for c in state.components}
     name = next(f"worker-{n}" for n in itertools.count(2) if f"worker-{n}" not in taken)
     home = directory / f"prefect-{name}"

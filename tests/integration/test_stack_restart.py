@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from deployments.ha import SENTINEL_SERVICE, fail_over_stack, sentinel_master_port, start_redis_ha
+from deployments.ha import (
+    SENTINEL_SERVICE,
+    RedisHA,
+    fail_over_stack,
+    sentinel_master_port,
+    start_redis_ha,
+)
 from deployments.servers import RunningServer, start_redis
 from deployments.stack import (
     STATE_FILE,
@@ -90,18 +96,25 @@ def test_up_on_a_stack_whose_redis_died_restarts_only_redis_with_every_flag_and_
         down(tmp_path)
 
 
-def test_up_on_an_ha_stack_restarts_a_dead_replica_and_sentinel_following_the_master(
-    tmp_path: Path, other_component: Component
-) -> None:
-    ha = start_redis_ha(tmp_path / "redis")
+def recorded_ha(directory: Path, other_component: Component) -> RedisHA:
+    """A Redis primary, replica and three Sentinels, recorded in `directory`'s stack.json as
+    an HA stack's Redis beside `other_component`."""
+    ha = start_redis_ha(directory / "redis")
     record(
-        tmp_path,
+        directory,
         ha.servers(),
         other_component,
         REDIS_URL=ha.url,
         REDIS_SENTINELS=ha.sentinel_hosts,
         REDIS_SENTINEL_SERVICE=SENTINEL_SERVICE,
     )
+    return ha
+
+
+def test_up_on_an_ha_stack_restarts_a_dead_replica_and_sentinel_following_the_master(
+    tmp_path: Path, other_component: Component
+) -> None:
+    ha = recorded_ha(tmp_path, other_component)
     try:
         store = RedisFlagStore(connect(ha.url))
         store.init("google", T0)
@@ -158,15 +171,7 @@ def test_a_whole_restart_after_a_failover_starts_the_last_master_as_primary_with
     """What `up` does when a component it cannot restart alone died: find the folder of the
     master the Sentinels last named, stop everything, give that folder the primary's name,
     start the Redis servers again."""
-    ha = start_redis_ha(tmp_path / "redis")
-    record(
-        tmp_path,
-        ha.servers(),
-        other_component,
-        REDIS_URL=ha.url,
-        REDIS_SENTINELS=ha.sentinel_hosts,
-        REDIS_SENTINEL_SERVICE=SENTINEL_SERVICE,
-    )
+    ha = recorded_ha(tmp_path, other_component)
     again = None
     try:
         store = RedisFlagStore(connect(ha.url), wait_timeout_ms=100)

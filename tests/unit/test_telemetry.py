@@ -467,18 +467,23 @@ class FailingOnce(fakeredis.FakeRedis):
         return pipe
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["reply lost", "write refused"])
-def test_a_failover_during_the_totals_write_counts_the_run_exactly_once(
-    server: fakeredis.FakeServer, gateway: StubGateway, landed: bool
-) -> None:
-    FailingOnce.landed, FailingOnce.failures = landed, 1
-    sink = PushgatewayTelemetry(
+def failing_sink(server: fakeredis.FakeServer, gateway: StubGateway) -> PushgatewayTelemetry:
+    """A sink on FailingOnce, retrying twice without waiting."""
+    return PushgatewayTelemetry(
         "http://127.0.0.1:9091",
         redis_client=FailingOnce(server=server),
         push=gateway.push,
         read_gateway=gateway.read,
         redis_retry_delays=(0.0, 0.0),
     )
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["reply lost", "write refused"])
+def test_a_failover_during_the_totals_write_counts_the_run_exactly_once(
+    server: fakeredis.FakeServer, gateway: StubGateway, landed: bool
+) -> None:
+    FailingOnce.landed, FailingOnce.failures = landed, 1
+    sink = failing_sink(server, gateway)
 
     status = sink.record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
 
@@ -494,13 +499,7 @@ def test_redis_down_through_every_retry_keeps_the_counts_owed(
     server: fakeredis.FakeServer, gateway: StubGateway
 ) -> None:
     FailingOnce.landed, FailingOnce.failures = False, 3
-    sink = PushgatewayTelemetry(
-        "http://127.0.0.1:9091",
-        redis_client=FailingOnce(server=server),
-        push=gateway.push,
-        read_gateway=gateway.read,
-        redis_retry_delays=(0.0, 0.0),
-    )
+    sink = failing_sink(server, gateway)
 
     status = sink.record_run({"google": Action.PROMOTE}, {"google": 10}, "ok", T0)
 

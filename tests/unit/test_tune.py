@@ -65,6 +65,19 @@ def test_the_suggested_config_changes_only_max_and_min_samples_and_keeps_every_o
     assert [(s.max, s.min_samples) for s in loaded.slos] == [(0.02, 150), (7, 0), (0.5, 10)]
 
 
+def write_quiet_error_history(path: Path) -> None:
+    """700 ten-minute readings of google's error_rate, healthy (0.2-0.6%, 900 requests), as CSV."""
+    rng = random.Random(14)
+    rows = [
+        ((T0 + timedelta(minutes=10 * i)).isoformat(), "google", "error_rate",
+         rng.uniform(0.002, 0.006), 900)
+        for i in range(700)
+    ]  # fmt: skip
+    pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"]).to_csv(
+        path, index=False
+    )
+
+
 def test_tune_json_config_keeps_the_features_abort_on(tmp_path: Path) -> None:
     config, series = tmp_path / "rollouts.yaml", tmp_path / "history.csv"
     config.write_text(
@@ -77,15 +90,7 @@ features:
 """,
         encoding="utf-8",
     )
-    rng = random.Random(14)
-    rows = [
-        ((T0 + timedelta(minutes=10 * i)).isoformat(), "google", "error_rate",
-         rng.uniform(0.002, 0.006), 900)
-        for i in range(700)
-    ]  # fmt: skip
-    pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"]).to_csv(
-        series, index=False
-    )
+    write_quiet_error_history(series)
 
     result = CliRunner().invoke(
         app, ["tune", "google", "--series", str(series), "--config", str(config), "--json"]
@@ -247,15 +252,7 @@ features:
 """,
         encoding="utf-8",
     )
-    rng = random.Random(14)
-    rows = [
-        ((T0 + timedelta(minutes=10 * i)).isoformat(), "google", "error_rate",
-         rng.uniform(0.002, 0.006), 900)
-        for i in range(700)
-    ]  # fmt: skip
-    pd.DataFrame(rows, columns=["time", "feature", "slo", "value", "samples"]).to_csv(
-        series, index=False
-    )
+    write_quiet_error_history(series)
     arguments = ["tune", "google", "--series", str(series), "--config", str(config)]
 
     printed = CliRunner().invoke(app, arguments)

@@ -37,27 +37,32 @@ demo: install
 servers:
 	@bash scripts/ensure-servers $(SERVERS)
 
-# one pytest process per layer: Prefect keeps process-wide clients (its events worker among
+# one pytest session per layer: Prefect keeps process-wide clients (its events worker among
 # them) bound to the API they first met, and the e2e layer starts and stops its own servers.
-# The unit layer (pure CPU, no servers, no clock) runs beside the integration layer, which
-# mostly waits on its servers; its report is printed after. The e2e layer runs alone.
+# The server layers run in two pytest-xdist workers, one test file at a time each (a file's
+# module fixtures stay in one process; every worker starts its own servers on free ports):
+# their tests mostly wait on servers. The e2e files go out heaviest first (tests/e2e/conftest.py
+# orders them) so the longest file does not start last. The unit layer (pure CPU, no servers,
+# no clock) runs beside the integration layer; its report is printed after.
+SERVER_LAYER := -n 2 --dist loadfile --no-loadscope-reorder
+
 test: install servers
 	@unit_log=$$(mktemp); \
 	$(PYTEST) tests/unit -p no:cacheprovider > $$unit_log 2>&1 & unit=$$!; \
-	$(PYTEST) tests/integration; integration=$$?; \
+	$(PYTEST) tests/integration $(SERVER_LAYER); integration=$$?; \
 	wait $$unit; unit_status=$$?; \
 	echo "--- tests/unit (ran beside tests/integration) ---"; cat $$unit_log; rm -f $$unit_log; \
 	test $$unit_status -eq 0 && test $$integration -eq 0
-	$(PYTEST) tests/e2e
+	$(PYTEST) tests/e2e $(SERVER_LAYER)
 
 test-unit: install
 	$(PYTEST) tests/unit
 
 test-integration: install servers
-	$(PYTEST) tests/integration
+	$(PYTEST) tests/integration $(SERVER_LAYER)
 
 test-e2e: install servers
-	$(PYTEST) tests/e2e
+	$(PYTEST) tests/e2e $(SERVER_LAYER)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -28,6 +28,32 @@ from tests.integration.conftest import readings_ready, write_config
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# The files by their time, longest first (measured on a 2-core machine: the soak's share and the
+# HA stack take three minutes each): two xdist workers take files in this order (see the
+# Makefile), so the longest file never starts last and leaves one worker idle at the end.
+HEAVIEST_FIRST = (
+    "test_soak.py",
+    "test_ha_topology.py",
+    "test_kill_switch.py",
+    "test_deployed_controller.py",
+    "test_fast_abort.py",
+    "test_stack.py",
+    "test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The e2e files heaviest first (one not listed last), after any other layer's tests;
+    tests keep their order within a file."""
+    here = Path(__file__).parent
+    rank = {name: position for position, name in enumerate(HEAVIEST_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        return rank.get(item.path.name, len(rank)) if item.path.parent == here else -1
+
+    items.sort(key=order)
+
+
 @dataclass
 class Stack:
     """The servers a deployed controller talks to, and the environment that names them."""

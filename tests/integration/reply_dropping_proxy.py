@@ -43,6 +43,9 @@ class ReplyDroppingProxy:
 
     def close(self) -> None:
         self._closed = True
+        # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for sock in list(self._sockets):
             _close(sock)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from deployments.sample_service import SampleService
+from deployments.sample_service import LATENCY_BUCKETS, SampleService
 from deployments.servers import RunningServer, start_prometheus
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.controller import OutcomeStatus, run_pass, run_status
@@ -75,7 +75,9 @@ def now() -> datetime:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[SampleService]:
-    with SampleService(providers=["google", "spiky", "bigspike", "tired", *SCALE]) as running:
+    with SampleService(
+        providers=["google", "spiky", "bigspike", "tired", "slowest", *SCALE]
+    ) as running:
         yield running
 
 
@@ -204,6 +206,61 @@ def test_an_empty_result_is_zero_for_a_count_and_no_data_for_a_value(
         "failures 0 (no series, read as 0) <= max 5: healthy",
         "latency_p95 no data: inconclusive",
     ]
+
+
+def own_p95(provider: str, quantile: str = "0.95", limit: float = 0.5) -> SloSpec:
+    """An ungrouped p95 of one provider's latency histogram."""
+    latency = f'action_latency_seconds_bucket{{provider="{provider}",action="gmail.send"}}'
+    query = f"histogram_quantile({quantile}, sum by (le) (rate({latency}[15s])))"
+    return SloSpec(name="latency_p95", query=query, max=limit)
+
+
+def test_an_infinite_p95_from_prometheus_rolls_a_half_rolled_out_feature_back(
+    prometheus: RunningServer, redis_url: str
+) -> None:
+    # Prometheus 2.42 answers histogram_quantile +Inf for a quantile above 1 (0.95 typed as
+    # 95); a quantile in the +Inf bucket reads as the top finite bound (the next test)
+    spec = feature("slowest", own_error_rate("slowest"), own_p95("slowest", quantile="95"))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisFlagStore(client)
+    store.init("slowest", now())
+    store.set_percent("slowest", 50, "half rolled out", at=now())
+    source = PrometheusSource(prometheus.url)
+    readings = snapshot(source.fetch([spec], now())["slowest"])
+    assert readings.reading("latency_p95").value == math.inf
+    assert (readings.reading("error_rate").samples or 0) >= 200  # the error rate is healthy
+
+    outcome = run_pass([spec], store, source, now(), dry_run=False)["slowest"]
+
+    assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
+    assert outcome.applied and client.get("flags:slowest:rollout_percent") == "10"
+    assert outcome.decision.reasons[0] == "Rollback 50% -> 10% on latency p95 breach"
+    assert "latency_p95 +Inf (infinite: above any max; check the query) > max 0.5s: breach" in (
+        outcome.decision.reasons
+    )
+    client.close()
+
+
+def test_a_p95_above_the_top_bucket_reads_as_its_bound_so_only_a_max_below_it_breaches(
+    prometheus: RunningServer, service: SampleService
+) -> None:
+    top = LATENCY_BUCKETS[-1]  # 5 s; every observation of a 1000 s median lands above it
+    spec = feature("slowest", own_error_rate("slowest"), own_p95("slowest"))
+    source = PrometheusSource(prometheus.url)
+    service.inject(["slowest"], latency=1000.0)
+    try:
+        readings = poll(
+            lambda: snapshot(source.fetch([spec], now())["slowest"]),
+            lambda result: result.reading("latency_p95").value == top,
+            timeout=20,
+            what=f"a p95 of {top} (the top finite bucket's bound)",
+        )
+    finally:
+        service.inject(["slowest"], latency=0.12)
+    assert evaluate_slos(spec, readings)[1].verdict is Verdict.BREACH  # max 0.5 < 5
+    at_the_top = feature("slowest", own_error_rate("slowest"), own_p95("slowest", limit=top))
+    blind = evaluate_slos(at_the_top, readings)[1]
+    assert (blind.verdict, blind.message) == (Verdict.HEALTHY, "latency_p95 5s <= max 5s: healthy")
 
 
 def breaching(source: PrometheusSource, spec: FeatureSpec) -> SloSnapshot:

@@ -4,7 +4,6 @@ reads against a fake client, and the offline `rollout backtest --series` command
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -104,30 +103,6 @@ def test_a_metrics_outage_holds_and_counts_as_ticks_with_no_data() -> None:
     assert result.summary.no_data_ticks == 5
     assert result.summary.holds["metrics unavailable"] == 5
     assert [c.to_percent for c in result.changes] == [10, 50]
-
-
-def test_an_infinite_latency_tick_rolls_back_as_a_breach_not_a_tick_without_data() -> None:
-    latency = SloSpec(name="latency_p95", query="l", max=0.5)
-    spec = SPEC.model_copy(update={"slos": (*SPEC.slos, latency)})
-    frame = series(20, 5)
-    p95 = {0: 0.2, 5: math.nan, 10: math.inf, 15: 0.2, 20: 0.2}  # minute -> p95 seconds
-    rows = [
-        ((T0 + timedelta(minutes=m)).isoformat(), "google", "latency_p95", v, None)
-        for m, v in p95.items()
-    ]
-    frame = pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True)
-
-    result = backtest(
-        [spec], ReplaySource(frame), T0, T0 + timedelta(minutes=20), timedelta(minutes=5), 50.0
-    )["google"]
-
-    ticks = {t.at - T0: t for t in result.ticks}
-    rollback = ticks[timedelta(minutes=10)]
-    assert (rollback.action, rollback.percent, rollback.breached) == ("rollback", 10, True)
-    assert "latency_p95 +Inf (infinite: above any max" in rollback.reason
-    assert not rollback.no_data  # +Inf on a latency is a reading: a breach
-    assert ticks[timedelta(minutes=5)].no_data and ticks[timedelta(minutes=5)].action == "hold"
-    assert result.summary.no_data_ticks == 1 and result.summary.rollbacks == 1
 
 
 def test_the_from_percent_starts_the_simulated_flag_there() -> None:

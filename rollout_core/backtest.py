@@ -23,7 +23,6 @@ from rollout_core.decision_inputs import decision_inputs
 from rollout_core.errors import ConfigError, MetricsUnavailable, RolloutError
 from rollout_core.guards import format_duration
 from rollout_core.model import Action, Decision, FlagState, SloSnapshot, Verdict
-from rollout_core.policy import is_judged
 from rollout_core.ports import MetricsSource
 
 __all__ = [
@@ -261,7 +260,7 @@ def _replay(
     states: dict[str, FlagState | RolloutError] = {
         spec.name: _initial_state(spec, from_percent) for spec in specs
     }
-    tallies = {spec.name: _Tally(spec, start, step, from_percent, keep_ticks) for spec in specs}
+    tallies = {spec.name: _Tally(start, step, from_percent, keep_ticks) for spec in specs}
     for at in times:
         try:
             snapshots: Mapping[str, SloSnapshot | RolloutError] = source.fetch(specs, at)
@@ -295,11 +294,8 @@ class _Tally:
     the summary, and (`keep_ticks`) every tick. Reasons are formatted for changes and kept
     ticks only: a replay of a fleet would otherwise spend most of its time on holds' text."""
 
-    def __init__(
-        self, spec: FeatureSpec, start: datetime, step: timedelta, from_percent: float, keep: bool
-    ):
+    def __init__(self, start: datetime, step: timedelta, from_percent: float, keep: bool):
         self.start, self.step, self.keep = start, step, keep
-        self.kinds = {slo.name: slo.kind for slo in spec.slos}
         self.hours = step.total_seconds() / 3600
         self.before = from_percent
         self.full_at: datetime | None = start if from_percent >= 100 else None
@@ -313,7 +309,7 @@ class _Tally:
     def add(
         self, at: datetime, decision: Decision | FeatureOutcome, state: FlagState, inputs: str
     ) -> None:
-        percent, action, breached, no_data, cause = _observe(decision, state, self.kinds)
+        percent, action, breached, no_data, cause = _observe(decision, state)
         if breached:
             self.exposure += self.before * self.hours  # live at `before` while the breach was read
         if action in _CHANGES:
@@ -350,16 +346,16 @@ _HOLD = str(Action.HOLD)
 
 
 def _observe(
-    decision: Decision | FeatureOutcome, state: FlagState, kinds: Mapping[str, str | None]
+    decision: Decision | FeatureOutcome, state: FlagState
 ) -> tuple[float, str, bool, bool, str | None]:
-    """A tick's percent after it, action, whether an SLO breached or had no data (as the policy
-    reads it: a latency's +Inf is a reading, a breach), and the hold's cause."""
+    """A tick's percent after it, action, whether an SLO breached or had no data, and the
+    hold's cause."""
     if isinstance(decision, FeatureOutcome):
         return state.percent, "failed", False, True, "metrics unavailable"
     breached = no_data = False
     for v in decision.verdicts:
         breached = breached or v.verdict is Verdict.BREACH
-        no_data = no_data or v.error is not None or not is_judged(kinds.get(v.name), v.value)
+        no_data = no_data or v.error is not None or v.value is None or not math.isfinite(v.value)
     action = str(decision.action) if decision.is_change else _HOLD
     cause = hold_cause(decision) if action == _HOLD else None
     return decision.to_percent, action, breached, no_data, cause

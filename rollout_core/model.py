@@ -160,9 +160,8 @@ class SloReading:
     """One SLO's measurement for one feature.
 
     `value` is the error ratio, the latency or the count: None when the source had no series,
-    NaN or ±Inf as Prometheus answered them (never healthy: no data, except a value SLO's +Inf,
-    a breach; `is_missing` says only "no finite value"). `samples` is the request count behind
-    a ratio (or a value, when known). `error` says why the query gave no reading.
+    NaN or ±Inf as Prometheus answered them (no data, never healthy). `samples` is the request
+    count behind a ratio (or a value, when known). `error` says why the query gave no reading.
     """
 
     name: str

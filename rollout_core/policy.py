@@ -36,7 +36,6 @@ __all__ = [
     "gmail_policy",
     "gmail_spec",
     "has_traffic_evidence",
-    "is_judged",
     "next_step",
     "propose",
     "safe_step",
@@ -54,8 +53,6 @@ def format_ratio(ratio: float) -> str:
 
 
 def _format_value(slo: SloSpec, value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
     if slo.kind == "ratio":
         return format_ratio(value)
     if value.is_integer() and abs(value) < 1e15:
@@ -98,13 +95,6 @@ def _message(name: str, verdict: Verdict, text: Callable[..., str], args: tuple[
 
 def _as_is(text: str) -> str:
     return text
-
-
-def is_judged(kind: str | None, value: float | None) -> bool:
-    """Whether the policy judges `value` on an SLO of `kind` rather than reading it as no data:
-    a finite number, or a value SLO's +Inf (above any max). NaN and -Inf never are, nor a ratio's
-    or a count's +Inf (x/0 is ambiguous; increase() never answers Inf)."""
-    return value is not None and (math.isfinite(value) or (value == math.inf and kind == "value"))
 
 
 def _valid_samples(samples: float | None) -> float | None:
@@ -158,7 +148,7 @@ def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
     ratio, limit = reading.value, slo.max
     if reading.samples == 0:
         return _verdict(slo, inconclusive, reading, _as_is, "no traffic (n=0)")
-    if ratio is None or not is_judged(slo.kind, ratio):
+    if ratio is None or not math.isfinite(ratio):
         return _verdict(slo, inconclusive, reading, describe_missing, ratio)
     if ratio < 0:  # a negative error count: an impossible reading is no evidence
         return _verdict(slo, inconclusive, reading, _impossible, ratio, "ratio")
@@ -206,41 +196,29 @@ def _evaluate_ratio(slo: SloSpec, reading: SloReading) -> SloVerdict:
     )
 
 
-_INFINITE = "infinite: above any max; check the query"
-
-
-def _scalar_shown(slo: SloSpec, value: float, details: str) -> str:
-    """The value with its details in one parenthesis: "0.9s (n=40)", and for +Inf what it is:
-    "+Inf (infinite: above any max; check the query, n=40)"."""
-    if value == math.inf:
-        details = f"{_INFINITE}, {details}" if details else _INFINITE
-    return f"{_format_value(slo, value)} ({details})" if details else _format_value(slo, value)
-
-
 def _scalar_thin(slo: SloSpec, value: float, samples: float | None, min_samples: int) -> str:
     count = _count(samples) if samples is not None else "n unknown"
-    return _scalar_shown(slo, value, f"{count} < min_samples {min_samples}")
+    return f"{_format_value(slo, value)} ({count} < min_samples {min_samples})"
 
 
 def _scalar_judged(
     slo: SloSpec, value: float, note: str, samples: float | None, is_breach: bool
 ) -> str:
-    details = note or (_count(samples) if samples is not None else "")
+    if samples is not None and not note:
+        note = f" ({_count(samples)})"
     sign = ">" if is_breach else "<="
-    return f"{_scalar_shown(slo, value, details)} {sign} max {_format_value(slo, slo.max)}"
+    return f"{_format_value(slo, value)}{note} {sign} max {_format_value(slo, slo.max)}"
 
 
 def _evaluate_scalar(slo: SloSpec, reading: SloReading) -> SloVerdict:
-    """Value SLOs (latency) and count SLOs (failures in a window). A value's +Inf is above any
-    max, judged like any value above it; NaN and -Inf are no data, and so is a count's ±Inf
-    (increase() never answers Inf: a nonsense reading)."""
+    """Value SLOs (latency) and count SLOs (failures in a window)."""
     min_samples, is_count = slo.min_samples or 0, slo.kind == "count"
     raw = reading.value
     if raw is None and is_count and slo.absent_is_zero:
         # an empty result (no series) counted nothing; NaN or ±Inf is never read as 0
         reading = SloReading(reading.name, 0.0, reading.samples)
-        note = "no series, read as 0"
-    elif raw is None or not is_judged(slo.kind, raw):
+        note = " (no series, read as 0)"
+    elif raw is None or not math.isfinite(raw):
         return _verdict(slo, Verdict.INCONCLUSIVE, reading, describe_missing, raw)
     elif is_count and raw < 0:  # never fewer than no failures
         return _verdict(slo, Verdict.INCONCLUSIVE, reading, _impossible, raw, "count")

@@ -5,8 +5,7 @@ The series is in long format, one row per feature, SLO and time (CSV, Parquet or
     time     ISO-8601 (naive means UTC) or a datetime
     feature  the feature name, as in rollouts.yaml
     slo      the SLO name
-    value    the reading: the error ratio, the latency or the count; empty/NaN/-Inf is no data,
-             and so is +Inf except for a value SLO (a latency), where it is above any max
+    value    the reading: the error ratio, the latency or the count; empty/NaN/±Inf is no data
     samples  optional: the request count behind the value (empty, NaN or negative: no count)
     error    optional: why the reading has no value. `no series`: the query's result held no
              series for it (an empty Prometheus result); any other text: the query failed,
@@ -15,8 +14,7 @@ The series is in long format, one row per feature, SLO and time (CSV, Parquet or
 `fetch(specs, at)` takes, per feature and SLO, the latest row at or before `at` and no older
 than `staleness`; otherwise, or on a `no series` row, the reading has no series, as an empty
 Prometheus result would (the policy reads it as 0 for a count SLO with `absent_is_zero`). A
-row's NaN or ±Inf stays as it is, never 0, and the policy judges it as live (no data, but a
-value SLO's +Inf is a breach); an error row is that query error, as live.
+row's NaN or ±Inf stays as it is: no data, never 0; an error row is that query error, as live.
 A series read from Prometheus (`rollout backtest --export`) has a row at every tick, so it
 replays exactly, whatever the staleness. Inside an outage window fetch raises
 MetricsUnavailable, to rehearse a metrics outage.
@@ -123,7 +121,7 @@ class ReplaySource:
             if track is not None:
                 position = bisect_right(track.times, now) - 1
                 if position >= 0 and track.times[position] >= oldest:
-                    # NaN and ±Inf stay as Prometheus answered them: the policy judges them
+                    # NaN and ±Inf stay: the policy reads them as no data, like Prometheus' NaN
                     value, samples = track.values[position], track.samples[position]
                     count = None if math.isnan(samples) else samples
                     error = track.errors[position]

@@ -5,15 +5,14 @@ returns one series per label value and each feature takes the series whose label
 `series_key`. Without `group_by` a query must return at most one series.
 
 Each SLO is read on its own. An empty result is no series (None; the policy reads it as 0 for
-a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, never 0: the policy reads
-them as no data, except a value SLO's +Inf, a breach (above any max). A query that fails is
-that SLO's `QueryError`, never the whole feature's: Prometheus' 400 `bad_data` and a result of
-the wrong shape are configuration errors; 422 and 503 (`execution`, `timeout`, ...) are
-transient, retried here a few times, then reported on the SLO. A query that gets no answer
-(refused, timed out, a proxy's 5xx) while others are answered is that SLO's transient error
-too, so one slow query cannot block the rollback another SLO demands; after two unanswered in
-a row the rest are not sent. Only a Prometheus that answers no query at all raises
-MetricsUnavailable.
+a count SLO with `absent_is_zero`); NaN and ±Inf stay as they are, and the policy reads them as
+no data, never as 0. A query that fails is that SLO's `QueryError`, never the whole feature's:
+Prometheus' 400 `bad_data` and a result of the wrong shape are configuration errors; 422 and
+503 (`execution`, `timeout`, ...) are transient, retried here a few times, then reported on
+the SLO. A query that gets no answer (refused, timed out, a proxy's 5xx) while others are
+answered is that SLO's transient error too, so one slow query cannot block the rollback
+another SLO demands; after two unanswered in a row the rest are not sent. Only a Prometheus
+that answers no query at all raises MetricsUnavailable.
 `ReplaySource` (a replayed frame, for backtests and the demo) lives in `rollout_core.replay`.
 """
 

@@ -273,12 +273,9 @@ def _suggest_scalar(
     slo: SloSpec, rows: pd.DataFrame, target: float, step: float, absent: int
 ) -> SloSuggestion:
     is_count = slo.kind == "count"
-    read = rows["value"].tolist()
-    values = [v for v in read if math.isfinite(v)]
+    values = [v for v in rows["value"].tolist() if math.isfinite(v)]
     if is_count and slo.absent_is_zero:
         values += [0.0] * absent  # a window with no series counted none, as the policy reads it
-    # a value's +Inf is a breach as the policy reads it: an incident, never the healthy spread
-    above_all = 0 if is_count else sum(v == math.inf for v in read)
     _refuse_short(slo, len(values), target, step)
     median, spread = _robust(values)
     floor = (3 * math.sqrt(max(median, 0)) + 3) if is_count else median * 0.5
@@ -316,8 +313,8 @@ def _suggest_scalar(
         current_max=slo.max,
         current_min_samples=slo.min_samples or 0,
         healthy=healthy_text,
-        windows=len(values) + above_all,
-        excluded=len(values) + above_all - len(healthy),
+        windows=len(values),
+        excluded=len(values) - len(healthy),
     )
 
 

@@ -448,8 +448,7 @@ def slo_truth(slo: SloSpec, answers: Mapping[str, tuple[str, float | None]]) -> 
     value = values[slo.query]
     if value is None and slo.kind == "count" and slo.absent_is_zero:
         value = 0.0
-    above_any_max = slo.kind == "value" and value == math.inf  # a breach, not no data
-    if not (_usable(value) or above_any_max):
+    if not _usable(value):
         return SloTruth(False, False, False)
     assert isinstance(value, float)
     samples = values[slo.samples] if slo.samples else None

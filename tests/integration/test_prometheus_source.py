@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
@@ -81,13 +83,46 @@ def service() -> Iterator[SampleService]:
         yield running
 
 
+# an application's own p95 gauge that holds +Inf: a series Prometheus answers +Inf for
+GAUGES = (
+    b"# TYPE app_latency_p95_seconds gauge\n"
+    b'app_latency_p95_seconds{provider="slowest",action="gmail.send"} +Inf\n'
+)
+
+
+class _Gauges(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(GAUGES)))
+        self.end_headers()
+        self.wfile.write(GAUGES)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: Prometheus scrapes every second."""
+
+
+@pytest.fixture(scope="module")
+def gauges() -> Iterator[str]:
+    """host:port of a tiny exporter serving GAUGES."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gauges)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture(scope="module")
 def prometheus(
-    service: SampleService, tmp_path_factory: pytest.TempPathFactory
+    service: SampleService, gauges: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     server = start_prometheus(
         tmp_path_factory.mktemp("prometheus"),
-        scrape_targets={"sample": [service.host_port]},
+        scrape_targets={"sample": [service.host_port], "gauges": [gauges]},
         scrape_interval="1s",
     )
     source = PrometheusSource(server.url, timeout=5)
@@ -208,36 +243,41 @@ def test_an_empty_result_is_zero_for_a_count_and_no_data_for_a_value(
     ]
 
 
-def own_p95(provider: str, quantile: str = "0.95", limit: float = 0.5) -> SloSpec:
+def own_p95(provider: str, limit: float = 0.5) -> SloSpec:
     """An ungrouped p95 of one provider's latency histogram."""
     latency = f'action_latency_seconds_bucket{{provider="{provider}",action="gmail.send"}}'
-    query = f"histogram_quantile({quantile}, sum by (le) (rate({latency}[15s])))"
+    query = f"histogram_quantile(0.95, sum by (le) (rate({latency}[15s])))"
     return SloSpec(name="latency_p95", query=query, max=limit)
 
 
-def test_an_infinite_p95_from_prometheus_rolls_a_half_rolled_out_feature_back(
+def test_an_infinite_p95_from_prometheus_holds_a_half_rolled_out_feature_and_writes_nothing(
     prometheus: RunningServer, redis_url: str
 ) -> None:
-    # Prometheus 2.42 answers histogram_quantile +Inf for a quantile above 1 (0.95 typed as
-    # 95); a quantile in the +Inf bucket reads as the top finite bound (the next test)
-    spec = feature("slowest", own_error_rate("slowest"), own_p95("slowest", quantile="95"))
+    # +Inf is no latency evidence: histogram_quantile answers it only for a quantile above 1
+    # (refused at load) or a series that holds +Inf, as this gauge does
+    inf_p95 = 'max(app_latency_p95_seconds{provider="slowest",action="gmail.send"})'
+    latency = SloSpec(name="latency_p95", query=inf_p95, max=0.5)
+    spec = feature("slowest", own_error_rate("slowest"), latency)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = RedisFlagStore(client)
     store.init("slowest", now())
     store.set_percent("slowest", 50, "half rolled out", at=now())
     source = PrometheusSource(prometheus.url)
-    readings = snapshot(source.fetch([spec], now())["slowest"])
-    assert readings.reading("latency_p95").value == math.inf
+    readings = poll(
+        lambda: snapshot(source.fetch([spec], now())["slowest"]),
+        lambda result: result.reading("latency_p95").value == math.inf,
+        timeout=20,
+        what="the gauge's +Inf",
+    )
     assert (readings.reading("error_rate").samples or 0) >= 200  # the error rate is healthy
+    written = {key: client.dump(key) for key in client.keys("*")}
 
     outcome = run_pass([spec], store, source, now(), dry_run=False)["slowest"]
 
-    assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
-    assert outcome.applied and client.get("flags:slowest:rollout_percent") == "10"
-    assert outcome.decision.reasons[0] == "Rollback 50% -> 10% on latency p95 breach"
-    assert "latency_p95 +Inf (infinite: above any max; check the query) > max 0.5s: breach" in (
-        outcome.decision.reasons
-    )
+    assert outcome.decision is not None and outcome.decision.action is Action.HOLD
+    assert not outcome.applied and outcome.decision.to_percent == 50
+    assert "latency_p95 no data (+Inf): inconclusive" in outcome.decision.reasons
+    assert {key: client.dump(key) for key in client.keys("*")} == written
     client.close()
 
 

@@ -230,7 +230,7 @@ class RatioQueries(_Frozen):
 # histogram_quantile( with a PromQL number literal for its whole first argument (0.95, .95,
 # 95e-2, 0x1, Inf, NaN, signed); an expression there (a placeholder, `$q`, 95/100) is left alone
 _QUANTILE_LITERAL = re.compile(
-    r"(?<![\w:])histogram_quantile\s*\(\s*([+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)"
+    r"(?<![\w:])(histogram_quantile|quantile_over_time|quantile)\s*\(\s*([+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)"
     r"(?:[eE][+-]?\d+)?|[iI][nN][fF]|[nN][aA][nN]))\s*,"
 )
 
@@ -250,12 +250,13 @@ def _ordinal(number: float) -> str:
 
 
 def _bad_quantile(query: str) -> str | None:
-    """What is wrong with the first histogram_quantile whose literal quantile is outside
-    [0, 1] (95 typed for 0.95 reads as +Inf, never as a latency), or None."""
-    if "histogram_quantile" not in query:
+    """What is wrong with the first histogram_quantile, quantile or quantile_over_time whose
+    literal quantile is outside [0, 1] (95 typed for 0.95 reads as +Inf, never as a latency),
+    or None."""
+    if "quantile" not in query:
         return None
     for match in _QUANTILE_LITERAL.finditer(query):
-        text = re.sub(r"\s+", "", match.group(1))
+        function, text = match.group(1), re.sub(r"\s+", "", match.group(2))
         quantile = _literal(text)
         if 0 <= quantile <= 1:
             continue
@@ -265,7 +266,7 @@ def _bad_quantile(query: str) -> str | None:
             else "asks for no percentile"
         )
         fix = f"{quantile / 100:g} for p{quantile:g}" if 10 <= quantile <= 100 else "0.95 for p95"
-        return f"histogram_quantile({text}, ...) {asked}; a quantile is between 0 and 1 ({fix})"
+        return f"{function}({text}, ...) {asked}; a quantile is between 0 and 1 ({fix})"
     return None
 
 

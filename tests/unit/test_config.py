@@ -539,3 +539,26 @@ def test_a_name_ending_in_histogram_quantile_is_not_the_function(tmp_path: Path)
     query = "my_histogram_quantile(95, latency)"
     text = edited("histogram_quantile(0.95, latency)", query)
     assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("quantile(95, latency)", "quantile(95, ...) asks for the 9500th percentile"),
+        (
+            "max(quantile_over_time(99, latency[5m]))",
+            "quantile_over_time(99, ...) asks for the 9900th percentile",
+        ),
+    ],
+)
+def test_quantile_and_quantile_over_time_are_checked_like_histogram_quantile(
+    tmp_path: Path, query: str, said: str
+) -> None:
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert (
+        f"SLO 'latency_p95': {said}; a quantile is between 0 and 1"
+        in (load_error(tmp_path, text)[0])
+    )
+    fine = query.replace("(95,", "(0.95,").replace("(99,", "(0.99,")
+    accepted = edited("histogram_quantile(0.95, latency)", json.dumps(fine))
+    assert load(tmp_path, accepted).feature("google").slos[1].query == fine

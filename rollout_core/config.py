@@ -227,6 +227,49 @@ class RatioQueries(_Frozen):
     total: str = Field(min_length=1)
 
 
+# histogram_quantile( with a PromQL number literal for its whole first argument (0.95, .95,
+# 95e-2, 0x1, Inf, NaN, signed); an expression there (a placeholder, `$q`, 95/100) is left alone
+_QUANTILE_LITERAL = re.compile(
+    r"(?<![\w:])(histogram_quantile|quantile_over_time|quantile)\s*\(\s*([+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)"
+    r"(?:[eE][+-]?\d+)?|[iI][nN][fF]|[nN][aA][nN]))\s*,"
+)
+
+
+def _literal(text: str) -> float:
+    """The value of a PromQL number literal matched by _QUANTILE_LITERAL."""
+    body = text.lstrip("+-").strip()
+    value = float(int(body, 16)) if body[:2].lower() == "0x" else float(body)
+    return -value if text.startswith("-") else value
+
+
+def _ordinal(number: float) -> str:
+    shown = f"{number:.10g}"
+    if not number.is_integer() or 10 <= abs(number) % 100 < 20:
+        return f"{shown}th"
+    return shown + {1: "st", 2: "nd", 3: "rd"}.get(int(abs(number)) % 10, "th")
+
+
+def _bad_quantile(query: str) -> str | None:
+    """What is wrong with the first histogram_quantile, quantile or quantile_over_time whose
+    literal quantile is outside [0, 1] (95 typed for 0.95 reads as +Inf, never as a latency),
+    or None."""
+    if "quantile" not in query:
+        return None
+    for match in _QUANTILE_LITERAL.finditer(query):
+        function, text = match.group(1), re.sub(r"\s+", "", match.group(2))
+        quantile = _literal(text)
+        if 0 <= quantile <= 1:
+            continue
+        asked = (
+            f"asks for the {_ordinal(quantile * 100)} percentile"
+            if math.isfinite(quantile)
+            else "asks for no percentile"
+        )
+        fix = f"{quantile / 100:g} for p{quantile:g}" if 10 <= quantile <= 100 else "0.95 for p95"
+        return f"{function}({text}, ...) {asked}; a quantile is between 0 and 1 ({fix})"
+    return None
+
+
 class SloSpec(_Frozen):
     """One SLO. Exactly one of `ratio` (errors/total) or `query` (a value or a count)."""
 
@@ -260,6 +303,14 @@ class SloSpec(_Frozen):
             object.__setattr__(self, "min_samples", 200 if kind == "ratio" else 0)
         if kind == "count" and self.absent_is_zero is None:
             object.__setattr__(self, "absent_is_zero", True)
+        return self
+
+    @model_validator(mode="after")
+    def _quantiles_between_0_and_1(self) -> SloSpec:
+        for query in self.queries:
+            problem = _bad_quantile(query)
+            if problem is not None:
+                raise ValueError(f"SLO {self.name!r}: {problem}")
         return self
 
     @property

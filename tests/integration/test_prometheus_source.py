@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
 
-from deployments.sample_service import SampleService
+from deployments.sample_service import LATENCY_BUCKETS, SampleService
 from deployments.servers import RunningServer, start_prometheus
 from rollout_core.config import FeatureSpec, RatioQueries, SloSpec
 from rollout_core.controller import OutcomeStatus, run_pass, run_status
@@ -75,17 +77,52 @@ def now() -> datetime:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[SampleService]:
-    with SampleService(providers=["google", "spiky", "bigspike", "tired", *SCALE]) as running:
+    with SampleService(
+        providers=["google", "spiky", "bigspike", "tired", "slowest", *SCALE]
+    ) as running:
         yield running
+
+
+# an application's own p95 gauge that holds +Inf: a series Prometheus answers +Inf for
+GAUGES = (
+    b"# TYPE app_latency_p95_seconds gauge\n"
+    b'app_latency_p95_seconds{provider="slowest",action="gmail.send"} +Inf\n'
+)
+
+
+class _Gauges(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(GAUGES)))
+        self.end_headers()
+        self.wfile.write(GAUGES)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: Prometheus scrapes every second."""
+
+
+@pytest.fixture(scope="module")
+def gauges() -> Iterator[str]:
+    """host:port of a tiny exporter serving GAUGES."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gauges)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @pytest.fixture(scope="module")
 def prometheus(
-    service: SampleService, tmp_path_factory: pytest.TempPathFactory
+    service: SampleService, gauges: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     server = start_prometheus(
         tmp_path_factory.mktemp("prometheus"),
-        scrape_targets={"sample": [service.host_port]},
+        scrape_targets={"sample": [service.host_port], "gauges": [gauges]},
         scrape_interval="1s",
     )
     source = PrometheusSource(server.url, timeout=5)
@@ -204,6 +241,66 @@ def test_an_empty_result_is_zero_for_a_count_and_no_data_for_a_value(
         "failures 0 (no series, read as 0) <= max 5: healthy",
         "latency_p95 no data: inconclusive",
     ]
+
+
+def own_p95(provider: str, limit: float = 0.5) -> SloSpec:
+    """An ungrouped p95 of one provider's latency histogram."""
+    latency = f'action_latency_seconds_bucket{{provider="{provider}",action="gmail.send"}}'
+    query = f"histogram_quantile(0.95, sum by (le) (rate({latency}[15s])))"
+    return SloSpec(name="latency_p95", query=query, max=limit)
+
+
+def test_an_infinite_p95_from_prometheus_holds_a_half_rolled_out_feature_and_writes_nothing(
+    prometheus: RunningServer, redis_url: str
+) -> None:
+    # +Inf is no latency evidence: histogram_quantile answers it only for a quantile above 1
+    # (refused at load) or a series that holds +Inf, as this gauge does
+    inf_p95 = 'max(app_latency_p95_seconds{provider="slowest",action="gmail.send"})'
+    latency = SloSpec(name="latency_p95", query=inf_p95, max=0.5)
+    spec = feature("slowest", own_error_rate("slowest"), latency)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisFlagStore(client)
+    store.init("slowest", now())
+    store.set_percent("slowest", 50, "half rolled out", at=now())
+    source = PrometheusSource(prometheus.url)
+    readings = poll(
+        lambda: snapshot(source.fetch([spec], now())["slowest"]),
+        lambda result: result.reading("latency_p95").value == math.inf,
+        timeout=20,
+        what="the gauge's +Inf",
+    )
+    assert (readings.reading("error_rate").samples or 0) >= 200  # the error rate is healthy
+    written = {key: client.dump(key) for key in client.keys("*")}
+
+    outcome = run_pass([spec], store, source, now(), dry_run=False)["slowest"]
+
+    assert outcome.decision is not None and outcome.decision.action is Action.HOLD
+    assert not outcome.applied and outcome.decision.to_percent == 50
+    assert "latency_p95 no data (+Inf): inconclusive" in outcome.decision.reasons
+    assert {key: client.dump(key) for key in client.keys("*")} == written
+    client.close()
+
+
+def test_a_p95_above_the_top_bucket_reads_as_its_bound_so_only_a_max_below_it_breaches(
+    prometheus: RunningServer, service: SampleService
+) -> None:
+    top = LATENCY_BUCKETS[-1]  # 5 s; every observation of a 1000 s median lands above it
+    spec = feature("slowest", own_error_rate("slowest"), own_p95("slowest"))
+    source = PrometheusSource(prometheus.url)
+    service.inject(["slowest"], latency=1000.0)
+    try:
+        readings = poll(
+            lambda: snapshot(source.fetch([spec], now())["slowest"]),
+            lambda result: result.reading("latency_p95").value == top,
+            timeout=20,
+            what=f"a p95 of {top} (the top finite bucket's bound)",
+        )
+    finally:
+        service.inject(["slowest"], latency=0.12)
+    assert evaluate_slos(spec, readings)[1].verdict is Verdict.BREACH  # max 0.5 < 5
+    at_the_top = feature("slowest", own_error_rate("slowest"), own_p95("slowest", limit=top))
+    blind = evaluate_slos(at_the_top, readings)[1]
+    assert (blind.verdict, blind.message) == (Verdict.HEALTHY, "latency_p95 5s <= max 5s: healthy")
 
 
 def breaching(source: PrometheusSource, spec: FeatureSpec) -> SloSnapshot:

@@ -3,6 +3,7 @@ feature and field."""
 
 from __future__ import annotations
 
+import json
 from datetime import time, timedelta
 from pathlib import Path
 
@@ -451,3 +452,113 @@ def test_features_sharing_a_series_key_without_group_by_are_accepted(tmp_path: P
         "  other:\n    slos: [{name: e, ratio: {errors: sum(e2), total: sum(t2)}, max: 0.01}]\n"
     )
     assert set(load(tmp_path, text).features) == {"google", "other"}
+
+
+@pytest.mark.parametrize(
+    ("quantile", "said"),
+    [
+        ("95", "histogram_quantile(95, ...) asks for the 9500th percentile"),
+        ("-0.5", "histogram_quantile(-0.5, ...) asks for the -50th percentile"),
+        ("1.5", "histogram_quantile(1.5, ...) asks for the 150th percentile"),
+        ("  99.9 ", "histogram_quantile(99.9, ...) asks for the 9990th percentile"),
+        ("9.5e1", "histogram_quantile(9.5e1, ...) asks for the 9500th percentile"),
+        ("0x5F", "histogram_quantile(0x5F, ...) asks for the 9500th percentile"),
+        ("- 2", "histogram_quantile(-2, ...) asks for the -200th percentile"),
+        ("Inf", "histogram_quantile(Inf, ...) asks for no percentile"),
+        ("NaN", "histogram_quantile(NaN, ...) asks for no percentile"),
+    ],
+)
+def test_a_literal_quantile_outside_0_to_1_is_refused_naming_the_slo_the_value_and_the_fix(
+    tmp_path: Path, quantile: str, said: str
+) -> None:
+    text = edited("histogram_quantile(0.95,", f"histogram_quantile({quantile},")
+    message, path = load_error(tmp_path, text)
+    assert message.startswith(f"{path}:{line_of(text, 'latency_p95')}: feature 'google' ")
+    assert f"field slos.1: SLO 'latency_p95': {said}; a quantile is between 0 and 1 (" in (message)
+    assert len(message.splitlines()) == 1
+
+
+def test_a_percent_typed_for_a_quantile_is_refused_with_the_quantile_it_meant(
+    tmp_path: Path,
+) -> None:
+    for typed, meant in (("95", "0.95 for p95"), ("99.9", "0.999 for p99.9")):
+        message, _ = load_error(tmp_path, edited("(0.95,", f"({typed},"))
+        assert message.endswith(f"a quantile is between 0 and 1 ({meant})")
+    message, _ = load_error(tmp_path, edited("(0.95,", "(-0.5,"))
+    assert message.endswith("a quantile is between 0 and 1 (0.95 for p95)")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "max(histogram_quantile(0.95, a), histogram_quantile(95, b))",
+        "histogram_quantile(0.5, a) + histogram_quantile(0.9, b) * histogram_quantile(95, c)",
+        "max_over_time(histogram_quantile(95, sum by (le) (rate(a[5m])))[1h:])",
+        "histogram_quantile\n  (\n    95,\n    a\n  )",
+    ],
+)
+def test_every_histogram_quantile_in_a_query_is_checked_nested_or_not(
+    tmp_path: Path, query: str
+) -> None:
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    message, _ = load_error(tmp_path, text)
+    assert "SLO 'latency_p95': histogram_quantile(95, ...) asks for the 9500th percentile" in (
+        message
+    )
+
+
+def test_the_samples_and_ratio_queries_are_checked_for_a_quantile_too(tmp_path: Path) -> None:
+    samples = edited("max: 0.5", "max: 0.5\n        samples: histogram_quantile(95, t)")
+    assert "SLO 'latency_p95': histogram_quantile(95, ...)" in load_error(tmp_path, samples)[0]
+    for field in ("errors", "total"):
+        quoted = json.dumps(f"histogram_quantile(1.5, {field})")  # a comma in a flow mapping
+        ratio = edited(f"{field}: sum({field})", f"{field}: {quoted}")
+        message, _ = load_error(tmp_path, ratio)
+        assert "field slos.0: SLO 'error_rate': histogram_quantile(1.5, ...) asks for" in message
+
+
+@pytest.mark.parametrize(
+    "quantile", ["0.95", "1", "0", "1.0", ".99", "0e0", "95 / 100", "scalar(q)", "$quantile"]
+)
+def test_a_quantile_between_0_and_1_or_not_a_literal_is_accepted(
+    tmp_path: Path, quantile: str
+) -> None:
+    query = f"histogram_quantile({quantile}, latency)"
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+def test_a_placeholder_quantile_is_an_expression_and_is_accepted(tmp_path: Path) -> None:
+    query = "histogram_quantile({{segment}}, latency)"
+    text = with_feature_field("segments: {by: region, values: [eu, us]}")
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query), text)
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+def test_a_name_ending_in_histogram_quantile_is_not_the_function(tmp_path: Path) -> None:
+    query = "my_histogram_quantile(95, latency)"
+    text = edited("histogram_quantile(0.95, latency)", query)
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("quantile(95, latency)", "quantile(95, ...) asks for the 9500th percentile"),
+        (
+            "max(quantile_over_time(99, latency[5m]))",
+            "quantile_over_time(99, ...) asks for the 9900th percentile",
+        ),
+    ],
+)
+def test_quantile_and_quantile_over_time_are_checked_like_histogram_quantile(
+    tmp_path: Path, query: str, said: str
+) -> None:
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert (
+        f"SLO 'latency_p95': {said}; a quantile is between 0 and 1"
+        in (load_error(tmp_path, text)[0])
+    )
+    fine = query.replace("(95,", "(0.95,").replace("(99,", "(0.99,")
+    accepted = edited("histogram_quantile(0.95, latency)", json.dumps(fine))
+    assert load(tmp_path, accepted).feature("google").slos[1].query == fine

@@ -48,6 +48,24 @@ def test_run_refuses_a_config_that_does_not_parse(tmp_path: Path) -> None:
     assert "bad.yaml" in result.output
 
 
+def test_run_refuses_a_percent_typed_for_a_quantile_in_one_line_before_any_flow_run(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "rollouts.yaml"
+    shipped = (REPO / "rollouts.yaml").read_text(encoding="utf-8")
+    assert "histogram_quantile(0.95," in shipped
+    bad.write_text(
+        shipped.replace("histogram_quantile(0.95,", "histogram_quantile(95,", 1), "utf-8"
+    )
+    result = rollout("run", "--config", str(bad))
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"error: {bad}:" in result.output
+    assert "histogram_quantile(95, ...) asks for the 9500th percentile; a quantile is between " in (
+        result.output
+    )
+
+
 def test_the_cli_and_its_flag_commands_do_not_import_prefect() -> None:
     probe = (
         "import sys, rollout_cli.main, rollout_cli.formatting, rollout_core.flags, "

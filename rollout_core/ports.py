@@ -126,5 +126,8 @@ class TelemetrySink(Protocol):
         at: datetime,
     ) -> str | None:
         """Count this run's decisions and status and publish them; never raises. May return a
-        short status for the run log, e.g. "pushed" or "pushgateway unreachable: ..."."""
+        short status for the run log, e.g. "pushed" or "pushgateway unreachable: ...".
+        The controller passes two keywords only when they say something, so a sink may omit
+        them: `unconfirmed=[features]` and `scheduled=False` (a fast-abort run, which must not
+        move the last success)."""
         ...

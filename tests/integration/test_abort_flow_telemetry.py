@@ -16,19 +16,10 @@ from flows.controller import rollout_controller
 from rollout_core.abort import Alert
 from rollout_core.model import Action
 from tests.integration.conftest import seed_flag, write_config
+from tests.integration.test_abort_redis import ALERT
 from tests.integration.traffic import pushed_totals
 
 pytestmark = pytest.mark.integration
-
-ALERT = Alert(
-    name="GmailErrorRateFast",
-    feature="google",
-    status="firing",
-    fingerprint="5ta11ed",
-    starts_at="2026-11-30T06:00:00Z",
-    labels={"alertname": "GmailErrorRateFast", "rollout_feature": "google"},
-    value="0.04",
-)
 
 
 def run(config: Path, alert: Alert | None = None) -> Any:

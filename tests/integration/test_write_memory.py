@@ -45,6 +45,21 @@ class StoreWithMemory:
     last_applied: dict[str, str] = field(default_factory=dict)
 
 
+def lose_writes_after(redis_url: str, kept_audit_id: str | None) -> None:
+    """A failover lost google's writes after `kept_audit_id`: Redis's last write is that one."""
+    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {kept_audit_id}")
+
+
+def assert_run_holds_google(redis_url: str, target: str) -> RedisFlagStore:
+    """The next run, recalling the memory under `target`, holds google naming the loss."""
+    later = RedisFlagStore(connect(redis_url))
+    recall_writes.fn(later, target, ["google"])
+    state = later.read_each(["google"])["google"]
+    assert isinstance(state, FlagState), state
+    assert any("Redis lost that write" in problem for problem in state.problems), state
+    return later
+
+
 def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_older_one(
     redis_url: str, memory: None
 ) -> None:
@@ -69,12 +84,8 @@ def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_olde
     saved = Variable.get(memory_variable_name(target, "google"))
     assert saved["audit_id"] == w2.audit_id, saved
     # a failover now loses w2: the run after it holds google's promotions, naming the loss
-    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {w1.audit_id}")
-    later = RedisFlagStore(connect(redis_url))
-    recall_writes.fn(later, target, ["google"])
-    state = later.read_each(["google"])["google"]
-    assert isinstance(state, FlagState), state
-    assert any("Redis lost that write" in problem for problem in state.problems), state
+    lose_writes_after(redis_url, w1.audit_id)
+    assert_run_holds_google(redis_url, target)
 
 
 def test_a_write_saved_under_one_spelling_of_redis_url_is_recalled_under_another(
@@ -89,13 +100,8 @@ def test_a_write_saved_under_one_spelling_of_redis_url_is_recalled_under_another
     w2 = first.set_percent("google", 50, "ramp", at=T0 + timedelta(hours=1))
     assert remember_writes.fn(first, spelled, Recalled()) is None
     # a failover loses w2; the operator has meanwhile respelled REDIS_URL
-    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {w1.audit_id}")
-    later = RedisFlagStore(connect(redis_url))
-    recall_writes.fn(later, respelled, ["google"])
-    assert later.last_applied["google"] == w2.audit_id
-    state = later.read_each(["google"])["google"]
-    assert isinstance(state, FlagState), state
-    assert any("Redis lost that write" in problem for problem in state.problems), state
+    lose_writes_after(redis_url, w1.audit_id)
+    assert assert_run_holds_google(redis_url, respelled).last_applied["google"] == w2.audit_id
 
 
 def test_a_memory_saved_before_the_upgrade_is_recalled_and_the_next_save_is_normalised(

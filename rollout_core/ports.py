@@ -97,9 +97,18 @@ class FlagStore(Protocol):
         ...
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
-        """A manual change through the same compare-and-set (read, then apply), audited."""
+        """A manual change through the same compare-and-set (read, then apply), audited.
+        Already at `percent`: nothing written, unless `rewrite` (a newer write, same percent,
+        which ends a lost-write hold)."""
         ...
 
     def forget_recommendations(self, features: Sequence[str]) -> None:

@@ -93,7 +93,7 @@ def rollout_controller(
         logger.error("configuration error: %s", error)
         telemetry = adapters.telemetry if adapters is not None else error_telemetry()
         if telemetry is not None:
-            emit_metrics(quote(telemetry), {}, "error", at)
+            emit_metrics(quote(telemetry), {}, "error", at, scheduled=alert is None)
         return Failed(message=f"configuration error: {error}")
     memory_notes: list[str] = []  # the write memory's warnings (ROLLOUT_WRITE_MEMORY)
     outcomes = _decide_and_apply(
@@ -105,7 +105,10 @@ def rollout_controller(
     warnings = {
         "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
         "events": announce_changes(quote(outcomes)),
-        "telemetry": emit_metrics(quote(adapters.telemetry), quote(outcomes), status, at),
+        # a fast-abort run counts, but only the scheduled pass moves last_success
+        "telemetry": emit_metrics(
+            quote(adapters.telemetry), quote(outcomes), status, at, scheduled=abort is None
+        ),
         "durability": unconfirmed_warning(outcomes),
         "write memory": "; ".join(memory_notes) or None,
     }

@@ -873,13 +873,20 @@ def lost_write_problem(feature: str, recorded: str, remembered: str) -> str:
     `feature` is a unit: a segment's commands take `--segment`."""
     name, segment = split_unit(feature)
     which = f"{name} --segment {segment}" if segment is not None else name
+    # the override flow sets whole features only: a segment's way out is the CLI's
+    ui = (
+        ""
+        if segment is not None
+        else "; from the Prefect UI: rollout-override/manual, rewrite=true"
+    )
     return (
         f"{LAST_WRITE_HASH} {feature} is {recorded or 'absent'}, older than this controller's "
         f"last change {remembered}: Redis lost that write (a failover before a replica had "
         f"it); promotions hold (a rollback still goes through) until a newer write: check "
         f"`rollout audit {which}`, then `rollout set {name} PERCENT"
         f"{f' --segment {segment}' if segment is not None else ''} --rewrite --reason "
-        f'"re-set after failover"` (--rewrite writes and audits even at the percent Redis holds)'
+        f'"re-set after failover"` (--rewrite writes and audits even at the percent Redis holds'
+        f"{ui})"
     )
 
 

@@ -97,9 +97,18 @@ class FlagStore(Protocol):
         ...
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
-        """A manual change through the same compare-and-set (read, then apply), audited."""
+        """A manual change through the same compare-and-set (read, then apply), audited.
+        Already at `percent`: nothing written, unless `rewrite` (a newer write, same percent,
+        which ends a lost-write hold)."""
         ...
 
     def forget_recommendations(self, features: Sequence[str]) -> None:
@@ -126,5 +135,8 @@ class TelemetrySink(Protocol):
         at: datetime,
     ) -> str | None:
         """Count this run's decisions and status and publish them; never raises. May return a
-        short status for the run log, e.g. "pushed" or "pushgateway unreachable: ..."."""
+        short status for the run log, e.g. "pushed" or "pushgateway unreachable: ...".
+        The controller passes two keywords only when they say something, so a sink may omit
+        them: `unconfirmed=[features]` and `scheduled=False` (a fast-abort run, which must not
+        move the last success)."""
         ...

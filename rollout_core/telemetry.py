@@ -9,9 +9,14 @@ Redis keys:
     rollout:telemetry:changes_total   hash  "feature|result" -> decisions counted
     rollout:telemetry:runs_total      hash  status -> runs counted
     rollout:telemetry:percent         hash  feature -> the percent last reported
-    rollout:telemetry:last_success    string  Unix seconds of the last run with status ok
+    rollout:telemetry:last_success    string  Unix seconds of the last scheduled run with status ok
     rollout:telemetry:last_run        string  Unix seconds of the last run
     rollout:telemetry:unconfirmed_writes_total  hash  feature -> writes no replica acknowledged
+
+Only a scheduled pass moves last_success: a fast-abort run (`scheduled=False`) counts in
+every total (runs, changes, percents, last_run) but leaves last_success alone, so a controller
+whose schedule is broken but which still receives alerts does not look healthy
+(RolloutControllerStalled).
 
 Every run status (ok, prom_unreachable, redis_error, error) is pushed from 0, so the first
 failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing); so is
@@ -121,15 +126,20 @@ class Totals:
 
 
 def run_totals(
-    results: Mapping[str, Action], percents: Mapping[str, float], status: str, at: datetime
+    results: Mapping[str, Action],
+    percents: Mapping[str, float],
+    status: str,
+    at: datetime,
+    scheduled: bool = True,
 ) -> Totals:
-    """One run as totals to add: a count per decision and one for the status."""
+    """One run as totals to add: a count per decision and one for the status; its time as the
+    last success only for a scheduled pass that went well (never a fast-abort run)."""
     seconds = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
     return Totals(
         changes={(feature, str(action)): 1 for feature, action in results.items()},
         runs={status: 1},
         percents={feature: float(percent) for feature, percent in percents.items()},
-        last_success=seconds if status == "ok" else None,
+        last_success=seconds if status == "ok" and scheduled else None,
         last_run=seconds,
     )
 
@@ -264,14 +274,16 @@ class PushgatewayTelemetry:
         status: str,
         at: datetime,
         unconfirmed: Sequence[str] = (),
+        scheduled: bool = True,
     ) -> str:
         """Count the run, push every total; a short status for the run log, never an error.
 
         "pushed" (or "pushed (redis down: ...)") when all went well; anything else names
         what went wrong (an unreachable gateway, repaired totals) for the run's warning.
-        `unconfirmed`: features whose write no replica acknowledged (one count each)."""
+        `unconfirmed`: features whose write no replica acknowledged (one count each).
+        `scheduled=False` (a fast-abort run): counted, but last_success does not move."""
         try:
-            return self._record_run(results, percents, status, at, unconfirmed)
+            return self._record_run(results, percents, status, at, unconfirmed, scheduled)
         except Exception as exc:  # the contract: a decision never depends on telemetry
             log.exception("telemetry: run not recorded")
             return f"telemetry not recorded: {type(exc).__name__}: {exc}"
@@ -283,6 +295,7 @@ class PushgatewayTelemetry:
         status: str,
         at: datetime,
         unconfirmed: Sequence[str] = (),
+        scheduled: bool = True,
     ) -> str:
         notes: list[str] = []
         if status not in RUN_STATUSES:
@@ -291,7 +304,7 @@ class PushgatewayTelemetry:
         usable = {name: value for name, value in percents.items() if _finite(value) is not None}
         for name in percents.keys() - usable.keys():
             notes.append(f"percent of {name} is {percents[name]!r}, not a number; not reported")
-        run = run_totals(results, usable, status, at)
+        run = run_totals(results, usable, status, at, scheduled)
         run.unconfirmed = {feature: 1 for feature in unconfirmed}
         totals, repaired = self._persist(run)
         notes += repaired

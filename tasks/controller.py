@@ -151,12 +151,17 @@ def apply_flag(
 
 @task(cache_policy=NO_CACHE)
 def emit_metrics(
-    telemetry: TelemetrySink, outcomes: Mapping[str, FeatureOutcome], status: str, at: datetime
+    telemetry: TelemetrySink,
+    outcomes: Mapping[str, FeatureOutcome],
+    status: str,
+    at: datetime,
+    scheduled: bool = True,
 ) -> str | None:
     """Counts and percents to the Pushgateway; a failure there is a warning, never an error.
 
     A failed feature counts only in runs_total{status}, not as a hold, unless its change was
     applied anyway (a rollback despite another SLO's bad query): that counts as what it did.
+    `scheduled=False` (a fast-abort run): counted, but the last success does not move.
     Returns a warning for the run's message, or None when the push went through."""
     results = {
         name: outcome.result
@@ -167,11 +172,14 @@ def emit_metrics(
         name: outcome.percent for name, outcome in outcomes.items() if outcome.percent is not None
     }
     unconfirmed = sorted(name for name, outcome in outcomes.items() if outcome.unconfirmed)
+    # each keyword only when it says something: a sink without it (a fake) still works
+    extra: dict[str, Any] = {}
+    if unconfirmed:
+        extra["unconfirmed"] = unconfirmed
+    if not scheduled:
+        extra["scheduled"] = False
     try:
-        if unconfirmed:  # only then: a sink without the keyword (a fake) still works
-            pushed = telemetry.record_run(results, percents, status, at, unconfirmed=unconfirmed)
-        else:
-            pushed = telemetry.record_run(results, percents, status, at)
+        pushed = telemetry.record_run(results, percents, status, at, **extra)
     except Exception as exc:  # the sink promises not to raise; a decision never depends on it
         pushed = f"telemetry not recorded: {exc}"
     if pushed is None or pushed.startswith("pushed"):

@@ -7,7 +7,11 @@ feature whose `rollout:last_write` in Redis is older than the change a previous 
 (a Sentinel failover lost it; a rollback still goes through). A failure here is a warning in
 the run's message, never a failed run: the memory guards, it does not decide.
 
-One Variable per (Redis target, unit), named by memory_variable_name: a unit's entry is a few
+One Variable per (Redis target, unit), named by memory_variable_name: the target normalised by
+memory_target (scheme, host lower-cased, port 6379 and db 0 made explicit, username kept,
+password and other options dropped; a Sentinel URL's Sentinels sorted), so respelling REDIS_URL
+keeps the memory. A name from before the normalisation (the digest of the target as written)
+is still read, and the next save writes the normalised one. A unit's entry is a few
 dozen characters whatever the number of features (Prefect refuses a value over 5,000), and a
 run saves only the units it changed itself, each only when its write is newer than the one
 saved. Two runs that overlap (the abort deployment beside the scheduled one, on two workers)
@@ -27,17 +31,21 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from rollout_core.ports import FlagStore
+from rollout_core.urls import redact_url
+from rollout_sdk.sentinel import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "MEMORY_PREFIX",
     "MEMORY_TAG",
     "Recalled",
     "forget_all_writes",
+    "memory_target",
     "memory_variable_name",
     "recall_writes",
     "remember_writes",
@@ -47,13 +55,74 @@ MEMORY_PREFIX = "rollout-last-applied-"
 MEMORY_TAG = "rollout-write-memory"
 # the API returns at most this many Variables per request (Prefect's default limit)
 _PAGE = 200
+DEFAULT_PORT = 6379
+
+
+def memory_target(redis_url: str) -> str:
+    """The Redis target a memory belongs to, however REDIS_URL spells it, and never a secret:
+    `redis://[user@]host:port/db` (host lower-cased, not resolved; port 6379 and db 0 made
+    explicit; password and options dropped), `redis+sentinel://[user@]h:p,h:p/service/db`
+    (Sentinels sorted). Takes the URL as written or redacted; one it cannot parse comes back
+    redacted, as written."""
+    shown = redact_url(redis_url.strip())  # first: no secret reaches a name or a value
+    try:
+        return _sentinel_target(shown) if is_sentinel_url(shown) else _plain_target(shown)
+    except ValueError:
+        return shown
+
+
+def _plain_target(redis_url: str) -> str:
+    parts = urlsplit(redis_url.strip())
+    scheme = parts.scheme.lower()
+    user = _user(unquote(parts.username or ""))
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if scheme == "unix":
+        db = _db(options.get("db") or "0")
+        return f"unix://{user}{parts.path}?db={db}"
+    if scheme not in ("redis", "rediss"):
+        raise ValueError(f"scheme {scheme!r} is not a Redis URL")
+    host = (parts.hostname or "localhost").lower()
+    host = f"[{host}]" if ":" in host else host
+    db = _db(options.get("db") or parts.path.strip("/") or "0")  # redis-py: the query wins
+    return f"{scheme}://{user}{host}:{parts.port or DEFAULT_PORT}/{db}"
+
+
+def _sentinel_target(redis_url: str) -> str:
+    address = parse_sentinel_url(redis_url)
+    sentinels = sorted({(host.lower(), port) for host, port in address.sentinels})
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in sentinels)
+    user = _user(address.username or "")
+    return f"{SENTINEL_SCHEME}://{user}{hosts}/{address.service}/{address.db}"
+
+
+def _user(username: str) -> str:
+    """`user@`, or nothing: redact_url hides a lone userinfo (often a password) as `****`."""
+    return f"{quote(username, safe='')}@" if username and username != "****" else ""
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"database {text!r} is not a number")
+    return int(text)
 
 
 def memory_variable_name(redis_target: str, unit: str) -> str:
-    """The Variable holding `unit`'s last applied write on `redis_target`: a digest, since a
-    Variable name takes only lowercase letters, digits, dashes and underscores."""
-    digest = hashlib.sha256(f"{redis_target}\n{unit}".encode()).hexdigest()[:40]
+    """The Variable holding `unit`'s last applied write on `redis_target` (normalised by
+    memory_target): a digest, since a Variable name takes only lowercase letters, digits,
+    dashes and underscores."""
+    return _digest_name(memory_target(redis_target), unit)
+
+
+def _digest_name(target: str, unit: str) -> str:
+    digest = hashlib.sha256(f"{target}\n{unit}".encode()).hexdigest()[:40]
     return MEMORY_PREFIX + digest
+
+
+def _names_of(redis_target: str, unit: str) -> list[str]:
+    """The names `unit`'s memory may be under: the normalised one, then the name an earlier
+    version gave the target as written (read until the next save writes the normalised one)."""
+    names = [memory_variable_name(redis_target, unit), _digest_name(redis_target, unit)]
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -102,7 +171,7 @@ def recall_writes(store: FlagStore, redis_target: str, units: Iterable[str]) -> 
     memory = _memory_of(store)
     if memory is None:
         return Recalled()
-    names = {memory_variable_name(redis_target, unit): unit for unit in units}
+    names = {name: unit for unit in units for name in _names_of(redis_target, unit)}
     try:
         saved = _read_many(list(names))
     except Exception as exc:  # the memory guards; a run without it still decides
@@ -130,7 +199,7 @@ def remember_writes(store: FlagStore, redis_target: str, recalled: Recalled) -> 
         try:
             if _stream_key(_saved_id(Variable.get(name))) >= _stream_key(audit_id):
                 continue  # an overlapping run saved a newer write of it
-            value = {"target": redis_target, "unit": unit, "audit_id": audit_id}
+            value = {"target": memory_target(redis_target), "unit": unit, "audit_id": audit_id}
             Variable.set(name, value, tags=[MEMORY_TAG], overwrite=True)
         except Exception as exc:
             failed.append(f"{unit} {audit_id} ({exc})")

@@ -305,9 +305,16 @@ class RacingStore:
         self.store.forget_recommendations(features)
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
-        return self.store.set_percent(feature, percent, reason, by, at=at)
+        return self.store.set_percent(feature, percent, reason, by, at=at, rewrite=rewrite)
 
 
 def _write_key(client: redis.Redis, field: str, value: str | None) -> None:

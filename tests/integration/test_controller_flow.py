@@ -241,9 +241,16 @@ class DelegatingStore:
         return self.inner.apply_many(changes)
 
     def set_percent(
-        self, feature: str, percent: float, reason: str, by: str = "manual", *, at: datetime
+        self,
+        feature: str,
+        percent: float,
+        reason: str,
+        by: str = "manual",
+        *,
+        at: datetime,
+        rewrite: bool = False,
     ) -> ApplyResult:
-        return self.inner.set_percent(feature, percent, reason, by, at=at)
+        return self.inner.set_percent(feature, percent, reason, by, at=at, rewrite=rewrite)
 
     def forget_recommendations(self, features: Sequence[str]) -> None:
         self.inner.forget_recommendations(features)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -14,6 +16,8 @@ from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.model import FlagState
 from rollout_core.redis_connection import connect
 from tasks.write_memory import (
+    MEMORY_PREFIX,
+    MEMORY_TAG,
     Recalled,
     forget_all_writes,
     memory_variable_name,
@@ -41,6 +45,21 @@ class StoreWithMemory:
     last_applied: dict[str, str] = field(default_factory=dict)
 
 
+def lose_writes_after(redis_url: str, kept_audit_id: str | None) -> None:
+    """A failover lost google's writes after `kept_audit_id`: Redis's last write is that one."""
+    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {kept_audit_id}")
+
+
+def assert_run_holds_google(redis_url: str, target: str) -> RedisFlagStore:
+    """The next run, recalling the memory under `target`, holds google naming the loss."""
+    later = RedisFlagStore(connect(redis_url))
+    recall_writes.fn(later, target, ["google"])
+    state = later.read_each(["google"])["google"]
+    assert isinstance(state, FlagState), state
+    assert any("Redis lost that write" in problem for problem in state.problems), state
+    return later
+
+
 def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_older_one(
     redis_url: str, memory: None
 ) -> None:
@@ -65,12 +84,55 @@ def test_an_overlapping_run_never_replaces_a_newer_remembered_write_with_an_olde
     saved = Variable.get(memory_variable_name(target, "google"))
     assert saved["audit_id"] == w2.audit_id, saved
     # a failover now loses w2: the run after it holds google's promotions, naming the loss
-    connect(redis_url).hset(LAST_WRITE_HASH, "google", f"x {w1.audit_id}")
-    later = RedisFlagStore(connect(redis_url))
-    recall_writes.fn(later, target, ["google"])
-    state = later.read_each(["google"])["google"]
-    assert isinstance(state, FlagState), state
-    assert any("Redis lost that write" in problem for problem in state.problems), state
+    lose_writes_after(redis_url, w1.audit_id)
+    assert_run_holds_google(redis_url, target)
+
+
+def test_a_write_saved_under_one_spelling_of_redis_url_is_recalled_under_another(
+    redis_url: str, memory: None
+) -> None:
+    port = urlsplit(redis_url).port
+    spelled = f"redis://127.0.0.1:{port}"
+    respelled = f"REDIS://:****@127.0.0.1:{port}/0?socket_timeout=5"  # as redact_url shows it
+    first = RedisFlagStore(connect(redis_url))
+    first.init("google", T0)
+    w1 = first.set_percent("google", 10, "ramp", at=T0)
+    w2 = first.set_percent("google", 50, "ramp", at=T0 + timedelta(hours=1))
+    assert remember_writes.fn(first, spelled, Recalled()) is None
+    # a failover loses w2; the operator has meanwhile respelled REDIS_URL
+    lose_writes_after(redis_url, w1.audit_id)
+    assert assert_run_holds_google(redis_url, respelled).last_applied["google"] == w2.audit_id
+
+
+def test_a_memory_saved_before_the_upgrade_is_recalled_and_the_next_save_is_normalised(
+    redis_url: str, memory: None
+) -> None:
+    from prefect.variables import Variable
+
+    port = urlsplit(redis_url).port
+    as_written = f"redis://127.0.0.1:{port}"  # the pre-upgrade name: the target as written
+    legacy = MEMORY_PREFIX + sha256(f"{as_written}\ngoogle".encode()).hexdigest()[:40]
+    Variable.set(
+        legacy,
+        {"target": as_written, "unit": "google", "audit_id": "1796026000001-0"},
+        tags=[MEMORY_TAG],
+    )
+    upgraded = StoreWithMemory()
+    knew = recall_writes.fn(upgraded, as_written, ["google"])
+    assert upgraded.last_applied == {"google": "1796026000001-0"}
+
+    upgraded.last_applied["google"] = "1796026000002-0"  # the run's own newer write
+    assert remember_writes.fn(upgraded, as_written, knew) is None
+    saved = Variable.get(memory_variable_name(as_written, "google"))
+    assert memory_variable_name(as_written, "google") != legacy
+    assert saved == {
+        "target": f"redis://127.0.0.1:{port}/0",
+        "unit": "google",
+        "audit_id": "1796026000002-0",
+    }
+    respelled = StoreWithMemory()
+    recall_writes.fn(respelled, f"redis://127.0.0.1:{port}/0", ["google"])
+    assert respelled.last_applied == {"google": "1796026000002-0"}
 
 
 def test_an_older_write_saved_last_never_replaces_a_newer_one_of_the_same_feature(

@@ -70,3 +70,14 @@ def test_the_fix_a_segments_lost_write_hold_names_is_a_command_the_cli_accepts(
     assert result.exit_code == 0, f"{args}: {result.stderr}"
     state = store.read_each(["google[eu]"])["google[eu]"]
     assert not any("Redis lost that write" in p for p in state.problems)  # type: ignore[union-attr]
+
+
+def test_a_features_hold_names_both_routes_out_and_a_segments_only_the_cli() -> None:
+    from rollout_core.flags import lost_write_problem
+
+    feature = lost_write_problem("google", "w 1-0", "2-0")
+    segment = lost_write_problem("google[eu]", "w 1-0", "2-0")
+    assert "`rollout set google PERCENT --rewrite" in feature
+    assert "rollout-override/manual, rewrite=true" in feature
+    assert "--segment eu --rewrite" in segment
+    assert "rollout-override" not in segment  # the override flow takes whole features only

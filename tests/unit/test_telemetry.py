@@ -135,6 +135,35 @@ def test_last_success_moves_only_when_a_run_succeeds(
     assert pushed.runs == {"ok": 1, "prom_unreachable": 1}
 
 
+def test_a_fast_abort_run_counts_but_does_not_move_last_success(
+    worker: Callable[[], PushgatewayTelemetry],
+    gateway: StubGateway,
+    server: fakeredis.FakeServer,
+) -> None:
+    worker().record_run({"google": Action.HOLD}, {"google": 10}, "ok", T0)
+    aborted_at = T0 + timedelta(minutes=40)
+    status = worker().record_run(
+        {"google": Action.ROLLBACK}, {"google": 5}, "ok", aborted_at, scheduled=False
+    )
+    assert status == "pushed"
+    pushed = gateway.last
+    assert pushed.last_success == T0.timestamp()
+    assert pushed.last_run == aborted_at.timestamp()
+    assert pushed.runs == {"ok": 2}
+    assert pushed.changes == {("google", "hold"): 1, ("google", "rollback"): 1}
+    assert pushed.percents == {"google": 5}
+    assert fakeredis.FakeRedis(server=server).get(LAST_SUCCESS_KEY) == repr(T0.timestamp()).encode()
+
+
+def test_a_fast_abort_run_alone_pushes_no_last_success(
+    worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
+) -> None:
+    worker().record_run({"google": Action.ROLLBACK}, {"google": 5}, "ok", T0, scheduled=False)
+    assert gateway.last.last_success is None
+    assert "last_success_timestamp_seconds" not in gateway.pushed[-1]
+    assert gateway.last.runs == {"ok": 1}
+
+
 def test_no_last_success_is_pushed_before_any_run_succeeded(
     worker: Callable[[], PushgatewayTelemetry], gateway: StubGateway
 ) -> None:

@@ -227,19 +227,37 @@ class RatioQueries(_Frozen):
     total: str = Field(min_length=1)
 
 
-# histogram_quantile( with a PromQL number literal for its whole first argument (0.95, .95,
-# 95e-2, 0x1, Inf, NaN, signed); an expression there (a placeholder, `$q`, 95/100) is left alone
-_QUANTILE_LITERAL = re.compile(
-    r"(?<![\w:])(histogram_quantile|quantile_over_time|quantile)\s*\(\s*([+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)"
-    r"(?:[eE][+-]?\d+)?|[iI][nN][fF]|[nN][aA][nN]))\s*,"
+# A PromQL number literal (0.95, .95, 95e-2, 0x1, Inf, NaN), signed, possibly in parentheses
+_NUMBER = (
+    r"[+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[iI][nN][fF]|[nN][aA][nN])"
 )
+# histogram_quantile( / quantile_over_time( (functions: case-sensitive) or the quantile
+# aggregation (a keyword: any case, `by (...)`/`without (...)` before its parameters) with a
+# number literal for its whole first argument; an expression there (a placeholder, `$q`,
+# 95/100) is left alone
+_QUANTILE_LITERAL = re.compile(
+    r"(?<![\w:])(histogram_quantile|quantile_over_time|(?i:quantile)"
+    r"(?=\s*(?:\(|(?i:by|without)\s*\()))\s*(?:(?i:by|without)\s*\([^()]*\)\s*)?\(\s*"
+    rf"((?:[+-]\s*)?(?:\(\s*)*{_NUMBER}\s*(?:\)\s*)*),"
+)
+# What PromQL does not read as code: a string ("...", '...' with escapes, `...` raw) or a
+# comment (# to the end of the line); matched from the left, so a # inside a string is text
+_PROMQL_TEXT = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`[^`]*`|#[^\n]*')
+
+
+def _promql_code(query: str) -> str:
+    """The query with its comments and string literals blanked out (same length), so a check
+    of its code does not read the text a user wrote inside them."""
+    return _PROMQL_TEXT.sub(lambda match: " " * len(match.group()), query)
 
 
 def _literal(text: str) -> float:
-    """The value of a PromQL number literal matched by _QUANTILE_LITERAL."""
-    body = text.lstrip("+-").strip()
+    """The value of a PromQL number literal matched by _QUANTILE_LITERAL, with its signs and
+    parentheses (whitespace removed): `-(-95)` is 95."""
+    body = text.replace("(", "").replace(")", "").lstrip("+-")
     value = float(int(body, 16)) if body[:2].lower() == "0x" else float(body)
-    return -value if text.startswith("-") else value
+    signs = text[: len(text) - len(text.lstrip("+-()"))]
+    return -value if signs.count("-") % 2 else value
 
 
 def _ordinal(number: float) -> str:
@@ -253,11 +271,14 @@ def _bad_quantile(query: str) -> str | None:
     """What is wrong with the first histogram_quantile, quantile or quantile_over_time whose
     literal quantile is outside [0, 1] (95 typed for 0.95 reads as +Inf, never as a latency),
     or None."""
-    if "quantile" not in query:
+    if "quantile" not in query.lower():
         return None
-    for match in _QUANTILE_LITERAL.finditer(query):
+    for match in _QUANTILE_LITERAL.finditer(_promql_code(query)):
         function, text = match.group(1), re.sub(r"\s+", "", match.group(2))
+        if text.count("(") != text.count(")"):
+            continue  # `((95 + 1), ...)`-like: the parentheses hold an expression
         quantile = _literal(text)
+        text = text.replace("(", "").replace(")", "")
         if 0 <= quantile <= 1:
             continue
         asked = (

@@ -4,11 +4,13 @@ feature and field."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
 
+from deployments.servers import require_binary
 from rollout_core.config import (
     RolloutsConfig,
     load_config,
@@ -562,3 +564,107 @@ def test_quantile_and_quantile_over_time_are_checked_like_histogram_quantile(
     fine = query.replace("(95,", "(0.95,").replace("(99,", "(0.99,")
     accepted = edited("histogram_quantile(0.95, latency)", json.dumps(fine))
     assert load(tmp_path, accepted).feature("google").slos[1].query == fine
+
+
+def promtool_parses(tmp_path: Path, queries: list[str]) -> None:
+    """The real PromQL parser accepts every query: each case below is PromQL a user can write."""
+    rules = "".join(f"  - record: r{n}\n    expr: {json.dumps(q)}\n" for n, q in enumerate(queries))
+    path = tmp_path / "rules.yml"
+    path.write_text(f"groups:\n- name: r\n  rules:\n{rules}", encoding="utf-8")
+    argv = [require_binary("promtool"), "check", "rules", str(path)]
+    checked = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+SPELLED = [
+    ("quantile by (route) (95, rate(a[5m]))", "quantile(95, ...)"),
+    ("quantile without (instance) (95, rate(a[5m]))", "quantile(95, ...)"),
+    ("QUANTILE(95, rate(a[5m]))", "QUANTILE(95, ...)"),
+    ("Quantile by (route) (95, rate(a[5m]))", "Quantile(95, ...)"),
+    ("quantile BY(route)(99, rate(a[5m]))", "quantile(99, ...)"),
+    ("quantile(95, rate(a[5m])) by (route)", "quantile(95, ...)"),
+    ("histogram_quantile((95), sum by (le) (rate(b[5m])))", "histogram_quantile(95, ...)"),
+    ("histogram_quantile(( ( 95 ) ), latency)", "histogram_quantile(95, ...)"),
+    ("quantile_over_time((99), latency[5m])", "quantile_over_time(99, ...)"),
+]
+
+
+def test_every_spelling_of_a_quantile_with_a_percent_typed_is_valid_promql(
+    tmp_path: Path,
+) -> None:
+    promtool_parses(tmp_path, [query for query, _ in SPELLED])
+
+
+@pytest.mark.parametrize(("query", "said"), SPELLED, ids=[query for query, _ in SPELLED])
+def test_a_percent_typed_for_a_quantile_is_refused_however_the_aggregation_is_spelled(
+    tmp_path: Path, query: str, said: str
+) -> None:
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    message, _ = load_error(tmp_path, text)
+    assert f"field slos.1: SLO 'latency_p95': {said} asks for the " in message
+    assert "a quantile is between 0 and 1 (0." in message
+    assert len(message.splitlines()) == 1
+    fine = query.replace("95", "0.95").replace("99", "0.99")
+    assert load(tmp_path, edited("histogram_quantile(0.95, latency)", json.dumps(fine)))
+
+
+ACCEPTED = [
+    "histogram_quantile((0.95), latency)",
+    "QUANTILE by (route) (0.95, rate(a[5m]))",
+    "histogram_quantile((95 / 100), latency)",
+    "histogram_quantile(1e0, latency)",
+    "histogram_quantile(+1, latency)",
+    "sum by (quantile) (rate(a[5m]))",
+]
+
+
+@pytest.mark.parametrize("query", ACCEPTED)
+def test_a_quantile_in_range_or_an_expression_in_parentheses_is_accepted(
+    tmp_path: Path, query: str
+) -> None:
+    promtool_parses(tmp_path, [query])
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+def test_an_upper_case_histogram_quantile_is_not_the_function_so_it_is_left_to_prometheus(
+    tmp_path: Path,
+) -> None:
+    """PromQL function names are case-sensitive: Prometheus itself refuses this name."""
+    query = "HISTOGRAM_QUANTILE(95, latency)"
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+COMMENTED = (
+    "# p95 (was histogram_quantile(95, ...) until the incident of 2026-11-29)\n"
+    "histogram_quantile(0.95, sum by (le) (rate(action_latency_seconds_bucket[5m])))\n"
+)
+IN_STRINGS = [
+    'label_replace(histogram_quantile(0.95, latency), "note", "quantile(99, raw)", "", "")',
+    "label_replace(histogram_quantile(0.95, latency), 'note', 'quantile(99, raw)', '', '')",
+    'label_replace(histogram_quantile(0.95, latency), "n", "a\\"quantile(99, b)#", "", "")',
+    "label_replace(histogram_quantile(0.95, latency), `n`, `quantile(99, raw)`, ``, ``)",
+]
+
+
+@pytest.mark.parametrize("query", [COMMENTED, *IN_STRINGS])
+def test_a_valid_p95_query_mentioning_a_quantile_in_a_comment_or_a_string_loads(
+    tmp_path: Path, query: str
+) -> None:
+    promtool_parses(tmp_path, [query])
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
+def test_a_comment_ends_at_the_line_and_a_hash_in_a_string_starts_no_comment(
+    tmp_path: Path,
+) -> None:
+    for query in (
+        "# p95\nhistogram_quantile(95, latency)",
+        'label_replace(histogram_quantile(95, latency), "n", "#", "", "")',
+    ):
+        promtool_parses(tmp_path, [query])
+        text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+        message, _ = load_error(tmp_path, text)
+        assert "SLO 'latency_p95': histogram_quantile(95, ...) asks for the 9500th" in message

@@ -93,7 +93,8 @@ def rollout_controller(
         logger.error("configuration error: %s", error)
         telemetry = adapters.telemetry if adapters is not None else error_telemetry()
         if telemetry is not None:
-            emit_metrics(quote(telemetry), {}, "error", at, scheduled=alert is None)
+            scheduled = alert is None and _created_by_schedule()
+            emit_metrics(quote(telemetry), {}, "error", at, scheduled=scheduled)
         return Failed(message=f"configuration error: {error}")
     memory_notes: list[str] = []  # the write memory's warnings (ROLLOUT_WRITE_MEMORY)
     outcomes = _decide_and_apply(
@@ -105,9 +106,14 @@ def rollout_controller(
     warnings = {
         "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
         "events": announce_changes(quote(outcomes)),
-        # a fast-abort run counts, but only the scheduled pass moves last_success
+        # every run counts, but only a run the schedule created moves last_success: not a
+        # fast abort, not `rollout run` nor a manual deployment run (RolloutControllerStalled)
         "telemetry": emit_metrics(
-            quote(adapters.telemetry), quote(outcomes), status, at, scheduled=abort is None
+            quote(adapters.telemetry),
+            quote(outcomes),
+            status,
+            at,
+            scheduled=abort is None and _created_by_schedule(),
         ),
         "durability": unconfirmed_warning(outcomes),
         "write memory": "; ".join(memory_notes) or None,
@@ -219,6 +225,16 @@ def _stale_run_reason() -> str | None:
     # a plain datetime: Prefect's DateTime subtracts into a pendulum Interval, not a timedelta
     scheduled = datetime.fromtimestamp(expected.timestamp(), UTC)
     return stale_run_reason(scheduled, datetime.now(UTC), interval)
+
+
+def _created_by_schedule() -> bool:
+    """The run was created by its deployment's schedule: Prefect's scheduler sets the flow
+    run's `auto_scheduled`; `rollout run`, a manual or an event-triggered deployment run (the
+    fast abort) have it False."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context is not None and context.flow_run and context.flow_run.auto_scheduled)
 
 
 def _read_deployment(deployment_id: UUID) -> Any | None:

@@ -136,7 +136,8 @@ class TelemetrySink(Protocol):
     ) -> str | None:
         """Count this run's decisions and status and publish them; never raises. May return a
         short status for the run log, e.g. "pushed" or "pushgateway unreachable: ...".
-        The controller passes two keywords only when they say something, so a sink may omit
-        them: `unconfirmed=[features]` and `scheduled=False` (a fast-abort run, which must not
-        move the last success)."""
+        The controller passes two keywords only when they say something:
+        `unconfirmed=[features]` (a sink may omit it) and `scheduled=False` (a run its
+        deployment's schedule did not create: a fast abort, `rollout run`, a manual deployment
+        run, the demo; it must not move the last success), which every sink must accept."""
         ...

@@ -9,14 +9,15 @@ Redis keys:
     rollout:telemetry:changes_total   hash  "feature|result" -> decisions counted
     rollout:telemetry:runs_total      hash  status -> runs counted
     rollout:telemetry:percent         hash  feature -> the percent last reported
-    rollout:telemetry:last_success    string  Unix seconds of the last scheduled run with status ok
+    rollout:telemetry:last_success    string  Unix seconds of the last ok run the schedule created
     rollout:telemetry:last_run        string  Unix seconds of the last run
     rollout:telemetry:unconfirmed_writes_total  hash  feature -> writes no replica acknowledged
 
-Only a scheduled pass moves last_success: a fast-abort run (`scheduled=False`) counts in
-every total (runs, changes, percents, last_run) but leaves last_success alone, so a controller
-whose schedule is broken but which still receives alerts does not look healthy
-(RolloutControllerStalled).
+Only a run the deployment's schedule created moves last_success (the flow reads Prefect's
+`auto_scheduled`): any other run (`scheduled=False`: a fast abort, `rollout run`, a manual
+deployment run) counts in every total (runs, changes, percents, last_run) but leaves
+last_success alone, so a controller whose schedule is broken does not look healthy
+(RolloutControllerStalled) while alerts start abort runs or an on-call runs it by hand.
 
 Every run status (ok, prom_unreachable, redis_error, error) is pushed from 0, so the first
 failure of a kind is a 0 -> 1 step that `increase()` sees (RolloutControllerFailing); so is
@@ -133,7 +134,7 @@ def run_totals(
     scheduled: bool = True,
 ) -> Totals:
     """One run as totals to add: a count per decision and one for the status; its time as the
-    last success only for a scheduled pass that went well (never a fast-abort run)."""
+    last success only for a run the schedule created that went well (`scheduled`)."""
     seconds = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
     return Totals(
         changes={(feature, str(action)): 1 for feature, action in results.items()},
@@ -281,7 +282,8 @@ class PushgatewayTelemetry:
         "pushed" (or "pushed (redis down: ...)") when all went well; anything else names
         what went wrong (an unreachable gateway, repaired totals) for the run's warning.
         `unconfirmed`: features whose write no replica acknowledged (one count each).
-        `scheduled=False` (a fast-abort run): counted, but last_success does not move."""
+        `scheduled=False` (a run the schedule did not create): counted, but last_success
+        does not move."""
         try:
             return self._record_run(results, percents, status, at, unconfirmed, scheduled)
         except Exception as exc:  # the contract: a decision never depends on telemetry

@@ -37,6 +37,7 @@ class RecordedTelemetry:
         percents: Mapping[str, float],
         status: str,
         at: datetime,
+        scheduled: bool = True,  # the demo's runs are never scheduled; it keeps no last success
     ) -> str | None:
         self.runs.append(
             RecordedRun({k: str(v) for k, v in results.items()}, dict(percents), status, at)

@@ -161,7 +161,8 @@ def emit_metrics(
 
     A failed feature counts only in runs_total{status}, not as a hold, unless its change was
     applied anyway (a rollback despite another SLO's bad query): that counts as what it did.
-    `scheduled=False` (a fast-abort run): counted, but the last success does not move.
+    `scheduled=False` (a run the schedule did not create: a fast abort, `rollout run`, a
+    manual deployment run): counted, but the last success does not move.
     Returns a warning for the run's message, or None when the push went through."""
     results = {
         name: outcome.result

@@ -7,7 +7,7 @@ The tests run in file order: the pause test comes last because it switches the c
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +16,7 @@ import redis
 from typer.testing import CliRunner, Result
 
 from rollout_cli.main import app
+from rollout_core.telemetry import LAST_RUN_KEY, LAST_SUCCESS_KEY
 from tests.e2e.conftest import REPO_ROOT, Stack, WebhookReceiver
 from tests.integration.conftest import audit_entries, flag_keys, seed_flag
 from tests.integration.traffic import poll
@@ -89,6 +90,55 @@ def test_a_manual_run_through_the_worker_completes_and_changes_redis(
     assert flag_keys(flags, "google")["rollout_percent"] == "10"
     [entry] = audit_entries(flags, "google")
     assert (entry["by"], entry["dry_run"], entry["new_percent"]) == ("controller", "false", "10")
+
+
+def test_only_a_run_the_schedule_created_refreshes_the_last_success(
+    stack_ready: Stack, worker: Any
+) -> None:
+    """A manual run counts but leaves last_success alone (an on-call's look at a stalled
+    controller must not clear RolloutControllerStalled); a run the real scheduler created
+    (auto_scheduled), made due now instead of at its slot up to 10 minutes away, moves it."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    flags = redis.Redis.from_url(stack_ready.redis.url, decode_responses=True)
+    seed_flag(flags, "google", 10)
+    parameters = {"dry_run": True, "config_path": str(stack_ready.config_path)}
+    deployment = controller_deployment()
+    with get_client(sync_client=True) as client:  # the switch on, as deployed
+        for schedule in deployment.schedules:
+            client.update_deployment_schedule(deployment.id, schedule.id, active=True)
+        client.resume_deployment(deployment.id)
+    before = flags.get(LAST_SUCCESS_KEY)
+
+    manual = run_deployment(parameters)
+
+    assert manual.state.is_completed(), manual.state.message
+    assert not manual.auto_scheduled
+    assert flags.get(LAST_RUN_KEY) is not None
+    assert flags.get(LAST_SUCCESS_KEY) == before
+    queued = poll(
+        lambda: [run for run in scheduled_runs(deployment.id) if run.auto_scheduled],
+        bool,
+        timeout=30,
+        what="a run created by the every-10-minutes schedule",
+    )
+    first = min(queued, key=lambda run: run.expected_start_time)
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(first.id, parameters=parameters)
+        client.set_flow_run_state(first.id, Scheduled(scheduled_time=datetime.now(UTC)), force=True)
+        scheduled = poll(
+            lambda: client.read_flow_run(first.id),
+            lambda run: run.state is not None and run.state.is_final(),
+            timeout=120,
+        )
+
+    assert scheduled.state.is_completed(), scheduled.state.message
+    assert scheduled.state.name == "Completed"  # it acted: neither Skipped nor Cancelled
+    assert scheduled.auto_scheduled
+    last_success = flags.get(LAST_SUCCESS_KEY)
+    assert last_success is not None and last_success != before
+    assert last_success == flags.get(LAST_RUN_KEY)
 
 
 def test_notify_creates_the_automations_once_and_updates_them_in_place(
@@ -179,8 +229,6 @@ def deliveries_about(webhook: WebhookReceiver, words: str) -> list[Any]:
 
 
 def wait_until_error_ratio_above(prometheus_url: str, feature: str, ratio: float) -> None:
-    from datetime import UTC
-
     from rollout_core.config import FeatureSpec
     from rollout_core.slo import PrometheusSource
     from tests.integration.conftest import GMAIL_PROFILE

@@ -253,3 +253,33 @@ def test_the_abort_route_waits_seconds_not_the_default_30() -> None:
     [receiver] = [r for r in config["receivers"] if r["name"] == ABORT_RECEIVER]
     [webhook] = receiver["webhook_configs"]
     assert webhook["url"].endswith("/alerts") and webhook["http_config"]["authorization"]
+
+
+def runbook_section(page: str, start: str, end: str) -> str:
+    """The text of a runbook from `start` up to the next `end` after it."""
+    text = (RUNBOOKS / page).read_text(encoding="utf-8")
+    begin = text.index(start)
+    return text[begin : text.index(end, begin + len(start))]
+
+
+def test_the_stall_triage_for_a_recent_push_names_a_broken_schedule_with_abort_runs() -> None:
+    """Fast-abort and manual runs push without moving the last success, so "success old, push
+    recent" is also a broken schedule: the triage must say so and how to tell."""
+    branch = runbook_section("RolloutControllerStalled.md", "success old, push recent", "\n   - ")
+    assert "abort" in branch, branch
+    assert "schedule is broken" in branch, branch
+    assert "auto_scheduled" in branch, branch  # how to tell the schedule's runs from the rest
+    assert "RolloutControllerFailing" in branch, branch  # the other cause keeps its pointer
+
+
+def test_the_stall_resolves_on_a_run_the_schedule_created_not_on_a_manual_run() -> None:
+    resolved = runbook_section("RolloutControllerStalled.md", "## Resolved when", "evaluation.")
+    assert "schedule created" in resolved, resolved
+    assert "manual run" in resolved and "does not resolve it" in resolved, resolved
+
+
+def test_the_stall_alert_does_not_claim_nothing_is_rolled_back() -> None:
+    """Abort runs still roll features back while the schedule is broken."""
+    description = alert_rules()["RolloutControllerStalled"]["annotations"]["description"]
+    assert "rolled back automatically" not in description
+    assert "fast abort" in description

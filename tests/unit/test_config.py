@@ -576,6 +576,13 @@ def promtool_parses(tmp_path: Path, queries: list[str]) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def valid_and_loaded(tmp_path: Path, query: str) -> None:
+    """promtool accepts the query and the file loads it as the latency SLO's query."""
+    promtool_parses(tmp_path, [query])
+    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
+    assert load(tmp_path, text).feature("google").slos[1].query == query
+
+
 SPELLED = [
     ("quantile by (route) (95, rate(a[5m]))", "quantile(95, ...)"),
     ("quantile without (instance) (95, rate(a[5m]))", "quantile(95, ...)"),
@@ -622,9 +629,7 @@ ACCEPTED = [
 def test_a_quantile_in_range_or_an_expression_in_parentheses_is_accepted(
     tmp_path: Path, query: str
 ) -> None:
-    promtool_parses(tmp_path, [query])
-    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
-    assert load(tmp_path, text).feature("google").slos[1].query == query
+    valid_and_loaded(tmp_path, query)
 
 
 def test_an_upper_case_histogram_quantile_is_not_the_function_so_it_is_left_to_prometheus(
@@ -652,9 +657,7 @@ IN_STRINGS = [
 def test_a_valid_p95_query_mentioning_a_quantile_in_a_comment_or_a_string_loads(
     tmp_path: Path, query: str
 ) -> None:
-    promtool_parses(tmp_path, [query])
-    text = edited("histogram_quantile(0.95, latency)", json.dumps(query))
-    assert load(tmp_path, text).feature("google").slos[1].query == query
+    valid_and_loaded(tmp_path, query)
 
 
 def test_a_comment_ends_at_the_line_and_a_hash_in_a_string_starts_no_comment(

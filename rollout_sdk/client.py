@@ -448,7 +448,9 @@ class RolloutClient:
             last = self._last_success
             is_expired = last is None or self._clock() >= last + self._max_stale
             self._set_health(ERROR_HEALTH if is_expired else STALE_HEALTH, self._last_error)
-            if not self._is_redis_down:
+            # a read still in flight when close() gave up waiting fails on the closed pool:
+            # nothing to tell the service, which no longer uses this client
+            if not self._is_redis_down and not self._closed:
                 self._is_redis_down = True
                 log.warning(
                     "Redis read failed (%r); serving the last known flags for up to %gs, "

@@ -267,3 +267,22 @@ def test_names_asked_for_outside_the_registry_are_bounded_and_logged_once_in_agg
     assert len(warnings) == 2, warnings
     assert "'Tenant-0' is invalid" in warnings[0]
     assert f"'tenant-{MAX_UNKNOWN_FEATURES}' and any further one answer False" in warnings[1]
+
+
+def test_a_read_that_fails_after_close_logs_nothing_though_one_before_close_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="rollout_sdk")
+    server = fakeredis.FakeServer()
+    redis = fakeredis.FakeRedis(server=server, decode_responses=True)
+    flags(redis, "google", enabled="true", internal_only="false", rollout_percent="100")
+    open_client, closed_client = client_over(redis), client_over(redis)
+    assert open_client.refresh() and closed_client.refresh()
+    server.connected = False  # every command now raises ConnectionError
+    closed_client.close()  # as when a refresh outlives close()'s wait for the thread
+
+    assert closed_client.refresh() is False
+    assert caplog.records == []
+    assert open_client.refresh() is False
+    assert [r.getMessage()[:17] for r in caplog.records] == ["Redis read failed"]
+    open_client.close()

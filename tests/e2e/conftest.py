@@ -31,12 +31,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The files by their time, longest first (measured on a 2-core machine: the soak's share and the
 # HA stack take three minutes each): two xdist workers take files in this order (see the
 # Makefile), so the longest file never starts last and leaves one worker idle at the end.
+# test_kill_switch.py comes after the other two files on the session's Prefect server: its
+# `rollout serve` tests re-register the controller as a served deployment (no code for a
+# worker to fetch), so on a worker that ran it, only files with servers of their own follow.
 HEAVIEST_FIRST = (
     "test_soak.py",
     "test_ha_topology.py",
-    "test_kill_switch.py",
     "test_deployed_controller.py",
     "test_fast_abort.py",
+    "test_kill_switch.py",
     "test_stack.py",
     "test_demo.py",
 )

@@ -159,7 +159,8 @@ class FailoverProxy(_LoopbackFault):
                 ).start()
 
     def _pump(self, downstream: socket.socket, upstream: socket.socket, generation: int) -> None:
-        with contextlib.suppress(OSError):
+        # closing the proxy closes the sockets under this thread: select() then sees fd -1
+        with contextlib.suppress(OSError, ValueError):
             while generation == self._generation:
                 ready, _, _ = select.select([downstream, upstream], [], [], 0.05)
                 for source in ready:

@@ -70,6 +70,9 @@ def rollout_controller(
     being a breach by itself when the feature lists it in `abort_on` (else it is ignored)."""
     logger = get_run_logger()
     at = _as_utc(now or datetime.now(UTC))
+    # every run counts, but only a run the schedule created moves last_success: not a fast
+    # abort, not `rollout run` nor a manual deployment run (RolloutControllerStalled)
+    scheduled = alert is None and _created_by_schedule()
     skip = _stale_run_reason()
     if skip is not None:
         logger.warning(skip)
@@ -93,7 +96,6 @@ def rollout_controller(
         logger.error("configuration error: %s", error)
         telemetry = adapters.telemetry if adapters is not None else error_telemetry()
         if telemetry is not None:
-            scheduled = alert is None and _created_by_schedule()
             emit_metrics(quote(telemetry), {}, "error", at, scheduled=scheduled)
         return Failed(message=f"configuration error: {error}")
     memory_notes: list[str] = []  # the write memory's warnings (ROLLOUT_WRITE_MEMORY)
@@ -106,14 +108,8 @@ def rollout_controller(
     warnings = {
         "audit copy": write_audit(quote(outcomes), at, settings.audit_log_path),
         "events": announce_changes(quote(outcomes)),
-        # every run counts, but only a run the schedule created moves last_success: not a
-        # fast abort, not `rollout run` nor a manual deployment run (RolloutControllerStalled)
         "telemetry": emit_metrics(
-            quote(adapters.telemetry),
-            quote(outcomes),
-            status,
-            at,
-            scheduled=abort is None and _created_by_schedule(),
+            quote(adapters.telemetry), quote(outcomes), status, at, scheduled=scheduled
         ),
         "durability": unconfirmed_warning(outcomes),
         "write memory": "; ".join(memory_notes) or None,

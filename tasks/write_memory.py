@@ -72,7 +72,7 @@ def memory_target(redis_url: str) -> str:
 
 
 def _plain_target(redis_url: str) -> str:
-    parts = urlsplit(redis_url.strip())
+    parts = urlsplit(redis_url)
     scheme = parts.scheme.lower()
     user = _user(unquote(parts.username or ""))
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -116,13 +116,6 @@ def memory_variable_name(redis_target: str, unit: str) -> str:
 def _digest_name(target: str, unit: str) -> str:
     digest = hashlib.sha256(f"{target}\n{unit}".encode()).hexdigest()[:40]
     return MEMORY_PREFIX + digest
-
-
-def _names_of(redis_target: str, unit: str) -> list[str]:
-    """The names `unit`'s memory may be under: the normalised one, then the name an earlier
-    version gave the target as written (read until the next save writes the normalised one)."""
-    names = [memory_variable_name(redis_target, unit), _digest_name(redis_target, unit)]
-    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -171,7 +164,10 @@ def recall_writes(store: FlagStore, redis_target: str, units: Iterable[str]) -> 
     memory = _memory_of(store)
     if memory is None:
         return Recalled()
-    names = {name: unit for unit in units for name in _names_of(redis_target, unit)}
+    # the normalised name, then the one an earlier version gave the target as written (read
+    # until the next save writes the normalised one)
+    targets = dict.fromkeys((memory_target(redis_target), redis_target))
+    names = {_digest_name(target, unit): unit for unit in units for target in targets}
     try:
         saved = _read_many(list(names))
     except Exception as exc:  # the memory guards; a run without it still decides
@@ -194,12 +190,13 @@ def remember_writes(store: FlagStore, redis_target: str, recalled: Recalled) -> 
     memory = _memory_of(store) or {}
     own = {u: i for u, i in memory.items() if i and recalled.known.get(u) != i}
     failed: list[str] = []
+    target = memory_target(redis_target)
     for unit, audit_id in sorted(own.items()):
-        name = memory_variable_name(redis_target, unit)
+        name = _digest_name(target, unit)
         try:
             if _stream_key(_saved_id(Variable.get(name))) >= _stream_key(audit_id):
                 continue  # an overlapping run saved a newer write of it
-            value = {"target": memory_target(redis_target), "unit": unit, "audit_id": audit_id}
+            value = {"target": target, "unit": unit, "audit_id": audit_id}
             Variable.set(name, value, tags=[MEMORY_TAG], overwrite=True)
         except Exception as exc:
             failed.append(f"{unit} {audit_id} ({exc})")

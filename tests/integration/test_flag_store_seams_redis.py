@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,10 +22,11 @@ from rollout_core.config import FeatureSpec
 from rollout_core.controller import OutcomeStatus, apply_decisions, run_pass
 from rollout_core.flags import AUDIT_STREAM, LAST_WRITE_HASH, RedisFlagStore
 from rollout_core.guards import check_guards
-from rollout_core.model import Action, Decision, FlagState, SloReading, SloSnapshot
+from rollout_core.model import Action, Decision, FlagState
 from rollout_core.ports import FlagChange
 from rollout_core.redis_connection import connect
 from rollout_sdk.keys import CHANGES_CHANNEL, FEATURES_REGISTRY
+from tests.error_rate_source import ErrorRateSource
 from tests.integration.reply_dropping_proxy import ReplyDroppingProxy, reply_dropping_proxy
 
 pytestmark = pytest.mark.integration
@@ -287,15 +287,6 @@ def test_every_audited_change_publishes_the_feature_and_registers_it(
     assert client.smembers(FEATURES_REGISTRY) == {"google", "slack"}
 
 
-@dataclass
-class BreachingSource:
-    """20% errors over 2,000 requests for every feature: a breach with evidence."""
-
-    def fetch(self, specs: Sequence[FeatureSpec], at: datetime) -> Mapping[str, SloSnapshot]:
-        reading = SloReading("error_rate", 0.2, 2000)
-        return {s.name: SloSnapshot(s.name, {"error_rate": reading}, at) for s in specs}
-
-
 def ratio_spec(name: str) -> FeatureSpec:
     return FeatureSpec.model_validate(
         {
@@ -329,9 +320,9 @@ def test_a_corrupt_history_key_does_not_block_a_rollback(
     store.set_percent("google", 100, "full rollout", "alice", at=AT)
     redis_cli(redis_url, "SET", f"flags:google:{key}", value)
 
-    outcome = run_pass([ratio_spec("google")], store, BreachingSource(), AT, dry_run=False)[
-        "google"
-    ]
+    outcome = run_pass(
+        [ratio_spec("google")], store, ErrorRateSource(0.2, 2000), AT, dry_run=False
+    )["google"]
 
     assert outcome.status is OutcomeStatus.OK and outcome.applied, outcome.summary
     assert outcome.decision is not None and outcome.decision.action is Action.ROLLBACK
@@ -362,9 +353,9 @@ def test_a_corrupt_key_a_rollback_needs_holds_the_feature_as_a_config_error(
     store.init("google", AT)
     store.set_percent("google", 50, "ramp", "alice", at=AT)
     client.set(f"flags:google:{key}", "garbled")
-    outcome = run_pass([ratio_spec("google")], store, BreachingSource(), AT, dry_run=False)[
-        "google"
-    ]
+    outcome = run_pass(
+        [ratio_spec("google")], store, ErrorRateSource(0.2, 2000), AT, dry_run=False
+    )["google"]
     assert outcome.status is OutcomeStatus.CONFIG_ERROR
     assert f"flags:google:{key} is 'garbled'" in (outcome.error or "")
 
@@ -376,7 +367,7 @@ def test_a_dry_run_controller_appends_an_unchanged_recommendation_once(
     store.set_percent("google", 50, "ramp", "alice", at=AT)
     entries = client.xlen(AUDIT_STREAM)
     for _ in range(3):
-        outcome = run_pass([spec], store, BreachingSource(), AT, dry_run=True)["google"]
+        outcome = run_pass([spec], store, ErrorRateSource(0.2, 2000), AT, dry_run=True)["google"]
         assert outcome.dry_run and outcome.decision is not None
         assert outcome.decision.action is Action.ROLLBACK
     assert client.xlen(AUDIT_STREAM) == entries + 1

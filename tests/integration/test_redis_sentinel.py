@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +20,10 @@ from deployments.ha import RedisHA, start_redis_ha
 from rollout_core.config import FeatureSpec
 from rollout_core.controller import run_pass
 from rollout_core.flags import AUDIT_STREAM, RedisFlagStore
-from rollout_core.model import Action, FlagState, SloReading, SloSnapshot
+from rollout_core.model import Action, FlagState
 from rollout_core.redis_connection import connect
 from rollout_sdk import RolloutClient
+from tests.error_rate_source import ErrorRateSource
 from tests.integration.traffic import poll
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -106,17 +107,6 @@ def lose_a_promotion(ha: RedisHA, store: RedisFlagStore) -> str:
     return str(lost.audit_id)
 
 
-class Reading:
-    """One error-rate reading for every feature: 0.2 (20%) is a breach, 0.001 healthy."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-
-    def fetch(self, specs: Sequence[FeatureSpec], at: datetime) -> Mapping[str, SloSnapshot]:
-        reading = SloReading("error_rate", self.rate, 5000)
-        return {s.name: SloSnapshot(s.name, {"error_rate": reading}, at) for s in specs}
-
-
 SPEC = FeatureSpec.model_validate(
     {
         "name": "google",
@@ -135,12 +125,14 @@ def test_after_a_failover_that_lost_its_write_promotions_hold_and_a_breach_still
     assert isinstance(state, FlagState) and state.percent == 10
     [problem] = state.problems
     assert "Redis lost that write" in problem and lost in problem
-    healthy = run_pass([SPEC], store, Reading(0.001), T0 + timedelta(hours=1), dry_run=False)
+    healthy = run_pass(
+        [SPEC], store, ErrorRateSource(0.001), T0 + timedelta(hours=1), dry_run=False
+    )
     held = healthy["google"]
     assert not held.applied and held.decision is not None, held.summary
     assert held.decision.guard == "history" and held.decision.proposed is Action.PROMOTE
 
-    breach = run_pass([SPEC], store, Reading(0.2), T0 + timedelta(hours=2), dry_run=False)
+    breach = run_pass([SPEC], store, ErrorRateSource(0.2), T0 + timedelta(hours=2), dry_run=False)
     rolled_back = breach["google"]
     assert rolled_back.result is Action.ROLLBACK, (rolled_back.status, rolled_back.error)
     assert store.client.get("flags:google:rollout_percent") == "0"

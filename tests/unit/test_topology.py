@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,11 +14,12 @@ from rollout_core.config import FeatureSpec
 from rollout_core.controller import FeatureOutcome, OutcomeStatus, run_pass, unconfirmed_warning
 from rollout_core.errors import ConfigError
 from rollout_core.flags import LAST_WRITE_HASH, RedisFlagStore
-from rollout_core.model import Action, FlagState, SloReading, SloSnapshot
+from rollout_core.model import Action, FlagState
 from rollout_core.redis_connection import RETRIES, confirm_replicated, connect, describe
 from rollout_core.telemetry import Totals, registry_for
 from rollout_core.urls import redact_url
 from rollout_sdk.sentinel import SentinelAddress, parse_sentinel_url, sentinel_url
+from tests.error_rate_source import ErrorRateSource
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -261,17 +261,6 @@ def test_a_read_older_than_the_controllers_last_write_holds_that_features_promot
     assert isinstance(google, FlagState) and not google.problems
 
 
-class Reading:
-    """One error-rate reading for every feature: 20% is a breach, 0.1% healthy."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-
-    def fetch(self, specs: Sequence[FeatureSpec], at: datetime) -> Mapping[str, SloSnapshot]:
-        reading = SloReading("error_rate", self.rate, 5000)
-        return {s.name: SloSnapshot(s.name, {"error_rate": reading}, at) for s in specs}
-
-
 def lost_promotion(store: RedisFlagStore) -> None:
     """google public at 10%, then a promotion to 50% the failover lost (Redis kept 10%)."""
     store.init("google", T0)
@@ -294,7 +283,9 @@ ERROR_RATE_SPEC = FeatureSpec.model_validate(
 def test_a_breach_after_a_lost_write_is_rolled_back_with_the_loss_as_a_warning() -> None:
     store = RedisFlagStore(fakeredis.FakeRedis(decode_responses=True))
     lost_promotion(store)
-    outcome = run_pass([ERROR_RATE_SPEC], store, Reading(0.2), T0 + timedelta(hours=1), False)
+    outcome = run_pass(
+        [ERROR_RATE_SPEC], store, ErrorRateSource(0.2), T0 + timedelta(hours=1), False
+    )
     outcome = outcome["google"]
     assert outcome.status is OutcomeStatus.OK and outcome.applied, outcome.summary
     assert outcome.result is Action.ROLLBACK
@@ -310,7 +301,9 @@ def test_a_breach_after_a_lost_write_is_rolled_back_with_the_loss_as_a_warning()
 def test_a_healthy_reading_after_a_lost_write_holds_the_promotion_naming_the_loss() -> None:
     store = RedisFlagStore(fakeredis.FakeRedis(decode_responses=True))
     lost_promotion(store)
-    outcome = run_pass([ERROR_RATE_SPEC], store, Reading(0.001), T0 + timedelta(hours=2), False)
+    outcome = run_pass(
+        [ERROR_RATE_SPEC], store, ErrorRateSource(0.001), T0 + timedelta(hours=2), False
+    )
     outcome = outcome["google"]
     assert outcome.status is OutcomeStatus.OK and not outcome.applied, outcome.summary
     assert outcome.decision is not None and outcome.decision.guard == "history"
